@@ -1,0 +1,34 @@
+# Every target sets itself up: .venv with pinned packages and the MicroPython unix port,
+# and the Debian mosquitto broker where it is needed.
+PY := .venv/bin/python
+MP := .venv/bin/micropython
+export PYTHONPATH := $(CURDIR)
+export MICROPYPATH := $(CURDIR):.frozen
+
+.PHONY: setup test lint unit-mp sim bench certs clean
+
+setup:
+	@scripts/setup-venv
+
+test: setup
+	@scripts/ensure-mosquitto
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+# Only the both-runtime tests, on MicroPython, without pytest (fast feedback).
+unit-mp: setup
+	$(MP) -X heapsize=8M tests/mp_run.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+sim: setup
+	@scripts/ensure-mosquitto || echo "(no mosquitto: the simulator falls back to the amqtt broker)"
+	$(PY) -m host_sim.sim
+
+bench: setup
+	@scripts/ensure-mosquitto
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf var .hypothesis .ruff_cache

@@ -1,0 +1,1 @@
+"""The terminal agent: runs unchanged on CPython and MicroPython."""

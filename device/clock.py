@@ -1,0 +1,62 @@
+# Clock port: Unix seconds on every runtime, and whether the time can be trusted yet.
+import time
+
+from device import build
+
+# Boards whose native epoch is 2000 (most MicroPython ports) count from here.
+EPOCH_2000_OFFSET = 946684800
+_OFFSET = EPOCH_2000_OFFSET if time.gmtime(0)[0] == 2000 else 0
+
+try:
+    _ticks_ms = time.ticks_ms
+    _ticks_diff = time.ticks_diff
+except AttributeError:  # CPython
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+def ticks_ms():
+    return _ticks_ms()
+
+
+def ticks_diff(a, b):
+    return _ticks_diff(a, b)
+
+
+class Clock:
+    """Wall clock in Unix seconds.
+
+    `correction` lets the host (or a technician) fix a wrong RTC without touching the OS clock,
+    which the agent may not own; it is added to every reading.
+    """
+
+    def __init__(self, build_time=None, correction=0):
+        self.build_time = build.BUILD_TIME if build_time is None else build_time
+        self.correction = correction
+
+    def now(self):
+        return int(time.time()) + _OFFSET + self.correction
+
+    def now_f(self):
+        return time.time() + _OFFSET + self.correction
+
+    def trusted(self):
+        # A clock earlier than the firmware's build cannot be right (RTC lost its battery).
+        return self.now() >= self.build_time
+
+
+class FixedClock(Clock):
+    """A clock that reads a set time; for the stateless check command and tests."""
+
+    def __init__(self, t, build_time=None):
+        Clock.__init__(self, build_time)
+        self.t = t
+
+    def now(self):
+        return int(self.t)
+
+    def now_f(self):
+        return float(self.t)
