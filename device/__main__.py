@@ -1,0 +1,52 @@
+# python -m device run --config F | console --config F | coupon-check ...
+# (same on MicroPython: micropython -m device ...)
+import sys
+
+USAGE = """usage:
+  python -m device run --config device.json
+  python -m device console --config device.json
+  python -m device coupon-check --root-key HEX --trustlist PT1:... [--revocations PR1:...]
+      --store ID --currency CUR --now UNIX --total MINOR TOKEN"""
+
+
+def _config_arg(args):
+    if len(args) != 2 or args[0] != "--config":
+        return None
+    return args[1]
+
+
+def _load(path):
+    from device import config
+    try:
+        return config.load(path)
+    except config.ConfigError as e:
+        sys.stderr.write("config error: %s\n" % e)
+        return None
+
+
+def main(argv):
+    if not argv:
+        sys.stderr.write(USAGE + "\n")
+        return 2
+    cmd, args = argv[0], argv[1:]
+    if cmd == "coupon-check":
+        from device.coupon_check import main as check_main
+        return check_main(args)
+    if cmd in ("run", "console"):
+        path = _config_arg(args)
+        if path is None:
+            sys.stderr.write(USAGE + "\n")
+            return 2
+        cfg = _load(path)
+        if cfg is None:
+            return 2
+        if cmd == "run":
+            from device.main import run
+            return run(cfg)
+        from device.main import console
+        return console(cfg)
+    sys.stderr.write(USAGE + "\n")
+    return 2
+
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,283 @@
+# The agent: wires the ports, the cores and the drivers together, and owns the asyncio tasks.
+#
+# Everything that decides something lives in a sans-I/O core (queue, verifier, trust, console,
+# clerk screens); this module only moves bytes and events between them and the outside.
+import json
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover - boards ship it as uasyncio
+    import uasyncio as asyncio
+
+from protocol import cbor, envelope, messages, topics
+
+from device import build, crypto, rt
+from device.clock import Clock, ticks_diff, ticks_ms
+from device.counters import Counters
+from device.metrics import Metrics
+from device.queue import ChargeQueue
+from device.storage import PosixFS, RecordLog
+
+# Downlink types whose replay would do harm: their seq is written to flash before they act.
+DURABLE_SEQ_TYPES = ("config",)
+IO_POLL_S = 0.02
+FORWARD_POLL_S = 0.2
+
+
+class Agent:
+    def __init__(self, cfg, fs=None, clock=None):
+        self.cfg = cfg
+        self.fs = fs or PosixFS()
+        self.clock = clock or Clock()
+        self.metrics = Metrics()
+        self.device_id = cfg["device_id"]
+        self.root = cfg["broker"]["root"]
+        self.secret = bytes.fromhex(cfg["secret_hex"])
+        self.data_dir = cfg["data_dir"]
+        self.fs.makedirs(self.data_dir)
+        self.counters = Counters(self.fs, self.data_dir + "/counters.json").open()
+        self.guard = envelope.SeqGuard({"host": self.counters.host_seq})
+        self.queue = ChargeQueue(RecordLog(self.fs, self.data_dir + "/queue.log")).open()
+        self.trust = None
+        self.verifier = None
+        self._open_trust()
+        self.link = None
+        self.started_ms = ticks_ms()
+        self._stop = None
+        self.console = None
+        self.drivers = {}
+
+    def _open_trust(self):
+        # The verifier needs the trust store; both arrive with the coupon feature.
+        try:
+            from device.coupon import Verifier
+            from device.trust import TrustStore
+        except ImportError:
+            return
+        roots = [bytes.fromhex(k) for k in self.cfg["root_keys"]]
+        self.trust = TrustStore(self.fs, self.data_dir, roots)
+        self.trust.open()
+        self.verifier = Verifier(self.trust)
+
+    # -- facts for hello, status and the console ----------------------------------------------
+    @property
+    def online(self):
+        return self.link is not None and self.link.connected
+
+    def trust_ver(self):
+        return self.trust.trust_ver if self.trust else 0
+
+    def rev_ver(self):
+        return self.trust.rev_ver if self.trust else 0
+
+    def uptime(self):
+        return ticks_diff(ticks_ms(), self.started_ms) // 1000
+
+    def hello_body(self):
+        return {"fw": build.FW, "rt": rt.NAME, "boot": self.counters.boot,
+                "queue": len(self.queue.pending), "trust_ver": self.trust_ver(),
+                "rev_ver": self.rev_ver()}
+
+    def status_body(self):
+        count, amount, oldest = self.queue.totals()
+        return {"queue": count, "queue_amt": amount, "oldest_at": oldest,
+                "drops": self.metrics.drops(), "uptime": self.uptime(),
+                "declined_unseen": len(self.queue.unacked)}
+
+    # -- uplink ----------------------------------------------------------------------------------
+    def seal(self, mtype, body):
+        return envelope.seal(self.secret, self.device_id, mtype, self.counters.next_seq(),
+                             self.clock.now(), body, crypto.random_bytes(16))
+
+    async def send(self, mtype, body, retain=False):
+        await self.link.publish(topics.up(self.root, self.device_id, mtype),
+                                self.seal(mtype, body), retain=retain)
+        self.metrics.inc("sent_" + mtype)
+
+    def state_payload(self, online):
+        return cbor.dumps({"online": online, "at": self.clock.now()})
+
+    async def on_connect(self, link):
+        await link.subscribe([(t, 1) for t in topics.device_subscriptions(self.root,
+                                                                           self.device_id)])
+        await link.publish(topics.state(self.root, self.device_id), self.state_payload(True),
+                           retain=True)
+        await self.send("hello", self.hello_body())
+        self.queue.link_up()
+
+    # -- downlink --------------------------------------------------------------------------------
+    def on_message(self, topic, payload):
+        """Every inbound publish; never raises (bad input is counted and dropped)."""
+        try:
+            kind, dev, mtype = topics.parse(self.root, topic)
+        except ValueError:
+            self.metrics.inc("drop_bad_topic")
+            return
+        try:
+            if kind == "fleet":
+                self._on_fleet(mtype, payload)
+            elif kind == "down" and dev == self.device_id:
+                self._on_down(mtype, payload)
+            else:
+                self.metrics.inc("drop_wrong_topic")
+        except Exception as e:  # the link must survive whatever a handler does
+            self.metrics.inc("handler_errors")
+            self.log("handler error on %s: %s %s" % (topic, type(e).__name__, e))
+
+    def _on_down(self, mtype, payload):
+        try:
+            msg = envelope.open_envelope(self.secret, payload, self.device_id, mtype)
+            self.guard.check("host", msg["seq"])
+        except envelope.EnvelopeError as e:
+            self.metrics.inc("drop_" + e.code)
+            return
+        try:
+            messages.check(mtype, msg["body"])
+        except messages.MessageError as e:
+            self.metrics.inc("drop_bad_body")
+            self.log("bad %s body: %s" % (mtype, e))
+            return
+        self.guard.accept("host", msg["seq"])
+        self.counters.accept_host_seq(msg["seq"], mtype in DURABLE_SEQ_TYPES)
+        handler = getattr(self, "_down_" + mtype, None)
+        if handler is None:
+            self.metrics.inc("drop_unknown_type")
+            return
+        handler(msg["body"])
+
+    def _down_charge_result(self, body):
+        if self.queue.on_result(body, self.clock.now()) is None:
+            self.metrics.inc("result_unmatched")
+        elif body["st"] == "declined":
+            self.metrics.inc("declined")
+
+    def _down_redeemed(self, body):
+        self.queue.add_redeemed(body["cti"], self.clock.now())
+
+    def _down_config(self, body):
+        changed = []
+        if "limits" in body:
+            self.cfg["limits"].update(body["limits"])
+            changed.append("limits")
+        if "pins" in body:
+            self.cfg["pins"].update(body["pins"])
+            changed.append("pins")
+        if "status_interval_s" in body:
+            self.cfg["status_interval_s"] = body["status_interval_s"]
+            changed.append("status_interval_s")
+        self._save_host_settings()
+        self.log("config from host: %s" % ",".join(changed))
+
+    def _save_host_settings(self):
+        # Host-managed settings survive a reboot beside (not inside) the provisioned config.
+        keep = {"limits": self.cfg["limits"], "pins": self.cfg["pins"],
+                "status_interval_s": self.cfg["status_interval_s"]}
+        self.fs.write_atomic(self.data_dir + "/host_settings.json", json.dumps(keep).encode())
+
+    def load_host_settings(self):
+        raw = self.fs.read(self.data_dir + "/host_settings.json")
+        if not raw:
+            return
+        try:
+            saved = json.loads(raw)
+            messages.check("config", saved)
+        except (ValueError, messages.MessageError):
+            self.metrics.inc("bad_host_settings")
+            return
+        self.cfg["limits"].update(saved.get("limits", {}))
+        self.cfg["pins"].update(saved.get("pins", {}))
+        self.cfg["status_interval_s"] = saved.get("status_interval_s",
+                                                  self.cfg["status_interval_s"])
+
+    def _on_fleet(self, what, payload):
+        if self.trust is None:
+            self.metrics.inc("drop_fleet_unsupported")
+            return
+        from device.trust import TrustError
+        try:
+            if what == "trustlist":
+                ver = self.trust.install_trustlist(payload)
+            else:
+                ver = self.trust.install_revocations(payload)
+        except TrustError as e:
+            if e.code == "rollback":
+                # Retained lists come again on every reconnect: not an error when already ours.
+                self.metrics.inc("fleet_not_newer")
+            else:
+                self.metrics.inc("drop_fleet_" + e.code)
+            return
+        self.log("installed %s ver %d" % (what, ver))
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def log(self, text):
+        print("[%s] %s" % (self.device_id, text))
+
+    async def _status_loop(self):
+        while True:
+            await asyncio.sleep(self.cfg["status_interval_s"])
+            if self.online:
+                try:
+                    await self.send("status", self.status_body())
+                except Exception as e:
+                    self.metrics.inc("status_failed")
+                    self.log("status not sent: %s" % e)
+            self.counters.flush()
+
+    async def _forward_loop(self):
+        while True:
+            await asyncio.sleep(FORWARD_POLL_S)
+            if not self.online:
+                continue
+            for rec in self.queue.due(ticks_ms()):
+                try:
+                    from device.sale import charge_body
+                    await self.send("charge", charge_body(rec))
+                except Exception as e:
+                    self.metrics.inc("forward_failed")
+                    self.log("charge not forwarded: %s" % e)
+                    break
+                self.queue.sent(rec["cid"], ticks_ms(), crypto.random_bytes(1)[0] / 256)
+            if self.queue.needs_compaction():
+                self.queue.compact(self.clock.now())
+
+    async def _io_loop(self):
+        while True:
+            for name, (port, feed) in self.drivers.items():
+                try:
+                    data = port.read_available()
+                except Exception as e:
+                    self.metrics.inc("io_error_" + name)
+                    self.log("%s read failed: %s" % (name, e))
+                    data = b""
+                if data:
+                    for out in feed(data):
+                        port.write(out)
+            await asyncio.sleep(IO_POLL_S)
+
+    def open_drivers(self):
+        from device.technician import Commands
+        from device.console import Console
+        self.console = Console(Commands(self))
+        ccfg = self.cfg.get("console")
+        if ccfg:
+            from device.drivers.serial import open_serial
+            self.drivers["console"] = (open_serial(ccfg), self.console.feed)
+
+    async def run(self):
+        from device.link import make_link
+        self.load_host_settings()
+        self.open_drivers()
+        will = (topics.state(self.root, self.device_id), self.state_payload(False), 1, True)
+        self.link = make_link(self.cfg["broker"], self.device_id, will, self.on_connect,
+                              self.on_message, keepalive=self.cfg["broker"]["keepalive"])
+        self.log("fw %s on %s, boot %d, queue %d" % (build.FW, rt.NAME, self.counters.boot,
+                                                     len(self.queue.pending)))
+        tasks = [asyncio.create_task(self._status_loop()),
+                 asyncio.create_task(self._forward_loop()),
+                 asyncio.create_task(self._io_loop())]
+        try:
+            await self.link.run()
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.counters.flush()
