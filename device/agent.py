@@ -9,14 +9,13 @@ try:
 except ImportError:  # pragma: no cover - boards ship it as uasyncio
     import uasyncio as asyncio
 
-from protocol import cbor, envelope, messages, topics
-
 from device import build, crypto, rt
 from device.clock import Clock, ticks_diff, ticks_ms
 from device.counters import Counters
 from device.metrics import Metrics
 from device.queue import ChargeQueue
 from device.storage import PosixFS, RecordLog
+from protocol import cbor, envelope, messages, topics
 
 # Downlink types whose replay would do harm: their seq is written to flash before they act.
 DURABLE_SEQ_TYPES = ("config",)
@@ -255,8 +254,8 @@ class Agent:
             await asyncio.sleep(IO_POLL_S)
 
     def open_drivers(self):
-        from device.technician import Commands
         from device.console import Console
+        from device.technician import Commands
         self.console = Console(Commands(self))
         ccfg = self.cfg.get("console")
         if ccfg:

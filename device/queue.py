@@ -8,10 +8,9 @@
 #   ack      a supervisor acknowledged a declined charge
 #   redeemed coupons the host saw redeemed at other terminals      -> ledger
 #   snap     written by compaction: ledger image + receipt counter (replaces the ledger on replay)
-from protocol import cbor
-
 from device.ledger import Ledger
 from device.sale import RECORD_VERSION
+from protocol import cbor
 
 RETRY_BASE_MS = 5000
 RETRY_CAP_MS = 120000
