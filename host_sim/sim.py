@@ -1,0 +1,313 @@
+"""`make sim`: a broker, the host and one virtual terminal you drive from the keyboard.
+
+    python -m host_sim.sim [--runtime cpython|micropython] [--dir var/sim] [--fresh]
+                           [--headless SECONDS]
+
+The terminal is a real device process: its keypad, scanner and console are pseudo-terminals
+this program writes to, its display is the jsonl file this program draws, and its network goes
+through a relay (host_sim/netcut.py) that the `n` key cuts and restores. Ctrl-C or `q` stops
+everything this program started.
+"""
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import termios
+import time
+import tty
+
+from host_sim.mosquitto import Mosquitto, MosquittoError, run_dev_broker
+from host_sim.netcut import NetCut
+from host_sim.registry import Registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICE = "T-0001"
+STORE = "S-001"
+MERCHANT = "M-ACME"
+CURRENCY = "CNY"
+# The public test root key of shared/vectors (its trust list signs the demo coupons there).
+DEMO_ROOT_KEY = "6b302cf1c2a95a0f2791d08a3db8949042ac04ab98a163ae605a2e70418feffe"
+
+KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
+        "m": "MENU", "\x1b[A": "UP", "\x1b[B": "DOWN", "\x1bOP": "F1", "\x1bOQ": "F2",
+        "\x1bOR": "F3", "\x1bOS": "F4", "\x1b[11~": "F1", "\x1b[12~": "F2", "\x1b[13~": "F3",
+        "\x1b[14~": "F4"}
+for _d in "0123456789":
+    KEYS[_d] = _d
+HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4  "
+        "s=scan  n=network  q=quit")
+
+
+class AmqttBroker:
+    """The pure-Python fallback broker (no root to install mosquitto): amqtt in a subprocess."""
+
+    def __init__(self, workdir):
+        from host_sim.mosquitto import free_port
+        self.port = free_port()
+        code = ("import asyncio, sys\nfrom amqtt.broker import Broker\n"
+                "cfg = {'listeners': {'default': {'type': 'tcp', 'bind': '127.0.0.1:%d'}},"
+                " 'auth': {'allow-anonymous': True}, 'topic-check': {'enabled': False}}\n"
+                "async def main():\n    b = Broker(cfg)\n    await b.start()\n"
+                "    await asyncio.Event().wait()\nasyncio.run(main())\n" % self.port)
+        self.proc = subprocess.Popen([sys.executable, "-c", code],
+                                     stdout=open(os.path.join(workdir, "amqtt.log"), "w"),
+                                     stderr=subprocess.STDOUT)
+        _wait_port(self.port, 15)
+
+    def stop(self):
+        _stop(self.proc)
+
+
+def _wait_port(port, timeout):
+    import socket
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("broker did not come up on port %d" % port)
+
+
+def _stop(proc):
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Sim:
+    def __init__(self, args):
+        self.args = args
+        self.dir = os.path.abspath(args.dir)
+        self.procs = []
+        self.broker = None
+        self.net = None
+        self.ptys = {}
+        self.frame = {"screen": "(starting)", "lines": []}
+        self.frame_pos = 0
+        self.message = ""
+
+    # -- start-up --------------------------------------------------------------------------------
+    def start(self):
+        if self.args.fresh and os.path.isdir(self.dir):
+            import shutil
+            shutil.rmtree(self.dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.broker = self._start_broker()
+        self.net = NetCut(self.broker.port)
+        for name in ("keypad", "scanner", "console"):
+            m, s = os.openpty()
+            tty.setraw(s)
+            self.ptys[name] = (m, s, os.ttyname(s))
+        db = os.path.join(self.dir, "host.db")
+        cfg_path = self._register(db)
+        self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
+        host_log = open(os.path.join(self.dir, "host.log"), "a")
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db, "--broker-host",
+             "127.0.0.1", "--broker-port", str(self.broker.port)],
+            cwd=ROOT, stdout=host_log, stderr=subprocess.STDOUT))
+        if self.args.runtime == "micropython":
+            cmd = [os.path.join(os.path.dirname(sys.executable), "micropython")]
+            env = dict(os.environ, MICROPYPATH=ROOT + ":.frozen")
+        else:
+            cmd = [sys.executable, "-u"]
+            env = dict(os.environ, PYTHONPATH=ROOT)
+        dev_log = open(os.path.join(self.dir, "device.log"), "a")
+        self.procs.append(subprocess.Popen(cmd + ["-m", "device", "run", "--config", cfg_path],
+                                           cwd=ROOT, env=env, stdout=dev_log,
+                                           stderr=subprocess.STDOUT))
+
+    def _start_broker(self):
+        try:
+            b = run_dev_broker(os.path.join(self.dir, "broker"))
+            self.message = "broker: mosquitto on 127.0.0.1:%d" % b.port
+            return b
+        except (MosquittoError, OSError) as e:
+            self.message = ("mosquitto unavailable (%s): using the pure-Python amqtt broker"
+                            % str(e)[:60])
+            print(self.message)
+            return AmqttBroker(self.dir)
+
+    def _register(self, db):
+        reg = Registry(db)
+        try:
+            if reg.device(DEVICE) is None:
+                reg.register(DEVICE, STORE, MERCHANT)
+            data_dir = os.path.join(self.dir, DEVICE)
+            cfg = reg.device_config(
+                DEVICE, {"host": "127.0.0.1", "port": self.net.port}, data_dir, [DEMO_ROOT_KEY],
+                CURRENCY,
+                scanner={"driver": "serial", "port": self.ptys["scanner"][2], "baud": 9600},
+                keypad={"driver": "serial", "port": self.ptys["keypad"][2]},
+                display={"driver": "jsonl", "path": os.path.join(data_dir, "screen.jsonl")},
+                printer={"driver": "file", "path": os.path.join(data_dir, "printer.bin")},
+                console={"driver": "serial", "port": self.ptys["console"][2]})
+        finally:
+            reg.close()
+        path = os.path.join(self.dir, DEVICE + ".json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        return path
+
+    # -- the screen ------------------------------------------------------------------------------
+    def poll_frames(self):
+        try:
+            with open(self.screen_path, "rb") as f:
+                f.seek(self.frame_pos)
+                data = f.read()
+        except OSError:
+            return False
+        if b"\n" not in data:
+            return False
+        complete = data[:data.rindex(b"\n") + 1]
+        self.frame_pos += len(complete)
+        for line in complete.splitlines():
+            try:
+                self.frame = json.loads(line)
+            except ValueError:
+                pass
+        return True
+
+    def render(self):
+        width = 36
+        lines = list(self.frame.get("lines", []))[:8]
+        out = ["\x1b[H\x1b[2J", "terminal %s  screen: %s\r\n" % (DEVICE, self.frame.get("screen")),
+               "+" + "-" * width + "+\r\n"]
+        for ln in lines + [""] * (8 - len(lines)):
+            out.append("|" + str(ln)[:width].ljust(width) + "|\r\n")
+        out.append("+" + "-" * width + "+\r\n")
+        out.append("network: %s   %s\r\n" % (self.net.mode.upper(), self.message))
+        out.append(HELP + "\r\n")
+        sys.stdout.write("".join(out))
+        sys.stdout.flush()
+
+    # -- input -----------------------------------------------------------------------------------
+    def send(self, name, text):
+        os.write(self.ptys[name][0], text.encode() + b"\r\n")
+
+    def read_scan(self):
+        sys.stdout.write("scan> ")
+        sys.stdout.flush()
+        buf = ""
+        while True:
+            ch = os.read(0, 1).decode(errors="replace")
+            if ch in ("\r", "\n"):
+                return buf
+            if ch == "\x03" or ch == "\x1b":
+                return None
+            if ch in ("\x7f", "\x08"):
+                buf = buf[:-1]
+            else:
+                buf += ch
+            sys.stdout.write(ch if ch not in ("\x7f", "\x08") else "\b \b")
+            sys.stdout.flush()
+
+    def key(self, seq):
+        if seq in ("q", "\x03"):
+            return False
+        if seq == "n":
+            if self.net.mode == "up":
+                self.net.cut()
+                self.message = "network cut"
+            else:
+                self.net.restore()
+                self.message = "network restored"
+        elif seq == "s":
+            text = self.read_scan()
+            if text:
+                self.send("scanner", text)
+                self.message = "scanned %d chars" % len(text)
+        elif seq in KEYS:
+            self.send("keypad", KEYS[seq])
+        return True
+
+    def interactive(self):
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        tty.setraw(fd)
+        try:
+            self.render()
+            while True:
+                if self.poll_frames():
+                    self.render()
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if not r:
+                    self._check_children()
+                    continue
+                seq = os.read(fd, 16).decode(errors="replace")
+                if not self.key(seq):
+                    return
+                self.render()
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            sys.stdout.write("\r\n")
+
+    def headless(self, seconds):
+        end = time.monotonic() + seconds
+        print(self.message, flush=True)
+        while time.monotonic() < end:
+            if self.poll_frames():
+                print(json.dumps(self.frame), flush=True)
+            self._check_children()
+            time.sleep(0.1)
+
+    def _check_children(self):
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError("a simulator process exited (code %s): see %s"
+                                   % (p.returncode, self.dir))
+
+    def stop(self):
+        for p in reversed(self.procs):
+            _stop(p)
+        if self.net:
+            self.net.close()
+        if isinstance(self.broker, Mosquitto):
+            self.broker.stop()
+        elif self.broker is not None:
+            self.broker.stop()
+        for m, s, _ in self.ptys.values():
+            for fd in (m, s):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m host_sim.sim")
+    ap.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython")
+    ap.add_argument("--dir", default=os.path.join(ROOT, "var", "sim"))
+    ap.add_argument("--fresh", action="store_true", help="start from an empty registry")
+    ap.add_argument("--headless", type=float, metavar="SECONDS",
+                    help="print frames as JSON lines for SECONDS instead of drawing")
+    args = ap.parse_args(argv)
+    sim = Sim(args)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        sim.start()
+        if args.headless is not None or not sys.stdin.isatty():
+            sim.headless(args.headless or 10)
+        else:
+            sim.interactive()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        print("sim: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
