@@ -1,0 +1,254 @@
+# Command line of the host simulator:
+#   python -m host_sim serve --db PATH --broker-host H --broker-port P [--root R]
+#       [--trustlist FILE] [--revocations FILE] [--decline-over N] [--decline-rate R --seed S]
+#       [--block-member MEM ...] [--latency S] [--client-id ID]
+#   python -m host_sim register DEVICE_ID --db PATH --store S --merchant M --currency CUR
+#       --root-key HEX [--root-key HEX ...] [--broker-host H] [--broker-port P] [--root R]
+#       [--data-dir DIR] [--scanner-port TTY] [--keypad-port TTY] [--console-port TTY]
+#       [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN] --config-out FILE
+#   python -m host_sim report --db PATH
+# Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from host_sim.charges import ChargeError, Charges, Rules
+from host_sim.registry import Registry, RegistryError
+from protocol import base45, cbor, topics
+
+PIN_ITERATIONS = 1000
+LIST_PREFIX = {"trustlist": "PT1:", "revocations": "PR1:"}
+
+
+class CliError(Exception):
+    pass
+
+
+def read_list(path, what):
+    """The raw COSE bytes of a "PT1:"/"PR1:" file (one text line, base45 of the COSE_Sign1)."""
+    prefix = LIST_PREFIX[what]
+    try:
+        with open(path) as f:
+            # Only line ends are stripped: a space is a base45 digit.
+            text = f.read().strip("\r\n")
+    except (OSError, UnicodeError) as e:
+        raise CliError("%s: cannot read %s: %s" % (what, path, e))
+    if not text.startswith(prefix):
+        raise CliError("%s: %s does not start with %s" % (what, path, prefix))
+    try:
+        data = bytes(base45.decode(text[len(prefix):]))
+        msg = cbor.loads(data)
+    except (ValueError, cbor.CBORError) as e:
+        raise CliError("%s: %s is not base45 of CBOR: %s" % (what, path, e))
+    if isinstance(msg, cbor.Tag) and msg.tag == 18:
+        msg = msg.value
+    if type(msg) is not list or len(msg) != 4:
+        raise CliError("%s: %s does not hold a COSE_Sign1" % (what, path))
+    return data
+
+
+def pin_hash(pin, iterations=PIN_ITERATIONS):
+    """SPEC 5.2 form: pbkdf2-sha256$ITERATIONS$SALT_HEX$HASH_HEX."""
+    salt = os.urandom(16)
+    h = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations, 32)
+    return "pbkdf2-sha256$%d$%s$%s" % (iterations, salt.hex(), h.hex())
+
+
+def _emit(line):
+    sys.stdout.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
+    sys.stdout.flush()
+
+
+def cmd_serve(args):
+    from host_sim.host import Host, HostError
+
+    lists = {}
+    if args.trustlist:
+        lists["trustlist"] = read_list(args.trustlist, "trustlist")
+    if args.revocations:
+        lists["revocations"] = read_list(args.revocations, "revocations")
+    try:
+        rules = Rules(decline_over=args.decline_over, decline_rate=args.decline_rate,
+                      seed=args.seed, blocked_members=args.block_member or ())
+    except ChargeError as e:
+        raise CliError(str(e))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
+                latency_s=args.latency, client_id=args.client_id, log=_emit)
+    try:
+        host.start(timeout=args.connect_timeout)
+    except HostError as e:
+        raise CliError(str(e))
+    try:
+        if "trustlist" in lists:
+            host.publish_trustlist(lists["trustlist"])
+        if "revocations" in lists:
+            host.publish_revocations(lists["revocations"])
+        while not stop.wait(0.5):
+            pass
+    finally:
+        host.stop()
+    return 0
+
+
+def cmd_register(args):
+    reg = Registry(args.db)
+    try:
+        existed = reg.device(args.device_id) is not None
+        reg.register(args.device_id, args.store, args.merchant)
+        data_dir = args.data_dir or os.path.join("var", args.device_id)
+        drivers = {
+            "display": {"driver": "jsonl", "path": os.path.join(data_dir, "screen.jsonl")},
+            "printer": {"driver": "file", "path": os.path.join(data_dir, "printer.bin")},
+        }
+        if args.scanner_port:
+            drivers["scanner"] = {"driver": "serial", "port": args.scanner_port, "baud": 9600}
+        if args.keypad_port:
+            drivers["keypad"] = {"driver": "serial", "port": args.keypad_port}
+        if args.console_port:
+            drivers["console"] = {"driver": "serial", "port": args.console_port}
+        pins = {}
+        for role in ("tech", "supervisor", "clerk"):
+            pin = getattr(args, role + "_pin")
+            if pin:
+                pins[role] = pin_hash(pin)
+        broker = {"host": args.broker_host, "port": args.broker_port, "root": args.root}
+        cfg = reg.device_config(args.device_id, broker, data_dir,
+                                [k.lower() for k in args.root_key], args.currency,
+                                pins=pins, **drivers)
+    except RegistryError as e:
+        raise CliError(str(e))
+    finally:
+        reg.close()
+    _write_private(args.config_out, json.dumps(cfg, indent=1) + "\n")
+    print(json.dumps({"device_id": args.device_id, "store_id": args.store,
+                      "config": args.config_out, "secret_rotated": existed}))
+    return 0
+
+
+def _write_private(path, text):
+    # The config holds the device secret: owner-only, and never half written.
+    tmp = path + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CliError("cannot write %s: %s" % (path, e))
+
+
+def cmd_report(args):
+    if not os.path.exists(args.db):
+        raise CliError("no database at %s" % args.db)
+    reg = Registry(args.db)
+    try:
+        out = {"charges": Charges(reg).report(), "drops": reg.drops(), "devices": []}
+        for d in reg.devices():
+            d.pop("secret")
+            out["devices"].append(d)
+    finally:
+        reg.close()
+    print(json.dumps(out, indent=1, sort_keys=True))
+    return 0
+
+
+def _rate(text):
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0..1")
+    return v
+
+
+def _nonneg_float(text):
+    v = float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
+def _port(text):
+    v = int(text)
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError("must be 1..65535")
+    return v
+
+
+def _root(text):
+    try:
+        topics.fleet(text, "trustlist")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m host_sim",
+                                description="Desktop payment host for terminal agents.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the host until SIGTERM/SIGINT")
+    s.add_argument("--db", required=True)
+    s.add_argument("--broker-host", default="127.0.0.1")
+    s.add_argument("--broker-port", type=_port, default=1883)
+    s.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    s.add_argument("--client-id", default="host_sim")
+    s.add_argument("--trustlist", help="file holding the PT1: text")
+    s.add_argument("--revocations", help="file holding the PR1: text")
+    s.add_argument("--decline-over", type=int, help="decline charges with amt above N")
+    s.add_argument("--decline-rate", type=_rate, default=0.0, help="fraction declined 0..1")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random declines")
+    s.add_argument("--block-member", action="append", help="member id to decline (repeat)")
+    s.add_argument("--latency", type=_nonneg_float, default=0.0,
+                   help="seconds before a charge_result is sent")
+    s.add_argument("--connect-timeout", type=_nonneg_float, default=10.0)
+    s.set_defaults(fn=cmd_serve)
+
+    r = sub.add_parser("register", help="register a device and write its config")
+    r.add_argument("device_id")
+    r.add_argument("--db", required=True)
+    r.add_argument("--store", required=True)
+    r.add_argument("--merchant", required=True)
+    r.add_argument("--currency", required=True)
+    r.add_argument("--root-key", action="append", required=True, help="hex (repeat)")
+    r.add_argument("--broker-host", default="127.0.0.1")
+    r.add_argument("--broker-port", type=_port, default=1883)
+    r.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    r.add_argument("--data-dir")
+    r.add_argument("--scanner-port")
+    r.add_argument("--keypad-port")
+    r.add_argument("--console-port")
+    r.add_argument("--tech-pin")
+    r.add_argument("--supervisor-pin")
+    r.add_argument("--clerk-pin")
+    r.add_argument("--config-out", required=True)
+    r.set_defaults(fn=cmd_register)
+
+    q = sub.add_parser("report", help="charges report as JSON")
+    q.add_argument("--db", required=True)
+    q.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "decline_over", None) is not None and args.decline_over < 0:
+        build_parser().error("--decline-over must be >= 0")
+    try:
+        return args.fn(args)
+    except CliError as e:
+        sys.stderr.write("host_sim: %s\n" % e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+# The host's device registry (SPEC 3, 3.1, 5): one SQLite file in WAL mode shared with the charge
+# processor. It holds each terminal's secret, its place in the shop (store, merchant), the highest
+# uplink seq the host accepted (persisted, so a restarted host still refuses replays), the host's
+# own downlink seq (only grows, persisted before use), presence and the last hello/status, and
+# drop counters per device and reason.
+import json
+import os
+import sqlite3
+import threading
+import time
+
+from device.config import DEFAULT_LIMITS
+
+SECRET_LEN = 32
+DRIVER_KEYS = ("scanner", "keypad", "display", "printer", "console")
+BROKER_KEYS = ("host", "port", "tls", "username", "password", "root")
+_DEFAULT_BROKER = {"host": "127.0.0.1", "port": 1883, "tls": False, "username": None,
+                   "password": None, "root": "pos/v1"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id   TEXT PRIMARY KEY,
+    secret      BLOB NOT NULL,
+    store_id    TEXT NOT NULL,
+    merchant_id TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    last_seq    INTEGER,
+    host_seq    INTEGER NOT NULL DEFAULT 0,
+    online      INTEGER NOT NULL DEFAULT 0,
+    last_hello  TEXT,
+    last_status TEXT,
+    last_seen   INTEGER
+);
+CREATE INDEX IF NOT EXISTS devices_store ON devices(store_id);
+CREATE TABLE IF NOT EXISTS drops (
+    device_id TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (device_id, reason)
+);
+"""
+
+
+class RegistryError(ValueError):
+    def __init__(self, code, message):
+        super().__init__(code + ": " + message)
+        self.code = code
+        self.message = message
+
+
+def _check_id(value, name):
+    # Ids become MQTT topic levels: printable ASCII without separators or wildcards.
+    if type(value) is not str or not value or len(value) > 64:
+        raise RegistryError("bad_id", "%s must be non-empty text of at most 64 chars" % name)
+    for c in value:
+        if c in "/+#" or not 0x21 <= ord(c) <= 0x7E:
+            raise RegistryError("bad_id", "%s has a character not allowed: %r" % (name, c))
+    return value
+
+
+def _json(obj):
+    # Bodies may carry bytes (ids): store them as hex so the JSON column stays readable.
+    return json.dumps(obj, sort_keys=True, default=lambda v: v.hex() if isinstance(
+        v, (bytes, bytearray)) else str(v))
+
+
+class Registry:
+    """Thread-safe access to the host database (the paho thread and the caller share it)."""
+
+    def __init__(self, path, clock=time.time):
+        self.path = path
+        self.clock = clock
+        self.lock = threading.RLock()
+        # Autocommit mode: every write says BEGIN IMMEDIATE ... COMMIT itself.
+        self.conn = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed charge or seq survives a power cut, not only a crash.
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(_SCHEMA)
+
+    def close(self):
+        with self.lock:
+            self.conn.close()
+
+    def transaction(self):
+        return _Transaction(self)
+
+    def now(self):
+        return int(self.clock())
+
+    # ------------------------------------------------------------ devices
+
+    def register(self, device_id, store_id, merchant_id, secret=None):
+        """Adds a device or re-registers it with a new secret; returns the secret.
+
+        Re-registering (re-provisioning) rotates the secret and forgets the uplink seq: the
+        terminal may start again from an empty data dir, and replays of anything sealed with the
+        old secret fail the MAC anyway. host_seq is kept: it only ever grows.
+        """
+        _check_id(device_id, "device_id")
+        _check_id(store_id, "store_id")
+        _check_id(merchant_id, "merchant_id")
+        if secret is None:
+            secret = os.urandom(SECRET_LEN)
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
+            raise RegistryError("bad_secret", "secret must be %d bytes" % SECRET_LEN)
+        secret = bytes(secret)
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO devices (device_id, secret, store_id, merchant_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                " secret=excluded.secret, store_id=excluded.store_id,"
+                " merchant_id=excluded.merchant_id, last_seq=NULL",
+                (device_id, secret, store_id, merchant_id, self.now()))
+        return secret
+
+    def device(self, device_id):
+        """The device's row as a dict (last_hello/last_status decoded), or None."""
+        with self.lock:
+            row = self.conn.execute("SELECT * FROM devices WHERE device_id=?",
+                                    (device_id,)).fetchone()
+        return _device_dict(row) if row else None
+
+    def devices(self, store_id=None):
+        with self.lock:
+            if store_id is None:
+                rows = self.conn.execute("SELECT * FROM devices ORDER BY device_id").fetchall()
+            else:
+                rows = self.conn.execute(
+                    "SELECT * FROM devices WHERE store_id=? ORDER BY device_id",
+                    (store_id,)).fetchall()
+        return [_device_dict(r) for r in rows]
+
+    # ------------------------------------------------------------ sequence numbers
+
+    def lookup(self, device_id):
+        """(secret, last_seq, store_id) for checking an uplink, or None for an unknown device."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT secret, last_seq, store_id FROM devices WHERE device_id=?",
+                (device_id,)).fetchone()
+        return tuple(row) if row else None
+
+    def accept_seq(self, device_id, seq):
+        """Records seq as the highest accepted uplink seq; False when it is not above it."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE devices SET last_seq=? WHERE device_id=?"
+                " AND (last_seq IS NULL OR last_seq < ?)", (seq, device_id, seq))
+            return cur.rowcount == 1
+
+    def next_host_seq(self, device_id):
+        """Reserves and persists the next downlink seq for the device, before it is used."""
+        with self.transaction() as c:
+            cur = c.execute("UPDATE devices SET host_seq = host_seq + 1 WHERE device_id=?",
+                            (device_id,))
+            if cur.rowcount != 1:
+                raise RegistryError("unknown_device", "no device %r" % (device_id,))
+            return c.execute("SELECT host_seq FROM devices WHERE device_id=?",
+                             (device_id,)).fetchone()[0]
+
+    # ------------------------------------------------------------ presence and reports
+
+    def record_hello(self, device_id, body):
+        self._update(device_id, "last_hello=?, online=1, last_seen=?", (_json(body), self.now()))
+
+    def record_status(self, device_id, body):
+        self._update(device_id, "last_status=?, last_seen=?", (_json(body), self.now()))
+
+    def set_online(self, device_id, online, at=None):
+        self._update(device_id, "online=?, last_seen=?",
+                     (1 if online else 0, self.now() if at is None else int(at)))
+
+    def _update(self, device_id, assignments, args):
+        with self.transaction() as c:
+            c.execute("UPDATE devices SET %s WHERE device_id=?" % assignments,
+                      args + (device_id,))
+
+    # ------------------------------------------------------------ drops
+
+    def count_drop(self, device_id, reason):
+        with self.transaction() as c:
+            c.execute("INSERT INTO drops (device_id, reason, count) VALUES (?, ?, 1)"
+                      " ON CONFLICT(device_id, reason) DO UPDATE SET count = count + 1",
+                      (device_id, reason))
+
+    def drops(self, device_id=None):
+        """{device_id: {reason: count}} (only that device's when device_id is given)."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT device_id, reason, count FROM drops ORDER BY device_id, reason"
+            ).fetchall()
+        out = {}
+        for dev, reason, count in rows:
+            out.setdefault(dev, {})[reason] = count
+        if device_id is not None:
+            return out.get(device_id, {})
+        return out
+
+    # ------------------------------------------------------------ provisioning
+
+    def device_config(self, device_id, broker, data_dir, root_keys, currency, scanner=None,
+                      keypad=None, display=None, printer=None, console=None, limits=None,
+                      pins=None):
+        """The SPEC 5 config object for a registered device (the caller writes the file).
+
+        broker: dict with any of host, port, tls, username, password, root (the rest default);
+        drivers: dicts such as {"driver": "jsonl", "path": ...} or None; pins: role -> hash.
+        """
+        dev = self.device(device_id)
+        if dev is None:
+            raise RegistryError("unknown_device", "no device %r" % (device_id,))
+        if type(currency) is not str or len(currency) != 3 or not currency.isalpha() \
+                or not currency.isupper():
+            raise RegistryError("bad_currency", "currency must be a 3-letter upper-case code")
+        if not isinstance(root_keys, (list, tuple)) or not root_keys:
+            raise RegistryError("bad_root_keys", "root_keys must be a non-empty list of hex")
+        keys = []
+        for k in root_keys:
+            k = k.hex() if isinstance(k, (bytes, bytearray)) else k
+            if type(k) is not str or len(k) not in (64, 66, 130) \
+                    or any(ch not in "0123456789abcdef" for ch in k):
+                raise RegistryError("bad_root_keys",
+                                    "root key must be lowercase hex of 32, 33 or 65 bytes")
+            keys.append(k)
+        b = dict(_DEFAULT_BROKER)
+        for k, v in (broker or {}).items():
+            if k not in BROKER_KEYS:
+                raise RegistryError("bad_broker", "unknown broker key %r" % (k,))
+            b[k] = v
+        lim = dict(DEFAULT_LIMITS)
+        for k, v in (limits or {}).items():
+            if k not in DEFAULT_LIMITS:
+                raise RegistryError("bad_limits", "unknown limit %r" % (k,))
+            lim[k] = v
+        cfg = {
+            "device_id": device_id,
+            "store_id": dev["store_id"],
+            "merchant_id": dev["merchant_id"],
+            "currency": currency,
+            "secret_hex": dev["secret"].hex(),
+            "root_keys": keys,
+            "data_dir": str(data_dir),
+            "broker": b,
+        }
+        drivers = {"scanner": scanner, "keypad": keypad, "display": display,
+                   "printer": printer, "console": console}
+        for key in DRIVER_KEYS:
+            d = drivers[key]
+            if d is not None and (not isinstance(d, dict) or "driver" not in d):
+                raise RegistryError("bad_driver", "%s must be a dict with a driver" % key)
+            cfg[key] = dict(d) if d is not None else None
+        cfg["limits"] = lim
+        cfg["pins"] = dict(pins or {})
+        return cfg
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the registry lock; ROLLBACK on any exception."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def __enter__(self):
+        self.registry.lock.acquire()
+        try:
+            self.registry.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.registry.lock.release()
+            raise
+        return self.registry.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        conn = self.registry.conn
+        try:
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O error) leaves the transaction open.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            self.registry.lock.release()
+        return False
+
+
+def _device_dict(row):
+    d = dict(row)
+    d["online"] = bool(d["online"])
+    for key in ("last_hello", "last_status"):
+        if d[key] is not None:
+            d[key] = json.loads(d[key])
+    return d

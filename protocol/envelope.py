@@ -1,0 +1,190 @@
+# The COSE_Mac0 envelope around every per-device message (SPEC 3.1):
+#   17([protected = bstr(cbor({1: 5})), {4: device_id UTF-8 bstr}, payload bstr, tag bstr(32)])
+#   tag = HMAC-SHA256(secret, cbor(["MAC0", protected, h'', payload]))
+#   payload = cbor({"v": 1, "t": type, "id": bstr16, "dev": device_id, "seq": uint, "ts": uint,
+#                   "body": map})
+# Pure computation: the caller supplies the message id (16 random bytes) and the clock.
+import hashlib
+
+from protocol import cbor
+
+ALG_HMAC_256 = 5
+_PROTECTED = cbor.dumps({1: ALG_HMAC_256})
+_UINT_END = 1 << 64
+
+# Codes a receiver counts in its metrics.
+MALFORMED = "malformed"
+BAD_MAC = "bad_mac"
+WRONG_DEVICE = "wrong_device"
+WRONG_TYPE = "wrong_type"
+STALE_SEQ = "stale_seq"
+
+
+class EnvelopeError(ValueError):
+    def __init__(self, code, message):
+        super().__init__(code + ": " + message)
+        self.code = code
+        self.message = message
+
+
+_IPAD = int.from_bytes(b"\x36" * 64, "big")
+_OPAD = int.from_bytes(b"\x5c" * 64, "big")
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 per RFC 2104 (MicroPython has no hmac module)."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    k = int.from_bytes(bytes(key) + bytes(64 - len(key)), "big")
+    inner = hashlib.sha256((k ^ _IPAD).to_bytes(64, "big"))
+    inner.update(msg)
+    outer = hashlib.sha256((k ^ _OPAD).to_bytes(64, "big"))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def _equal(a, b):
+    # Constant time in the contents (the length of a MAC is public).
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def _is_uint(v):
+    return type(v) is int and 0 <= v < _UINT_END
+
+
+def _mac_input(protected, payload):
+    return cbor.dumps(["MAC0", protected, b"", payload])
+
+
+def seal(secret, device_id, mtype, seq, ts, body, msg_id):
+    """Builds the envelope bytes; raises ValueError for arguments outside the SPEC."""
+    if type(device_id) is not str or not device_id:
+        raise ValueError("device_id must be non-empty text")
+    if type(mtype) is not str or not mtype:
+        raise ValueError("mtype must be non-empty text")
+    if not _is_uint(seq) or not _is_uint(ts):
+        raise ValueError("seq and ts must be uint")
+    if not isinstance(body, dict):
+        raise ValueError("body must be a dict")
+    if not isinstance(msg_id, (bytes, bytearray)) or len(msg_id) != 16:
+        raise ValueError("msg_id must be 16 bytes")
+    # Encoded field by field so the bytes are the same on MicroPython, whose dict has no order.
+    fields = (("v", 1), ("t", mtype), ("id", bytes(msg_id)), ("dev", device_id), ("seq", seq),
+              ("ts", ts), ("body", body))
+    payload = b"\xa7" + b"".join(cbor.dumps(k) + cbor.dumps(v) for k, v in fields)
+    tag = hmac_sha256(secret, _mac_input(_PROTECTED, payload))
+    return cbor.dumps(cbor.Tag(17, [_PROTECTED, {4: device_id.encode()}, payload, tag]))
+
+
+def _parts(data):
+    """Checks the COSE_Mac0 shape; returns (protected, sender, payload, tag)."""
+    try:
+        msg = cbor.loads(data)
+    except cbor.CBORError as e:
+        raise EnvelopeError(MALFORMED, "envelope: " + str(e)) from None
+    if not isinstance(msg, cbor.Tag) or msg.tag != 17:
+        raise EnvelopeError(MALFORMED, "not a COSE_Mac0 (tag 17)")
+    parts = msg.value
+    if type(parts) is not list or len(parts) != 4:
+        raise EnvelopeError(MALFORMED, "COSE_Mac0 must be an array of 4")
+    protected, unprotected, payload, tag = parts
+    if type(protected) is not bytes or type(payload) is not bytes:
+        raise EnvelopeError(MALFORMED, "protected and payload must be bytes")
+    if type(tag) is not bytes or len(tag) != 32:
+        raise EnvelopeError(MALFORMED, "tag must be 32 bytes")
+    if type(unprotected) is not dict:
+        raise EnvelopeError(MALFORMED, "unprotected header must be a map")
+    kid = unprotected.get(4)
+    if type(kid) is not bytes or not kid:
+        raise EnvelopeError(MALFORMED, "unprotected kid (4) must be the device id bytes")
+    try:
+        sender = kid.decode("utf-8")
+    except UnicodeError:
+        raise EnvelopeError(MALFORMED, "kid is not UTF-8") from None
+    return protected, sender, payload, tag
+
+
+def sender_of(data):
+    """The device id claimed by the unprotected header (no MAC check: it picks the secret)."""
+    return _parts(data)[1]
+
+
+def open_envelope(secret, data, device_id, mtype):
+    """Verifies an envelope received on the topic of (device_id, mtype); returns the payload.
+
+    Checks, in order: shape (malformed), MAC (bad_mac), payload schema (malformed), payload dev
+    and header kid equal the topic's device (wrong_device), payload t equals the topic's type
+    (wrong_type). Sequence numbers are the caller's job (SeqGuard).
+    """
+    protected, sender, payload, tag = _parts(data)
+    try:
+        prot = cbor.loads(protected)
+    except cbor.CBORError as e:
+        raise EnvelopeError(MALFORMED, "protected header: " + str(e)) from None
+    if type(prot) is not dict or type(prot.get(1)) is not int or prot[1] != ALG_HMAC_256:
+        raise EnvelopeError(MALFORMED, "protected header must say alg 5 (HMAC 256/256)")
+    if not _equal(hmac_sha256(secret, _mac_input(protected, payload)), tag):
+        raise EnvelopeError(BAD_MAC, "MAC does not verify")
+    try:
+        p = cbor.loads(payload)
+    except cbor.CBORError as e:
+        raise EnvelopeError(MALFORMED, "payload: " + str(e)) from None
+    if type(p) is not dict:
+        raise EnvelopeError(MALFORMED, "payload must be a map")
+    v = p.get("v")
+    if type(v) is not int or v != 1:
+        raise EnvelopeError(MALFORMED, "payload v must be 1")
+    if type(p.get("t")) is not str:
+        raise EnvelopeError(MALFORMED, "payload t must be text")
+    mid = p.get("id")
+    if type(mid) is not bytes or len(mid) != 16:
+        raise EnvelopeError(MALFORMED, "payload id must be 16 bytes")
+    if type(p.get("dev")) is not str:
+        raise EnvelopeError(MALFORMED, "payload dev must be text")
+    if not _is_uint(p.get("seq")):
+        raise EnvelopeError(MALFORMED, "payload seq must be uint")
+    if not _is_uint(p.get("ts")):
+        raise EnvelopeError(MALFORMED, "payload ts must be uint")
+    if type(p.get("body")) is not dict:
+        raise EnvelopeError(MALFORMED, "payload body must be a map")
+    if p["dev"] != device_id or sender != device_id:
+        raise EnvelopeError(WRONG_DEVICE, "sent by %r, topic is for %r" % (p["dev"], device_id))
+    if p["t"] != mtype:
+        raise EnvelopeError(WRONG_TYPE, "payload says %r, topic says %r" % (p["t"], mtype))
+    return p
+
+
+class SeqGuard:
+    """Highest accepted seq per sender; a receiver drops anything not above it (replays)."""
+
+    def __init__(self, initial=None):
+        self._high = {}
+        if initial:
+            for sender, seq in initial.items():
+                if type(sender) is not str or not _is_uint(seq):
+                    raise ValueError("SeqGuard state must map text to uint")
+                self._high[sender] = seq
+
+    def highest(self, sender):
+        """The highest seq accepted from sender, or None before the first."""
+        return self._high.get(sender)
+
+    def check(self, sender, seq):
+        if not _is_uint(seq):
+            raise EnvelopeError(MALFORMED, "seq must be uint")
+        high = self._high.get(sender)
+        if high is not None and seq <= high:
+            raise EnvelopeError(STALE_SEQ, "seq %d not above %d from %s" % (seq, high, sender))
+
+    def accept(self, sender, seq):
+        self.check(sender, seq)
+        self._high[sender] = seq
+
+    def state(self):
+        """A copy of the per-sender highs, for the owner to persist and pass back later."""
+        return dict(self._high)

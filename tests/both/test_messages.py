@@ -1,0 +1,233 @@
+# Message bodies (SPEC 3.2): one valid body per type, then every rejection path.
+from protocol.messages import DOWN_TYPES, UP_TYPES, MessageError, check
+from tests.both.util import raises
+
+CID = b"\x11" * 16
+PIN = "pbkdf2-sha256$1000$" + "ab" * 16 + "$" + "0f" * 32
+
+
+def hello():
+    return {"fw": "0.1.0", "rt": "micropython", "boot": 3, "queue": 0, "trust_ver": 2,
+            "rev_ver": 0}
+
+
+def charge():
+    return {"cid": CID, "kind": "sale", "gross": 1000, "amt": 850, "cur": "CNY",
+            "at": 1767225600, "off": False, "clerk": "c1",
+            "cpn": [{"cti": b"\x01" * 8, "cmp": "spring", "disc": 100},
+                    {"cti": b"\x02", "cmp": "vip", "disc": 50}],
+            "mem": "M-7", "ref": "R-1"}
+
+
+def status():
+    return {"queue": 2, "queue_amt": 1700, "oldest_at": 1767225600, "drops": 0, "uptime": 60,
+            "declined_unseen": 1}
+
+
+def charge_result():
+    return {"cid": CID, "st": "approved", "code": "00", "auth": "A1",
+            "cpn": [{"cti": b"\x01" * 32, "st": "ok"}, {"cti": b"\x02", "st": "conflict"}]}
+
+
+def redeemed():
+    return {"cti": [b"\x01", b"\x02" * 32]}
+
+
+def config():
+    return {"limits": {"offline_max_charge": 50000, "offline_max_total": 500000,
+                       "offline_max_count": 2000, "offline_max_age_s": 259200},
+            "pins": {"tech": PIN, "supervisor": PIN, "clerk": PIN},
+            "status_interval_s": 5}
+
+
+VALID = {"hello": hello, "charge": charge, "status": status, "charge_result": charge_result,
+         "redeemed": redeemed, "config": config}
+
+
+def reject(mtype, body, field, reason_part=""):
+    e = raises(MessageError, check, mtype, body)
+    assert e.field == field, (mtype, e.field, field)
+    assert reason_part in e.reason, (e.reason, reason_part)
+    assert str(e) == field + ": " + e.reason
+    return e
+
+
+def changed(mtype, path, value):
+    """A valid body with one field replaced (value None: removed). path: key or (key, i, key)."""
+    body = VALID[mtype]()
+    target = body
+    if isinstance(path, tuple):
+        for step in path[:-1]:
+            target = target[step]
+        path = path[-1]
+    if value is None:
+        del target[path]
+    else:
+        target[path] = value
+    return body
+
+
+def test_type_lists():
+    assert UP_TYPES == ("hello", "charge", "status")
+    assert DOWN_TYPES == ("charge_result", "redeemed", "config")
+
+
+def test_valid_bodies():
+    for mtype, make in VALID.items():
+        check(mtype, make())
+
+
+def test_optional_fields_may_be_absent_and_extras_ignored():
+    b = charge()
+    del b["mem"]
+    del b["ref"]
+    b["tip"] = 5
+    check("charge", b)
+    b = charge_result()
+    del b["code"]
+    del b["auth"]
+    check("charge_result", b)
+    check("config", {})
+    check("config", {"limits": {}, "pins": {}, "theme": "dark"})
+    check("config", {"limits": {"offline_max_count": 0, "other": -1}})
+    check("config", {"pins": {"tech": PIN, "janitor": 5}})
+    b = status()
+    b["oldest_at"] = None  # nothing queued
+    check("status", b)
+
+
+def test_error_is_value_error_with_field_path():
+    e = raises(ValueError, check, "charge", changed("charge", ("cpn", 0, "cti"), b""))
+    assert str(e) == "cpn[0].cti: must be bytes of 1..32"
+
+
+def test_unknown_type_and_non_map_body():
+    reject("refund", {}, "t", "unknown type")
+    reject(None, {}, "t", "unknown type")
+    reject(b"hello", {}, "t", "unknown type")
+    for mtype in VALID:
+        reject(mtype, [], "body", "map")
+        reject(mtype, None, "body", "map")
+
+
+def test_hello_rejections():
+    reject("hello", changed("hello", "fw", None), "fw", "required")
+    reject("hello", changed("hello", "fw", b"0.1"), "fw", "text")
+    reject("hello", changed("hello", "rt", "pypy"), "rt", "cpython|micropython")
+    reject("hello", changed("hello", "boot", -1), "boot", "uint")
+    reject("hello", changed("hello", "queue", True), "queue", "uint")
+    reject("hello", changed("hello", "trust_ver", 1.0), "trust_ver", "uint")
+    reject("hello", changed("hello", "rev_ver", 2 ** 64), "rev_ver", "uint")
+    check("hello", changed("hello", "rev_ver", 2 ** 64 - 1))
+
+
+def test_charge_field_rejections():
+    cases = [
+        ("cid", b"\x11" * 15, "cid", "bytes of 16"),
+        ("cid", b"\x11" * 17, "cid", "bytes of 16"),
+        ("cid", "1" * 16, "cid", "bytes of 16"),
+        ("kind", "refund", "kind", "sale|member|topup|vip"),
+        ("kind", None, "kind", "required"),
+        ("gross", -1, "gross", "uint"),
+        ("amt", False, "amt", "uint"),
+        ("cur", 156, "cur", "text"),
+        ("at", None, "at", "required"),
+        ("off", 0, "off", "bool"),
+        ("clerk", None, "clerk", "required"),
+        ("cpn", {}, "cpn", "list"),
+        ("cpn", None, "cpn", "required"),
+        ("mem", 7, "mem", "text"),
+        ("ref", b"r", "ref", "text"),
+        (("cpn", 1), "x", "cpn[1]", "map"),
+        (("cpn", 0, "cti"), b"", "cpn[0].cti", "bytes of 1..32"),
+        (("cpn", 0, "cti"), b"\x01" * 33, "cpn[0].cti", "bytes of 1..32"),
+        (("cpn", 1, "cti"), None, "cpn[1].cti", "required"),
+        (("cpn", 0, "cmp"), None, "cpn[0].cmp", "required"),
+        (("cpn", 0, "disc"), -5, "cpn[0].disc", "uint"),
+    ]
+    for path, value, field, reason in cases:
+        reject("charge", changed("charge", path, value), field, reason)
+
+
+def test_charge_amount_rules():
+    b = changed("charge", "cpn", [])
+    b["amt"] = 1000
+    check("charge", b)  # no coupons: amt == gross
+    b["amt"] = 1001
+    reject("charge", b, "amt", "must not exceed gross")
+    b = charge()
+    b["amt"] = 851
+    e = reject("charge", b, "amt", "sum of cpn disc")
+    assert "149 != 150" in e.reason
+    b["amt"] = 849
+    reject("charge", b, "amt", "sum of cpn disc")
+
+
+def test_status_rejections():
+    for key in ("queue", "queue_amt", "drops", "uptime", "declined_unseen"):
+        reject("status", changed("status", key, -1), key, "uint")
+        reject("status", changed("status", key, None), key, "required")
+    reject("status", changed("status", "oldest_at", "x"), "oldest_at", "uint")
+    reject("status", changed("status", "oldest_at", None), "oldest_at", "required")
+
+
+def test_charge_result_rejections():
+    cases = [
+        ("cid", b"", "cid", "bytes of 16"),
+        ("st", "ok", "st", "approved|declined"),
+        ("st", None, "st", "required"),
+        ("code", 5, "code", "text"),
+        ("auth", [], "auth", "text"),
+        ("cpn", None, "cpn", "required"),
+        ("cpn", (1,), "cpn", "list"),
+        (("cpn", 0), [], "cpn[0]", "map"),
+        (("cpn", 1, "cti"), "ab", "cpn[1].cti", "bytes of 1..32"),
+        (("cpn", 1, "st"), "approved", "cpn[1].st", "ok|conflict"),
+        (("cpn", 0, "st"), None, "cpn[0].st", "required"),
+    ]
+    for path, value, field, reason in cases:
+        reject("charge_result", changed("charge_result", path, value), field, reason)
+
+
+def test_redeemed_rejections():
+    check("redeemed", {"cti": []})
+    reject("redeemed", {}, "cti", "required")
+    reject("redeemed", {"cti": b"\x01"}, "cti", "list")
+    reject("redeemed", {"cti": [b"\x01", b""]}, "cti[1]", "bytes of 1..32")
+    reject("redeemed", {"cti": [b"\x01" * 33]}, "cti[0]", "bytes of 1..32")
+
+
+def test_config_rejections():
+    reject("config", {"limits": []}, "limits", "map")
+    for key in ("offline_max_charge", "offline_max_total", "offline_max_count",
+                "offline_max_age_s"):
+        reject("config", {"limits": {key: -1}}, "limits." + key, "uint")
+        reject("config", {"limits": {key: True}}, "limits." + key, "uint")
+    reject("config", {"pins": "x"}, "pins", "map")
+    bad_pins = [
+        (5, "pbkdf2-sha256$ITER"),
+        ("", "pbkdf2-sha256$ITER"),
+        ("pbkdf2-sha1$1000$ab$" + "0f" * 32, "pbkdf2-sha256$ITER"),
+        ("pbkdf2-sha256$1000$ab", "pbkdf2-sha256$ITER"),
+        ("pbkdf2-sha256$1000$ab$" + "0f" * 32 + "$x", "pbkdf2-sha256$ITER"),
+        ("pbkdf2-sha256$$ab$" + "0f" * 32, "iterations"),
+        ("pbkdf2-sha256$0$ab$" + "0f" * 32, "iterations"),
+        ("pbkdf2-sha256$01000$ab$" + "0f" * 32, "iterations"),
+        ("pbkdf2-sha256$-5$ab$" + "0f" * 32, "iterations"),
+        ("pbkdf2-sha256$1e3$ab$" + "0f" * 32, "iterations"),
+        ("pbkdf2-sha256$1000$$" + "0f" * 32, "salt"),
+        ("pbkdf2-sha256$1000$abc$" + "0f" * 32, "salt"),
+        ("pbkdf2-sha256$1000$AB$" + "0f" * 32, "salt"),
+        ("pbkdf2-sha256$1000$zz$" + "0f" * 32, "salt"),
+        ("pbkdf2-sha256$1000$ab$" + "0f" * 31, "hash"),
+        ("pbkdf2-sha256$1000$ab$" + "0F" * 32, "hash"),
+        ("pbkdf2-sha256$1000$ab$" + "0f" * 33, "hash"),
+    ]
+    for role in ("tech", "supervisor", "clerk"):
+        for value, reason in bad_pins:
+            reject("config", {"pins": {role: value}}, "pins." + role, reason)
+    check("config", {"pins": {"tech": "pbkdf2-sha256$1$00$" + "ff" * 32}})
+    check("config", {"status_interval_s": 5})
+    reject("config", {"status_interval_s": 4}, "status_interval_s", ">= 5")
+    reject("config", {"status_interval_s": "60"}, "status_interval_s", "uint")
+    reject("config", {"status_interval_s": -60}, "status_interval_s", "uint")
