@@ -14,6 +14,7 @@ from device.clock import Clock, ticks_diff, ticks_ms
 from device.counters import Counters
 from device.metrics import Metrics
 from device.queue import ChargeQueue
+from device.sale import charge_body
 from device.storage import PosixFS, RecordLog
 from protocol import cbor, envelope, messages, topics
 
@@ -42,8 +43,11 @@ class Agent:
         self._open_trust()
         self.link = None
         self.started_ms = ticks_ms()
-        self._stop = None
+        self._kick = None
         self.console = None
+        self.clerk = None
+        self.display = None
+        self.printer = None
         self.drivers = {}
 
     def _open_trust(self):
@@ -130,15 +134,17 @@ class Agent:
         except envelope.EnvelopeError as e:
             self.metrics.inc("drop_" + e.code)
             return
-        try:
-            messages.check(mtype, msg["body"])
-        except messages.MessageError as e:
-            self.metrics.inc("drop_bad_body")
-            self.log("bad %s body: %s" % (mtype, e))
-            return
+        handler = getattr(self, "_down_" + mtype, None)
+        if handler is not None:
+            try:
+                messages.check(mtype, msg["body"])
+            except messages.MessageError as e:
+                self.metrics.inc("drop_bad_body")
+                self.log("bad %s body: %s" % (mtype, e))
+                return
+        # Authentic and fresh: the seq counts even for a type this firmware does not know.
         self.guard.accept("host", msg["seq"])
         self.counters.accept_host_seq(msg["seq"], mtype in DURABLE_SEQ_TYPES)
-        handler = getattr(self, "_down_" + mtype, None)
         if handler is None:
             self.metrics.inc("drop_unknown_type")
             return
@@ -222,14 +228,21 @@ class Agent:
                     self.log("status not sent: %s" % e)
             self.counters.flush()
 
+    def kick_forwarder(self):
+        if self._kick is not None:
+            self._kick.set()
+
     async def _forward_loop(self):
         while True:
-            await asyncio.sleep(FORWARD_POLL_S)
+            try:
+                await asyncio.wait_for(self._kick.wait(), FORWARD_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
             if not self.online:
                 continue
             for rec in self.queue.due(ticks_ms()):
                 try:
-                    from device.sale import charge_body
                     await self.send("charge", charge_body(rec))
                 except Exception as e:
                     self.metrics.inc("forward_failed")
@@ -240,30 +253,88 @@ class Agent:
                 self.queue.compact(self.clock.now())
 
     async def _io_loop(self):
+        last_refresh = 0
         while True:
-            for name, (port, feed) in self.drivers.items():
+            for name, (port, handler) in self.drivers.items():
                 try:
                     data = port.read_available()
-                except Exception as e:
+                    if data:
+                        for out in handler(data) or ():
+                            port.write(out)
+                except Exception as e:  # a flaky port must not stop the till
                     self.metrics.inc("io_error_" + name)
-                    self.log("%s read failed: %s" % (name, e))
-                    data = b""
-                if data:
-                    for out in feed(data):
-                        port.write(out)
+                    self.log("%s: %s" % (name, e))
+            if self.clerk is not None:
+                now = self.clock.now()
+                self.perform(self.clerk.tick(now))
+                if now != last_refresh:
+                    # Idle facts (online, queue) change under the screen: redraw once a second.
+                    last_refresh = now
+                    self.perform(self.clerk.refresh(now))
             await asyncio.sleep(IO_POLL_S)
+
+    # -- clerk side ------------------------------------------------------------------------------
+    def perform(self, actions):
+        for act in actions:
+            try:
+                if act[0] == "show":
+                    self.display.show(act[1], act[2])
+                elif act[0] == "print":
+                    self.printer.print(act[1])
+            except Exception as e:  # paper out or a full disk: the sale itself is safe
+                self.metrics.inc("%s_errors" % ("display" if act[0] == "show" else "printer"))
+                self.log("%s failed: %s" % (act[0], e))
+
+    def _on_scanner(self, data):
+        now = self.clock.now()
+        for ev in self.scan_framer.feed(data):
+            if ev[0] == "scan":
+                self.metrics.inc("scans")
+                self.perform(self.clerk.scan(ev[1], now))
+            else:
+                self.metrics.inc("bad_scans")
+                self.perform(self.clerk.bad_scan(ev[1], now))
+
+    def _on_keypad(self, data):
+        now = self.clock.now()
+        for ev in self.key_framer.feed(data):
+            if ev[0] == "key":
+                self.perform(self.clerk.key(ev[1], now))
+            else:
+                self.metrics.inc("bad_keys")
 
     def open_drivers(self):
         from device.console import Console
+        from device.drivers.display import NullDisplay, open_display
+        from device.drivers.keypad import KeyFramer
+        from device.drivers.printer import open_printer
+        from device.drivers.scanner import ScanFramer
+        from device.drivers.serial import open_serial
+        from device.screens.clerk import Clerk
         from device.technician import Commands
+        from device.till import Till
+        cfg = self.cfg
         self.console = Console(Commands(self))
-        ccfg = self.cfg.get("console")
-        if ccfg:
-            from device.drivers.serial import open_serial
-            self.drivers["console"] = (open_serial(ccfg), self.console.feed)
+        self.display = open_display(cfg["display"], self.clock.now_f) if cfg["display"] \
+            else NullDisplay()
+        self.printer = open_printer(cfg["printer"]) if cfg["printer"] else None
+        self.clerk = Clerk(Till(self), currency=cfg["currency"])
+        self.scan_framer = ScanFramer()
+        self.key_framer = KeyFramer()
+        for name, handler in (("console", self.console.feed), ("scanner", self._on_scanner),
+                              ("keypad", self._on_keypad)):
+            if cfg[name]:
+                try:
+                    self.drivers[name] = (open_serial(cfg[name]), handler)
+                except Exception as e:
+                    # Keep selling without the broken part; selftest reports it.
+                    self.metrics.inc("open_failed_" + name)
+                    self.log("cannot open %s: %s" % (name, e))
+        self.perform(self.clerk.refresh(self.clock.now()))
 
     async def run(self):
         from device.link import make_link
+        self._kick = asyncio.Event()
         self.load_host_settings()
         self.open_drivers()
         will = (topics.state(self.root, self.device_id), self.state_payload(False), 1, True)

@@ -18,6 +18,11 @@ except AttributeError:  # CPython
         return a - b
 
 
+def gmtime(unix):
+    """time.gmtime of a Unix time on any port (it counts from the port's own epoch)."""
+    return time.gmtime(unix - _OFFSET)
+
+
 def ticks_ms():
     return _ticks_ms()
 

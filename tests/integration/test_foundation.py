@@ -28,7 +28,8 @@ def host(broker, tmp_path):
     db = str(tmp_path / "host.db")
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db,
-         "--broker-host", "127.0.0.1", "--broker-port", str(broker.port)],
+         "--broker-host", "127.0.0.1", "--broker-port", str(broker.port),
+         "--client-id", "host-" + tmp_path.name],
         cwd=ROOT, stdout=open(tmp_path / "host.log", "w"), stderr=subprocess.STDOUT)
     yield db
     proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,288 @@
+"""The clerk's screens (SPEC 5.1) as a sans-I/O state machine.
+
+Events in: key(name, now), scan(text, now), bad_scan(code, now), tick(now), refresh(now).
+Actions out (a list, in order): ("show", screen, lines) and ("print", receipt_bytes).
+
+Screens (these names are the `screen` field of the display frames):
+  idle       store/device/link/queue lines from services.idle_lines(); a digit starts `amount`,
+             a scan opens `coupon`, other keys only clear a message.
+  amount     digits type the amount in minor units (at most 9); CLEAR deletes the last digit,
+             CANCEL goes back to idle, ENTER with an amount opens `sale` (with 0 it says so).
+  sale       scans are checked (stateful) against the current total and ok coupons are added,
+             once per cti; CLEAR removes the last coupon; CANCEL abandons the sale (nothing is
+             recorded); ENTER calls services.commit_sale.
+  committed  the amount and "sent" / "queued offline"; the receipt is printed with it.
+  refused    an offline limit refused the sale: the reason lines; nothing was recorded.
+  coupon     a scan on idle: the verdict, checked only (never redeemed).
+committed, refused and coupon go back to idle on the next key (which is consumed) or after
+timeout_s; a scan there is handled as on idle. A message on idle (sale cancelled, unreadable
+code) clears after timeout_s too. No other screens: keys without a meaning on a screen
+(MENU, UP, DOWN, F1..F4, ...) leave it as it is.
+
+A persistent notice (services.notice(), declined charges) is shown while present: its first line
+on top of every screen, all of its lines on idle.
+
+services (provided by the agent):
+  idle_lines() -> [text]
+  notice() -> [text] or None
+  check_coupon(token, total, stateful) -> {"verdict", "discount", "cti", "campaign", "name",
+      "kind", "val", "sku", ...}; total is None for a check on idle: there is no cart yet, so
+      the minimum-spend rule has nothing to apply to (the discount shown is then None).
+  commit_sale(gross, coupons) -> {"ok": True, "amount", "sent", "receipt", "cid"} or
+      {"ok": False, "reason": [text]}; coupons are the check_coupon results added to the sale,
+      in scan order. It returns only once the record is durable, so `committed` is shown after.
+Services are trusted not to raise; the agent wraps its cores so that they do not.
+"""
+from device.drivers.keypad import KEYS
+from device.escpos import format_amount
+from device.screens import messages
+
+IDLE = "idle"
+AMOUNT = "amount"
+SALE = "sale"
+COMMITTED = "committed"
+REFUSED = "refused"
+COUPON = "coupon"
+TIMED = (COMMITTED, REFUSED, COUPON)
+
+MAX_DIGITS = 9  # 999 999 999 minor units: above any offline limit, and fits every int type
+# Lines are cut at 32 characters: the small displays a terminal carries (128x64 OLED, 240-px
+# TFT with a small font) and the 58 mm receipt show about that many; cutting here keeps what the
+# clerk sees the same on every display instead of leaving the wrap to each driver.
+LINE_WIDTH = 32
+
+
+def _fit(lines):
+    return [(line if type(line) is str else str(line))[:LINE_WIDTH] for line in lines]
+
+
+class Clerk:
+    def __init__(self, services, timeout_s=5, currency=""):
+        self.services = services
+        self.timeout_s = timeout_s
+        self.currency = currency  # only for display: "12.34 CNY" rather than "12.34"
+        self.screen = IDLE
+        self._digits = ""
+        self._gross = 0
+        self._coupons = []
+        self._message = None
+        self._shown = None  # the coupon check, the commit result or the refusal being shown
+        self._until = None  # when a timed screen (or a message on idle) goes away
+
+    # -- events ------------------------------------------------------------------------------
+    def key(self, name, now):
+        if name not in KEYS:
+            return []
+        if self.screen in TIMED:
+            return self._go_idle(None, now)
+        handler = getattr(self, "_key_" + self.screen)
+        return handler(name, now)
+
+    def scan(self, text, now):
+        if self.screen in (IDLE, COUPON) + TIMED:
+            return self._check_only(text, now)
+        if self.screen == AMOUNT:
+            return self._say(messages.PRESS_ENTER)
+        return self._sale_scan(text)
+
+    def bad_scan(self, code, now):
+        if self.screen == IDLE:
+            self._until = now + self.timeout_s
+        return self._say(messages.UNREADABLE)
+
+    def tick(self, now):
+        if self._until is None or now < self._until:
+            return []
+        if self.screen in TIMED or self.screen == IDLE:
+            return self._go_idle(None, now)
+        self._until = None
+        return []
+
+    def refresh(self, now):
+        return [self._show()]
+
+    # -- keys per screen ---------------------------------------------------------------------
+    def _key_idle(self, name, now):
+        if "0" <= name <= "9" and len(name) == 1:
+            self.screen = AMOUNT
+            self._digits = ""
+            self._message = None
+            self._until = None
+            return self._key_amount(name, now)
+        self._until = None
+        return self._say(None)
+
+    def _key_amount(self, name, now):
+        if len(name) == 1 and "0" <= name <= "9":
+            if len(self._digits) >= MAX_DIGITS:
+                return self._say(messages.MAX_DIGITS)
+            if self._digits or name != "0":  # no leading zeros
+                self._digits += name
+            return self._say(None)
+        if name == "CLEAR":
+            self._digits = self._digits[:-1]
+            return self._say(None)
+        if name == "CANCEL":
+            return self._go_idle(None, now)
+        if name == "ENTER":
+            if not self._digits:
+                return self._say(messages.ENTER_AMOUNT)
+            self.screen = SALE
+            self._gross = int(self._digits)
+            self._coupons = []
+            return self._say(None)
+        return self._say(self._message)
+
+    def _key_sale(self, name, now):
+        if name == "ENTER":
+            return self._commit(now)
+        if name == "CANCEL":
+            self._coupons = []
+            return self._go_idle(messages.SALE_CANCELLED, now)
+        if name == "CLEAR" and self._coupons:
+            self._coupons.pop()
+            return self._say(messages.COUPON_REMOVED)
+        return self._say(self._message)
+
+    # -- sale --------------------------------------------------------------------------------
+    def total(self):
+        """What the customer pays now: gross less the coupons' discounts, never below 0."""
+        left = self._gross - sum(_discount(c) for c in self._coupons)
+        return left if left > 0 else 0
+
+    def _sale_scan(self, text):
+        r = self.services.check_coupon(text, self.total(), True)
+        verdict = r.get("verdict")
+        if verdict != "ok":
+            return self._say(messages.verdict_text(verdict))
+        for c in self._coupons:
+            if c.get("cti") == r.get("cti"):
+                return self._say(messages.ALREADY_IN_SALE)
+        disc = _discount(r)
+        if disc == 0 and r.get("kind") != "item":
+            # e.g. 10 % of a total already at 0: redeeming it would use the coupon up for nothing
+            return self._say(messages.NO_DISCOUNT)
+        self._coupons.append(r)
+        if r.get("kind") == "item":
+            return self._say(_what(r, self.currency) or messages.VERDICT_TEXT["ok"])
+        return self._say("-" + format_amount(disc) + " " + _label(r, messages.VERDICT_TEXT["ok"]))
+
+    def _commit(self, now):
+        r = self.services.commit_sale(self._gross, list(self._coupons))
+        self._shown = r
+        self._message = None
+        self._until = now + self.timeout_s
+        if not r.get("ok"):
+            self.screen = REFUSED
+            return [self._show()]
+        self.screen = COMMITTED
+        actions = [self._show()]
+        receipt = r.get("receipt")
+        if receipt:
+            actions.append(("print", receipt))
+        return actions
+
+    # -- idle and coupon ---------------------------------------------------------------------
+    def _check_only(self, text, now):
+        self._shown = self.services.check_coupon(text, None, True)
+        self.screen = COUPON
+        self._message = None
+        self._until = now + self.timeout_s
+        return [self._show()]
+
+    def _go_idle(self, message, now):
+        self.screen = IDLE
+        self._digits = ""
+        self._gross = 0
+        self._coupons = []
+        self._shown = None
+        self._message = message
+        self._until = now + self.timeout_s if message else None
+        return [self._show()]
+
+    def _say(self, message):
+        self._message = message
+        return [self._show()]
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _show(self):
+        notice = self.services.notice() or []
+        if self.screen == IDLE:
+            lines = list(notice) + list(self.services.idle_lines())
+        else:
+            lines = list(notice[:1]) + getattr(self, "_body_" + self.screen)()
+        if self._message:
+            lines.append(self._message)
+        return ("show", self.screen, _fit(lines))
+
+    def _money(self, minor):
+        return format_amount(minor, self.currency)
+
+    def _body_amount(self):
+        return ["Amount " + self._money(int(self._digits or "0")), messages.HINT_AMOUNT]
+
+    def _body_sale(self):
+        lines = ["Total " + self._money(self.total())]
+        if self._coupons:
+            disc = sum(_discount(c) for c in self._coupons)
+            lines.append("Gross " + self._money(self._gross))
+            lines.append("%d coupon%s -%s" % (len(self._coupons),
+                                              "" if len(self._coupons) == 1 else "s",
+                                              format_amount(disc)))
+        lines.append(messages.HINT_SALE)
+        return lines
+
+    def _body_committed(self):
+        r = self._shown
+        amount = r.get("amount")
+        lines = ["Paid " + self._money(amount) if type(amount) is int else "Paid"]
+        lines.append(messages.SENT if r.get("sent") else messages.QUEUED)
+        return lines
+
+    def _body_refused(self):
+        reason = self._shown.get("reason") or []
+        if type(reason) is str:
+            reason = [reason]
+        return ["Sale refused"] + list(reason) + [messages.NOT_SAVED]
+
+    def _body_coupon(self):
+        r = self._shown
+        verdict = r.get("verdict")
+        lines = [messages.verdict_text(verdict)]
+        label = _label(r, None)
+        if label:
+            lines.append(label)
+        if verdict == "ok":
+            what = _what(r, self.currency)
+            if what:
+                lines.append(what)
+            lines.append(messages.CHECK_ONLY)
+        return lines
+
+
+def _discount(r):
+    d = r.get("discount")
+    return d if type(d) is int and d > 0 else 0
+
+
+def _label(r, default):
+    for key in ("name", "campaign"):
+        v = r.get(key)
+        if type(v) is str and v:
+            return v
+    return default
+
+
+def _what(r, cur):
+    """What an ok coupon gives, from its claims: "10% off", "5.00 CNY off", "free SKU x2"."""
+    kind = r.get("kind")
+    val = r.get("val")
+    if type(val) is not int:
+        return None
+    if kind == "pct":
+        return "%d%% off" % val
+    if kind == "amt":
+        return format_amount(val, cur) + " off"
+    if kind == "item":
+        return "free %s x%d" % (r.get("sku") or "item", val)
+    return None

@@ -1,0 +1,48 @@
+# What the clerk reads. One short line per SPEC 2.3 verdict code and for each clerk-screen event;
+# every text fits the 32-column screens of device/screens/clerk.py with room for a prefix.
+
+VERDICT_TEXT = {
+    "ok": "coupon accepted",
+    "malformed": "not a valid coupon",
+    "unsupported_alg": "coupon type not supported",
+    "unknown_key": "issuer not trusted",
+    "bad_signature": "forged or damaged coupon",
+    "wrong_issuer": "wrong issuer",
+    "key_not_valid": "issuer key not valid",
+    "revoked": "coupon withdrawn",
+    "clock_unset": "clock not set: retry later",
+    "not_yet_valid": "coupon not valid yet",
+    "expired": "coupon expired",
+    "wrong_store": "not valid in this store",
+    "wrong_currency": "wrong currency",
+    "below_min_spend": "minimum spend not reached",
+    "already_redeemed": "coupon already used",
+    "unreadable": "unreadable code",
+}
+
+UNREADABLE = VERDICT_TEXT["unreadable"]  # a bad scan (too long, binary garbage)
+UNKNOWN_VERDICT = "coupon refused"
+
+ALREADY_IN_SALE = "already in this sale"
+NO_DISCOUNT = "no discount on this total"
+COUPON_REMOVED = "last coupon removed"
+ENTER_AMOUNT = "type an amount first"
+MAX_DIGITS = "at most 9 digits"
+PRESS_ENTER = "press ENTER first"
+SALE_CANCELLED = "sale cancelled"
+SENT = "sent"
+QUEUED = "queued offline"
+CHECK_ONLY = "checked only, not redeemed"
+HINT_AMOUNT = "ENTER=ok CLEAR=del CANCEL"
+HINT_SALE = "scan coupons, ENTER=pay"
+NOT_SAVED = "nothing recorded"
+
+
+def verdict_text(code):
+    """The clerk's line for a verdict code; unknown codes get a generic refusal with the code."""
+    text = VERDICT_TEXT.get(code) if type(code) is str else None
+    if text is not None:
+        return text
+    if type(code) is str and code:
+        return (UNKNOWN_VERDICT + ": " + code)[:32]
+    return UNKNOWN_VERDICT

@@ -1,0 +1,754 @@
+# Coupon issuance for the host simulator (SPEC 2.1, 2.2): an issuer keystore directory with the
+# root key (signs trust and revocation lists), issuer keys (sign coupons), the lists' version
+# counters, every issued coupon, and the outputs a merchant hands out (CSV, QR sheets).
+#
+# Directory layout (created 0700; every file 0600):
+#   keystore.json     roots, issuer keys (public parts and windows), list versions, revocations
+#   keys/<kid>.pem    PKCS#8 private keys, one per root or issuer key
+#   coupons.sqlite    campaigns and every issued cti with its campaign and max uses
+#   .lock             flock'd while a command changes the keystore
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import time
+import zlib
+from xml.sax.saxutils import escape
+
+import cbor2
+import segno
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from protocol import base45
+
+ALG_ES256 = -7
+ALG_EDDSA = -8
+ALG_NAMES = {"eddsa": ALG_EDDSA, "ed25519": ALG_EDDSA, "es256": ALG_ES256}
+TOKEN_PREFIX = "PC1:"
+TRUST_PREFIX = "PT1:"
+REVOCATION_PREFIX = "PR1:"
+MAX_TOKEN = 1200
+KINDS = ("pct", "amt", "item")
+CTI_LEN = 16
+MAX_QUANTITY = 100000
+DAY = 86400
+DEFAULT_KEY_LIFETIME = 365 * DAY
+DEFAULT_COUPON_LIFETIME = 30 * DAY
+
+_STATE = "keystore.json"
+_DB = "coupons.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    cmp     TEXT PRIMARY KEY,
+    terms   TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS coupons (
+    cti      BLOB PRIMARY KEY,
+    cmp      TEXT NOT NULL REFERENCES campaigns(cmp),
+    kid      BLOB NOT NULL,
+    max_uses INTEGER NOT NULL,
+    iat      INTEGER NOT NULL,
+    exp      INTEGER NOT NULL,
+    token    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS coupons_cmp ON coupons(cmp);
+"""
+
+
+class IssuanceError(ValueError):
+    """Bad input or keystore state; .field names the input at fault."""
+
+    def __init__(self, field, message):
+        super().__init__("%s: %s" % (field, message))
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------- keys and COSE
+
+def parse_alg(alg):
+    """'eddsa'/'es256' (or the COSE numbers -8/-7) -> COSE alg."""
+    if type(alg) is int and alg in (ALG_EDDSA, ALG_ES256):
+        return alg
+    if isinstance(alg, str) and alg.lower() in ALG_NAMES:
+        return ALG_NAMES[alg.lower()]
+    raise IssuanceError("alg", "must be eddsa or es256, not %r" % (alg,))
+
+
+def _new_private(alg):
+    if alg == ALG_EDDSA:
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def raw_public(priv):
+    """SPEC 2.1 key bytes: 32 raw bytes (Ed25519) or the 65-byte uncompressed P-256 point."""
+    if isinstance(priv, ed25519.Ed25519PrivateKey):
+        return priv.public_key().public_bytes(serialization.Encoding.Raw,
+                                              serialization.PublicFormat.Raw)
+    return priv.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint)
+
+
+def kid_of(pub):
+    return hashlib.sha256(pub).digest()[:8]
+
+
+def sign(alg, priv, msg):
+    if alg == ALG_EDDSA:
+        return priv.sign(msg)
+    r, s = decode_dss_signature(priv.sign(msg, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # COSE wants raw r || s, not DER
+
+
+def sign1(alg, kid, priv, payload):
+    """COSE_Sign1 (tag 18) with protected {1: alg, 4: kid} over the CBOR of payload."""
+    prot = cbor2.dumps({1: alg, 4: kid})
+    body = cbor2.dumps(payload)
+    sig = sign(alg, priv, cbor2.dumps(["Signature1", prot, b"", body]))
+    return cbor2.dumps(cbor2.CBORTag(18, [prot, {}, body, sig]))
+
+
+def text_form(prefix, cose):
+    return prefix + base45.encode(cose)
+
+
+def write_text(path, prefix, cose):
+    """Writes the "PT1:"/"PR1:" text of a list as one line."""
+    with open(path, "w") as f:
+        f.write(text_form(prefix, cose) + "\n")
+    return path
+
+
+def read_text(path, prefix):
+    """The COSE bytes of a one-line text file written by write_text."""
+    try:
+        with open(path) as f:
+            text = f.read().strip("\r\n")  # a space is a base45 digit: strip line ends only
+    except (OSError, UnicodeError) as e:
+        raise IssuanceError("file", "cannot read %s: %s" % (path, e))
+    if not text.startswith(prefix):
+        raise IssuanceError("file", "%s does not start with %s" % (path, prefix))
+    try:
+        return base45.decode(text[len(prefix):])
+    except ValueError as e:
+        raise IssuanceError("file", "%s: bad base45: %s" % (path, e))
+
+
+def token_claims(token):
+    """The payload claims of a PC1: token (no signature check: for outputs of our own)."""
+    msg = cbor2.loads(base45.decode(token[len(TOKEN_PREFIX):]))
+    if isinstance(msg, cbor2.CBORTag):
+        msg = msg.value
+    return cbor2.loads(msg[2])
+
+
+# ---------------------------------------------------------------- files
+
+def _write_private(path, data):
+    # Owner-only and never half written: a torn keystore.json would lose the list versions.
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- input checks
+
+def _is_int(v):
+    return type(v) is int  # bool is not int
+
+
+def _need_int(field, v, lo=None, hi=None):
+    if not _is_int(v):
+        raise IssuanceError(field, "must be an integer, not %r" % (v,))
+    if lo is not None and v < lo:
+        raise IssuanceError(field, "must be >= %d (got %d)" % (lo, v))
+    if hi is not None and v > hi:
+        raise IssuanceError(field, "must be <= %d (got %d)" % (hi, v))
+    return v
+
+
+def _need_text(field, v):
+    if type(v) is not str or not v.strip():
+        raise IssuanceError(field, "must be non-empty text, not %r" % (v,))
+    return v
+
+
+def _need_currency(field, v):
+    if type(v) is not str or len(v) != 3 or not v.isascii() or not v.isupper() \
+            or not v.isalpha():
+        raise IssuanceError(field, "must be a 3-letter currency code like CNY, not %r" % (v,))
+    return v
+
+
+def _cti_bytes(v):
+    try:
+        b = bytes.fromhex(v) if isinstance(v, str) else bytes(v)
+    except (ValueError, TypeError):
+        raise IssuanceError("cti", "must be hex, not %r" % (v,))
+    if not 1 <= len(b) <= 32:
+        raise IssuanceError("cti", "must be 1..32 bytes, not %d" % len(b))
+    return b
+
+
+def campaign_claims(cmp, name, kind, val, nbf, exp, stores, min_spend, cur, sku, max_uses):
+    """Checks a campaign's terms against SPEC 2.1; returns its shared claims (text keys)."""
+    _need_text("cmp", cmp)
+    if name is not None:
+        _need_text("name", name)
+    if kind not in KINDS:
+        raise IssuanceError("kind", "must be one of %s, not %r" % ("|".join(KINDS), kind))
+    if kind == "pct":
+        _need_int("val", val, 1, 100)
+    else:
+        _need_int("val", val, 1)
+    _need_int("nbf", nbf, 0)
+    _need_int("exp", exp, 0)
+    if exp <= nbf:
+        raise IssuanceError("exp", "must be after nbf (%d <= %d)" % (exp, nbf))
+    if min_spend is not None:
+        _need_int("min", min_spend, 0)
+    if cur is not None:
+        _need_currency("cur", cur)
+    elif kind == "amt":
+        raise IssuanceError("cur", "is required for kind amt")
+    elif min_spend is not None:
+        raise IssuanceError("cur", "is required with a minimum spend")
+    if kind == "item":
+        _need_text("sku", sku)
+    elif sku is not None:
+        raise IssuanceError("sku", "only applies to kind item")
+    if stores is not None:
+        if not isinstance(stores, (list, tuple)) or not stores:
+            raise IssuanceError("stores", "must be a non-empty list (omit it for every store)")
+        for s in stores:
+            _need_text("stores", s)
+    _need_int("max_uses", max_uses, 1)
+    claims = {"cmp": cmp}
+    if name is not None:
+        claims["nm"] = name
+    claims["kd"] = kind
+    claims["val"] = val
+    if cur is not None:
+        claims["cur"] = cur
+    if sku is not None:
+        claims["sku"] = sku
+    if min_spend is not None:
+        claims["min"] = min_spend
+    if stores is not None:
+        claims["st"] = list(stores)
+    claims["mu"] = max_uses
+    return claims
+
+
+# ---------------------------------------------------------------- the keystore
+
+class Keystore:
+    def __init__(self, path, clock=time.time, create=False):
+        """Opens the keystore in directory path; create=True makes it when missing."""
+        self.path = path
+        self.clock = clock
+        if not create and not os.path.exists(os.path.join(path, _STATE)):
+            raise IssuanceError("keys", "no keystore at %s (run init-root first)" % path)
+        os.makedirs(os.path.join(path, "keys"), mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        self._state = self._load()
+        self._db = sqlite3.connect(os.path.join(path, _DB), isolation_level=None)
+        os.chmod(os.path.join(path, _DB), 0o600)
+        self._db.executescript(_SCHEMA)
+
+    def close(self):
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def now(self):
+        return int(self.clock())
+
+    # -- state file --------------------------------------------------------------------------
+    def _load(self):
+        try:
+            with open(os.path.join(self.path, _STATE)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"format": 1, "trust_ver": 0, "rev_ver": 0, "roots": [], "keys": [],
+                    "revoked_cti": [], "revoked_cmp": []}
+        except (OSError, ValueError) as e:
+            raise IssuanceError("keystore", "cannot read %s: %s" % (_STATE, e))
+
+    @contextlib.contextmanager
+    def _change(self):
+        """Read-modify-write of keystore.json under an exclusive lock (one CLI at a time)."""
+        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._state = self._load()
+            yield self._state
+            _write_private(os.path.join(self.path, _STATE),
+                           json.dumps(self._state, indent=1).encode() + b"\n")
+            _fsync_dir(self.path)
+        finally:
+            os.close(fd)
+
+    def _save_private_key(self, kid, priv):
+        pem = priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+        _write_private(os.path.join(self.path, "keys", kid.hex() + ".pem"), pem)
+
+    def _private_key(self, kid_hex):
+        try:
+            with open(os.path.join(self.path, "keys", kid_hex + ".pem"), "rb") as f:
+                return serialization.load_pem_private_key(f.read(), None)
+        except (OSError, ValueError) as e:
+            raise IssuanceError("keystore", "private key %s unreadable: %s" % (kid_hex, e))
+
+    # -- roots -------------------------------------------------------------------------------
+    def create_root(self, alg="eddsa", add=False):
+        """Creates the root key that signs the lists; returns its raw public key as hex (the
+        device config's root_keys entry). add=True adds a new signing root beside the old ones
+        (devices must be provisioned with it before they accept lists it signs)."""
+        alg = parse_alg(alg)
+        priv = _new_private(alg)
+        pub = raw_public(priv)
+        kid = kid_of(pub)
+        with self._change() as st:
+            if st["roots"] and not add:
+                raise IssuanceError("root", "the keystore already has root %s" %
+                                    st["roots"][-1]["pub"])
+            self._save_private_key(kid, priv)
+            st["roots"].append({"kid": kid.hex(), "alg": alg, "pub": pub.hex(),
+                                "created": self.now()})
+            # Lists signed by the new root must install over the ones the old root signed.
+            if st["trust_ver"]:
+                st["trust_ver"] += 1
+            if st["rev_ver"]:
+                st["rev_ver"] += 1
+        return pub.hex()
+
+    def root_keys(self):
+        return [r["pub"] for r in self._state["roots"]]
+
+    def _root(self):
+        if not self._state["roots"]:
+            raise IssuanceError("root", "no root key: run init-root first")
+        return self._state["roots"][-1]
+
+    # -- issuer keys -------------------------------------------------------------------------
+    def _add_issuer(self, st, iss, alg, nbf, exp):
+        _need_text("iss", iss)
+        alg = parse_alg(alg)
+        now = self.now()
+        nbf = now if nbf is None else _need_int("nbf", nbf, 0)
+        exp = nbf + DEFAULT_KEY_LIFETIME if exp is None else _need_int("exp", exp, 0)
+        if exp <= nbf:
+            raise IssuanceError("exp", "must be after nbf (%d <= %d)" % (exp, nbf))
+        priv = _new_private(alg)
+        pub = raw_public(priv)
+        kid = kid_of(pub)
+        self._save_private_key(kid, priv)
+        st["keys"].append({"kid": kid.hex(), "alg": alg, "pub": pub.hex(), "iss": iss,
+                           "nbf": nbf, "exp": exp, "created": now})
+        return kid.hex()
+
+    def create_issuer(self, iss, alg="eddsa", nbf=None, exp=None):
+        """A new signing key for merchant iss, valid for signing in [nbf, exp) (default: from
+        now for a year); returns its kid as hex. The trust list version goes up."""
+        with self._change() as st:
+            kid = self._add_issuer(st, iss, alg, nbf, exp)
+            st["trust_ver"] += 1
+            return kid
+
+    def issuer_keys(self, iss=None):
+        return [dict(k) for k in self._state["keys"] if iss is None or k["iss"] == iss]
+
+    def _current_key(self, iss, at):
+        """The newest key of iss whose signing window holds `at`."""
+        live = [k for k in self._state["keys"]
+                if k["iss"] == iss and k["nbf"] <= at < k["exp"]]
+        if not live:
+            return None
+        return max(live, key=lambda k: (k["nbf"], k["created"]))
+
+    def rotate(self, iss, alg=None, retire_old_at=None, nbf=None, exp=None):
+        """New key for iss in a new trust list version that keeps the old key, so coupons it
+        signed keep verifying by their iat. retire_old_at sets the old key's exp: coupons
+        whose iat is at or after it stop verifying (key_not_valid). Returns the new kid."""
+        with self._change() as st:
+            old = self._current_key(iss, self.now())
+            if old is None:
+                raise IssuanceError("iss", "no key of %r is valid now: use issuer" % (iss,))
+            if retire_old_at is not None:
+                _need_int("retire_old_at", retire_old_at, 0)
+                if not old["nbf"] <= retire_old_at <= old["exp"]:
+                    raise IssuanceError("retire_old_at", "must lie in the old key's window "
+                                        "[%d, %d]" % (old["nbf"], old["exp"]))
+            kid = self._add_issuer(st, iss, old["alg"] if alg is None else alg, nbf, exp)
+            if retire_old_at is not None:
+                old["exp"] = retire_old_at
+            st["trust_ver"] += 1
+            return kid
+
+    # -- lists -------------------------------------------------------------------------------
+    @property
+    def trust_ver(self):
+        return self._state["trust_ver"]
+
+    @property
+    def rev_ver(self):
+        return self._state["rev_ver"]
+
+    def _sign_list(self, payload):
+        root = self._root()
+        return sign1(root["alg"], bytes.fromhex(root["kid"]), self._private_key(root["kid"]),
+                     payload)
+
+    def trustlist(self):
+        """The current trust list (SPEC 2.2) as COSE_Sign1 bytes signed by the root key."""
+        st = self._state
+        if not st["keys"]:
+            raise IssuanceError("trustlist", "no issuer keys: create one with issuer")
+        keys = [{"kid": bytes.fromhex(k["kid"]), "alg": k["alg"], "pub": bytes.fromhex(k["pub"]),
+                 "iss": k["iss"], "nbf": k["nbf"], "exp": k["exp"]} for k in st["keys"]]
+        return self._sign_list({"ver": st["trust_ver"], "iat": self.now(), "keys": keys})
+
+    def revoke(self, cti=(), cmp=()):
+        """Adds serials and/or campaigns to the cumulative revocation list; returns the new
+        list (ver + 1) as COSE_Sign1 bytes."""
+        ctis = [_cti_bytes(c).hex() for c in cti]
+        cmps = [_need_text("cmp", c) for c in cmp]
+        if not ctis and not cmps:
+            raise IssuanceError("revoke", "give at least one cti or cmp")
+        self._root()
+        with self._change() as st:
+            for c in ctis:
+                if c not in st["revoked_cti"]:
+                    st["revoked_cti"].append(c)
+            for c in cmps:
+                if c not in st["revoked_cmp"]:
+                    st["revoked_cmp"].append(c)
+            st["rev_ver"] += 1
+        return self.revocations()
+
+    def revoked(self):
+        """(revoked cti hex list, revoked campaign list), cumulative."""
+        return list(self._state["revoked_cti"]), list(self._state["revoked_cmp"])
+
+    def revocations(self):
+        """The current revocation list as COSE_Sign1 bytes."""
+        st = self._state
+        if not st["rev_ver"]:
+            raise IssuanceError("revocations", "nothing revoked yet")
+        return self._sign_list({"ver": st["rev_ver"], "iat": self.now(),
+                                "cti": [bytes.fromhex(c) for c in st["revoked_cti"]],
+                                "cmp": list(st["revoked_cmp"])})
+
+    # -- coupons -----------------------------------------------------------------------------
+    def create_campaign(self, cmp, name, kind, val, nbf=None, exp=None, stores=None,
+                        min_spend=None, cur=None, sku=None, max_uses=1, quantity=1, iss=None,
+                        kid=None):
+        """Issues `quantity` coupons of one campaign; returns their "PC1:" texts. A campaign
+        may be issued in several batches with the same terms (nbf/exp may differ)."""
+        now = self.now()
+        if nbf is None:
+            nbf = now
+        if exp is None and _is_int(nbf):
+            exp = nbf + DEFAULT_COUPON_LIFETIME
+        claims = campaign_claims(cmp, name, kind, val, nbf, exp, stores, min_spend, cur, sku,
+                                 max_uses)
+        _need_int("quantity", quantity, 1, MAX_QUANTITY)
+        _need_text("iss", iss)
+        if exp <= now:
+            raise IssuanceError("exp", "is already past (%d <= now %d)" % (exp, now))
+        key = self._signing_key(iss, kid, now)
+        priv = self._private_key(key["kid"])
+        kid_b = bytes.fromhex(key["kid"])
+        terms = json.dumps(dict(claims, iss=iss), sort_keys=True)
+        tokens = []
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT terms FROM campaigns WHERE cmp=?", (cmp,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO campaigns VALUES (?, ?, ?)", (cmp, terms, now))
+            elif row[0] != terms:
+                raise IssuanceError("cmp", "campaign %r exists with other terms: %s"
+                                    % (cmp, row[0]))
+            for _ in range(quantity):
+                cti = self._fresh_cti()
+                payload = {1: iss, 7: cti, 6: now, 5: nbf, 4: exp}
+                payload.update(claims)
+                token = text_form(TOKEN_PREFIX, sign1(key["alg"], kid_b, priv, payload))
+                if len(token) > MAX_TOKEN:
+                    raise IssuanceError("token", "token is %d chars, over %d: shorten the texts"
+                                        % (len(token), MAX_TOKEN))
+                self._db.execute("INSERT INTO coupons VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (cti, cmp, kid_b, max_uses, now, exp, token))
+                tokens.append(token)
+        return tokens
+
+    def _signing_key(self, iss, kid, now):
+        if kid is None:
+            key = self._current_key(iss, now)
+            if key is None:
+                raise IssuanceError("iss", "no key of %r is valid now (%d)" % (iss, now))
+            return key
+        kid = kid.hex() if isinstance(kid, (bytes, bytearray)) else kid
+        for key in self._state["keys"]:
+            if key["kid"] == kid:
+                break
+        else:
+            raise IssuanceError("kid", "no issuer key %s" % (kid,))
+        if key["iss"] != iss:
+            raise IssuanceError("kid", "key %s belongs to %r, not %r" % (kid, key["iss"], iss))
+        if not key["nbf"] <= now < key["exp"]:
+            raise IssuanceError("iat", "now (%d) is outside key %s's window [%d, %d)"
+                                % (now, kid, key["nbf"], key["exp"]))
+        return key
+
+    def _fresh_cti(self):
+        while True:
+            cti = os.urandom(CTI_LEN)
+            if self._db.execute("SELECT 1 FROM coupons WHERE cti=?", (cti,)).fetchone() is None:
+                return cti
+
+    def max_uses(self, cti):
+        """The "mu" of an issued coupon (bytes or hex), None when we did not issue it: fits
+        Host(coupon_max_uses=...)."""
+        try:
+            cti = _cti_bytes(cti)
+        except IssuanceError:
+            return None
+        row = self._db.execute("SELECT max_uses FROM coupons WHERE cti=?", (cti,)).fetchone()
+        return row[0] if row else None
+
+    def issued(self, cmp=None):
+        """Issued coupons in issue order: [{"cti" hex, "cmp", "max_uses", "iat", "exp",
+        "token"}]."""
+        sql = "SELECT cti, cmp, max_uses, iat, exp, token FROM coupons"
+        args = ()
+        if cmp is not None:
+            sql += " WHERE cmp=?"
+            args = (cmp,)
+        rows = self._db.execute(sql + " ORDER BY rowid", args).fetchall()
+        return [{"cti": r[0].hex(), "cmp": r[1], "max_uses": r[2], "iat": r[3], "exp": r[4],
+                 "token": r[5]} for r in rows]
+
+
+# ---------------------------------------------------------------- outputs
+
+def write_csv(path, tokens):
+    """cti (hex), campaign, token: one row per coupon, header first."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cti", "campaign", "token"])
+        for t in tokens:
+            c = token_claims(t)
+            w.writerow([c[7].hex(), c["cmp"], t])
+    return path
+
+
+def qr_code(token):
+    """The token as a QR code in alphanumeric mode (base45 is the QR alphanumeric alphabet)."""
+    qr = segno.make_qr(token, error="m")
+    if qr.mode != "alphanumeric":
+        raise IssuanceError("token", "QR encoder chose %s mode, not alphanumeric" % qr.mode)
+    return qr
+
+
+# A4 portrait at 300 dpi; the SVG uses the same grid with a viewBox and mm page size.
+PAGE_W = 2480
+PAGE_H = 3508
+PAGE_MM = (210, 297)
+MARGIN = 120
+COLS = 3
+ROWS = 4
+PER_PAGE = COLS * ROWS
+QR_BORDER = 4
+TEXT_SCALE = 3  # pixels per font dot
+GLYPH_W = 6  # 5 dots and a space
+LINE_H = 10 * TEXT_SCALE
+LABEL_LINES = 2
+MIN_MODULE_PX = 4
+
+# 5x7 dot font, one byte per column, bit 0 at the top (the classic HD44780-style shapes).
+_FONT = {
+    " ": "0000000000", "!": "00005f0000", "#": "147f147f14", "$": "242a7f2a12",
+    "%": "2313086462", "&": "3649552250", "'": "0005030000", "(": "001c224100",
+    ")": "0041221c00", "*": "14083e0814", "+": "08083e0808", ",": "0050300000",
+    "-": "0808080808", ".": "0060600000", "/": "2010080402", ":": "0036360000",
+    "?": "0201510906", "_": "4040404040", "=": "1414141414",
+    "0": "3e5149453e", "1": "00427f4000", "2": "4261514946", "3": "2141454b31",
+    "4": "1814127f10", "5": "2745454539", "6": "3c4a494930", "7": "0171090503",
+    "8": "3649494936", "9": "064949291e",
+    "A": "7e1111117e", "B": "7f49494936", "C": "3e41414122", "D": "7f4141221c",
+    "E": "7f49494941", "F": "7f09090901", "G": "3e4149497a", "H": "7f0808087f",
+    "I": "00417f4100", "J": "2040413f01", "K": "7f08142241", "L": "7f40404040",
+    "M": "7f020c027f", "N": "7f0408107f", "O": "3e4141413e", "P": "7f09090906",
+    "Q": "3e4151215e", "R": "7f09192946", "S": "2649494932", "T": "01017f0101",
+    "U": "3f4040403f", "V": "1f2040201f", "W": "3f4038403f", "X": "6314081463",
+    "Y": "0708700807", "Z": "6151494543",
+    "a": "2054545478", "b": "7f48444438", "c": "3844444420", "d": "384444487f",
+    "e": "3854545418", "f": "087e090102",
+}
+
+
+def _glyph(ch):
+    # Capitals, plus lowercase a-f so the cti prints as lowercase hex (SPEC 1).
+    g = _FONT.get(ch) or _FONT["?"]
+    return bytes.fromhex(g)
+
+
+def _fit(text, width_px):
+    return text[:max(1, width_px // (GLYPH_W * TEXT_SCALE))]
+
+
+def _cells(n):
+    """Top-left corners of the first n cells of a page, row by row."""
+    cw = (PAGE_W - 2 * MARGIN) // COLS
+    ch = (PAGE_H - 2 * MARGIN) // ROWS
+    return [(MARGIN + (i % COLS) * cw, MARGIN + (i // COLS) * ch) for i in range(n)], cw, ch
+
+
+def sheet_layout(tokens):
+    """Pages of placements: [[(qr, x, y, module_px, label lines, cell_w), ...], ...]."""
+    pages = []
+    for start in range(0, len(tokens), PER_PAGE):
+        chunk = tokens[start:start + PER_PAGE]
+        spots, cw, ch = _cells(len(chunk))
+        page = []
+        for tok, (x, y) in zip(chunk, spots, strict=True):
+            qr = qr_code(tok)
+            side = qr.symbol_size(scale=1, border=QR_BORDER)[0]
+            px = min(cw // side, (ch - LABEL_LINES * LINE_H - LINE_H) // side)
+            if px < MIN_MODULE_PX:
+                raise IssuanceError("token", "QR version %d too large to print legibly"
+                                    % qr.version)
+            c = token_claims(tok)
+            lines = [_fit(c.get("nm") or c["cmp"], cw), _fit(c[7].hex(), cw)]
+            page.append((qr, x, y, px, lines, cw))
+        pages.append(page)
+    return pages
+
+
+def _page_paths(path, n):
+    stem, ext = os.path.splitext(path)
+    return [path if i == 0 else "%s-%d%s" % (stem, i + 1, ext) for i in range(n)]
+
+
+def _label_origin(qr, y, px):
+    side = qr.symbol_size(scale=1, border=QR_BORDER)[0]
+    return y + side * px + LINE_H // 3
+
+
+def _png_page(page):
+    img = bytearray(b"\xff" * (PAGE_W * PAGE_H))
+    for qr, x, y, px, lines, _cw in page:
+        row_y = y + QR_BORDER * px
+        for row in qr.matrix:
+            line = bytearray(b"\xff" * (len(row) * px))
+            for i, dark in enumerate(row):
+                if dark:
+                    line[i * px:(i + 1) * px] = b"\x00" * px
+            x0 = x + QR_BORDER * px
+            for _ in range(px):
+                img[row_y * PAGE_W + x0:row_y * PAGE_W + x0 + len(line)] = line
+                row_y += 1
+        ty = _label_origin(qr, y, px)
+        for i, text in enumerate(lines):
+            _draw_text(img, x, ty, text if i else text.upper())  # the font has capitals only
+            ty += LINE_H
+    raw = b"".join(b"\x00" + bytes(img[r * PAGE_W:(r + 1) * PAGE_W]) for r in range(PAGE_H))
+    return _png(PAGE_W, PAGE_H, raw)
+
+
+def _draw_text(img, x, y, text):
+    s = TEXT_SCALE
+    for ch in text:
+        for col, bits in enumerate(_glyph(ch)):
+            for dot in range(7):
+                if bits >> dot & 1:
+                    for dy in range(s):
+                        i = (y + dot * s + dy) * PAGE_W + x + col * s
+                        img[i:i + s] = b"\x00" * s
+        x += GLYPH_W * s
+
+
+def _png(w, h, raw):
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
+def _svg_page(page):
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%dmm" height="%dmm" '
+           'viewBox="0 0 %d %d">' % (PAGE_MM[0], PAGE_MM[1], PAGE_W, PAGE_H),
+           '<rect width="%d" height="%d" fill="#fff"/>' % (PAGE_W, PAGE_H)]
+    for qr, x, y, px, lines, _cw in page:
+        d = []
+        for r, row in enumerate(qr.matrix):
+            c = 0
+            while c < len(row):
+                if row[c]:
+                    start = c
+                    while c < len(row) and row[c]:
+                        c += 1
+                    d.append("M%d %dh%dv%dh-%dz" % (x + (QR_BORDER + start) * px,
+                                                    y + (QR_BORDER + r) * px,
+                                                    (c - start) * px, px, (c - start) * px))
+                else:
+                    c += 1
+        out.append('<g class="coupon"><path fill="#000" d="%s"/>' % "".join(d))
+        ty = _label_origin(qr, y, px)
+        for text in lines:
+            out.append('<text x="%d" y="%d" font-family="monospace" font-size="%d">%s</text>'
+                       % (x, ty + 7 * TEXT_SCALE, 8 * TEXT_SCALE, escape(text)))
+            ty += LINE_H
+        out.append("</g>")
+    out.append("</svg>")
+    return "\n".join(out).encode()
+
+
+def write_png_sheets(path, tokens):
+    """Printable A4 pages (300 dpi PNG), PER_PAGE codes each with the campaign name and the
+    cti under each; page 1 is `path`, later pages `stem-2.png`, ... Returns the paths."""
+    pages = sheet_layout(tokens)
+    paths = _page_paths(path, len(pages))
+    for p, page in zip(paths, pages, strict=True):
+        with open(p, "wb") as f:
+            f.write(_png_page(page))
+    return paths
+
+
+def write_svg_sheets(path, tokens):
+    """The same pages as SVG (A4 in mm, vector QR modules, text labels)."""
+    pages = sheet_layout(tokens)
+    paths = _page_paths(path, len(pages))
+    for p, page in zip(paths, pages, strict=True):
+        with open(p, "wb") as f:
+            f.write(_svg_page(page))
+    return paths
