@@ -24,7 +24,7 @@ lint: setup
 
 sim: setup
 	@scripts/ensure-mosquitto || echo "(no mosquitto: the simulator falls back to the amqtt broker)"
-	$(PY) -m host_sim.sim
+	$(PY) -m host_sim.sim $(SIM_ARGS)
 
 bench: setup
 	@scripts/ensure-mosquitto
