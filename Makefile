@@ -30,5 +30,8 @@ bench: setup
 	@scripts/ensure-mosquitto
 	$(PY) -m tests.bench
 
+certs: setup
+	@scripts/make-certs
+
 clean:
 	rm -rf var .hypothesis .ruff_cache

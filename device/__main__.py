@@ -49,4 +49,19 @@ def main(argv):
     return 2
 
 
-sys.exit(main(sys.argv[1:]))
+def _argv():
+    # The MicroPython launcher passes long arguments in a file (scripts/micropython-launcher).
+    import os
+    path = os.getenv("MICROPY_ARGV_FILE") if hasattr(os, "getenv") else None
+    if not path:
+        return sys.argv[1:]
+    import json
+    with open(path) as f:
+        full = json.load(f)
+    for i in range(len(full) - 1):
+        if full[i] == "-m" and full[i + 1] == "device":
+            return full[i + 2:]
+    return sys.argv[1:]
+
+
+sys.exit(main(_argv()))

@@ -7,6 +7,9 @@
 #       [--data-dir DIR] [--scanner-port TTY] [--keypad-port TTY] [--console-port TTY]
 #       [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN] --config-out FILE
 #   python -m host_sim report --db PATH
+#   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
+#   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
+#       [--log FILE]
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -162,6 +165,43 @@ def cmd_report(args):
     return 0
 
 
+def cmd_certs(args):
+    from host_sim.certs import SERVER_HOSTS, CertError, CertStore
+
+    store = CertStore(args.dir)
+    try:
+        report = store.ensure(devices=args.device or (), hosts=args.server_host or SERVER_HOSTS)
+    except CertError as e:
+        raise CliError(str(e))
+    print(json.dumps({"dir": store.dir, "written": report["written"], "kept": report["kept"]}))
+    return 0
+
+
+def cmd_broker_config(args):
+    from host_sim.certs import CertError, CertStore
+    from host_sim.mosquitto import MosquittoError, write_secure_broker
+
+    if not os.path.exists(args.db):
+        raise CliError("no database at %s" % args.db)
+    reg = Registry(args.db)
+    try:
+        # Every registered terminal gets its certificate too (kept when still valid), so one
+        # command leaves a broker every terminal can reach.
+        store = CertStore(args.certs)
+        certs = store.ensure(devices=[d["device_id"] for d in reg.devices()])
+        out = write_secure_broker(args.out, reg, store, args.port, root=args.root,
+                                  log_path=args.log or os.path.join(args.out, "mosquitto.log"))
+    except (CertError, MosquittoError, RegistryError) as e:
+        raise CliError(str(e))
+    finally:
+        reg.close()
+    print(json.dumps({"conf": out["conf"], "passwd": out["passwd"], "acl": out["acl"],
+                      "port": out["port"], "accounts": out["accounts"],
+                      "certs_written": certs["written"],
+                      "run": "mosquitto -c %s" % out["conf"]}))
+    return 0
+
+
 def _rate(text):
     v = float(text)
     if not 0.0 <= v <= 1.0:
@@ -236,6 +276,23 @@ def build_parser():
     q = sub.add_parser("report", help="charges report as JSON")
     q.add_argument("--db", required=True)
     q.set_defaults(fn=cmd_report)
+
+    c = sub.add_parser("certs", help="make the private CA, broker and client certificates")
+    c.add_argument("--dir", help="certificate directory (default: certs/ in the repo root)")
+    c.add_argument("--device", action="append", help="device id to certify (repeat)")
+    c.add_argument("--server-host", action="append",
+                   help="broker IP or DNS name (repeat; default 127.0.0.1 and localhost)")
+    c.set_defaults(fn=cmd_certs)
+
+    b = sub.add_parser("broker-config",
+                       help="write mosquitto.conf, passwd and acl for the locked-down broker")
+    b.add_argument("--db", required=True)
+    b.add_argument("--certs", required=True, help="certificate directory")
+    b.add_argument("--port", type=_port, required=True, help="TLS port on 127.0.0.1")
+    b.add_argument("--out", required=True, help="directory for the three files")
+    b.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    b.add_argument("--log", help="broker log file (default OUT/mosquitto.log)")
+    b.set_defaults(fn=cmd_broker_config)
     return p
 
 

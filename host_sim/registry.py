@@ -2,7 +2,9 @@
 # processor. It holds each terminal's secret, its place in the shop (store, merchant), the highest
 # uplink seq the host accepted (persisted, so a restarted host still refuses replays), the host's
 # own downlink seq (only grows, persisted before use), presence and the last hello/status, and
-# drop counters per device and reason.
+# drop counters per device and reason. For the locked-down broker (host_sim/mosquitto.py) it also
+# keeps each terminal's broker password and the host's own: random, never derived from the MAC
+# secret, so a broker-side leak of one says nothing about the other.
 import json
 import os
 import sqlite3
@@ -12,8 +14,12 @@ import time
 from device.config import DEFAULT_LIMITS
 
 SECRET_LEN = 32
+BROKER_PASSWORD_BYTES = 32  # 256 random bits as 64 hex chars: nothing to guess or stretch
+# The host's broker identity (username and certificate CN). Device ids are refused when equal to
+# it: the broker's ACL grants this name every topic.
+HOST_USERNAME = "pos-host"
 DRIVER_KEYS = ("scanner", "keypad", "display", "printer", "console")
-BROKER_KEYS = ("host", "port", "tls", "username", "password", "root")
+BROKER_KEYS = ("host", "port", "tls", "username", "password", "root", "ca", "cert", "key")
 _DEFAULT_BROKER = {"host": "127.0.0.1", "port": 1883, "tls": False, "username": None,
                    "password": None, "root": "pos/v1"}
 
@@ -29,7 +35,8 @@ CREATE TABLE IF NOT EXISTS devices (
     online      INTEGER NOT NULL DEFAULT 0,
     last_hello  TEXT,
     last_status TEXT,
-    last_seen   INTEGER
+    last_seen   INTEGER,
+    broker_password TEXT
 );
 CREATE INDEX IF NOT EXISTS devices_store ON devices(store_id);
 CREATE TABLE IF NOT EXISTS drops (
@@ -37,6 +44,10 @@ CREATE TABLE IF NOT EXISTS drops (
     reason    TEXT NOT NULL,
     count     INTEGER NOT NULL,
     PRIMARY KEY (device_id, reason)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -48,7 +59,7 @@ class RegistryError(ValueError):
         self.message = message
 
 
-def _check_id(value, name):
+def check_id(value, name):
     # Ids become MQTT topic levels: printable ASCII without separators or wildcards.
     if type(value) is not str or not value or len(value) > 64:
         raise RegistryError("bad_id", "%s must be non-empty text of at most 64 chars" % name)
@@ -79,6 +90,19 @@ class Registry:
         # FULL: a committed charge or seq survives a power cut, not only a crash.
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self):
+        # Databases made before broker passwords existed get the column; rows get a password
+        # the first time one is asked for (broker_password).
+        with self.lock:
+            cols = [r[1] for r in self.conn.execute("PRAGMA table_info(devices)")]
+            if "broker_password" not in cols:
+                try:
+                    self.conn.execute("ALTER TABLE devices ADD COLUMN broker_password TEXT")
+                except sqlite3.OperationalError as e:
+                    if "duplicate column" not in str(e):  # another process added it first
+                        raise
 
     def close(self):
         with self.lock:
@@ -95,13 +119,16 @@ class Registry:
     def register(self, device_id, store_id, merchant_id, secret=None):
         """Adds a device or re-registers it with a new secret; returns the secret.
 
-        Re-registering (re-provisioning) rotates the secret and forgets the uplink seq: the
-        terminal may start again from an empty data dir, and replays of anything sealed with the
-        old secret fail the MAC anyway. host_seq is kept: it only ever grows.
+        Re-registering (re-provisioning) rotates the secret and the broker password and forgets
+        the uplink seq: the terminal may start again from an empty data dir, and replays of
+        anything sealed with the old secret fail the MAC anyway. host_seq is kept: it only ever
+        grows.
         """
-        _check_id(device_id, "device_id")
-        _check_id(store_id, "store_id")
-        _check_id(merchant_id, "merchant_id")
+        check_id(device_id, "device_id")
+        if device_id == HOST_USERNAME:
+            raise RegistryError("reserved_id", "%r is the host's broker identity" % device_id)
+        check_id(store_id, "store_id")
+        check_id(merchant_id, "merchant_id")
         if secret is None:
             secret = os.urandom(SECRET_LEN)
         if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
@@ -109,12 +136,46 @@ class Registry:
         secret = bytes(secret)
         with self.transaction() as c:
             c.execute(
-                "INSERT INTO devices (device_id, secret, store_id, merchant_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                "INSERT INTO devices (device_id, secret, store_id, merchant_id, created_at,"
+                " broker_password) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
                 " secret=excluded.secret, store_id=excluded.store_id,"
-                " merchant_id=excluded.merchant_id, last_seq=NULL",
-                (device_id, secret, store_id, merchant_id, self.now()))
+                " merchant_id=excluded.merchant_id, last_seq=NULL,"
+                " broker_password=excluded.broker_password",
+                (device_id, secret, store_id, merchant_id, self.now(), _new_password()))
         return secret
+
+    # ------------------------------------------------------------ broker credentials
+
+    def broker_password(self, device_id):
+        """The device's broker password (made now for a row from before passwords existed)."""
+        with self.transaction() as c:
+            row = c.execute("SELECT broker_password FROM devices WHERE device_id=?",
+                            (device_id,)).fetchone()
+            if row is None:
+                raise RegistryError("unknown_device", "no device %r" % (device_id,))
+            if row[0] is not None:
+                return row[0]
+            password = _new_password()
+            c.execute("UPDATE devices SET broker_password=? WHERE device_id=?",
+                      (password, device_id))
+            return password
+
+    def host_broker_password(self):
+        """The host's broker password, made once and then kept."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('host_broker_password', ?)",
+                      (_new_password(),))
+            return c.execute("SELECT value FROM meta WHERE key='host_broker_password'"
+                             ).fetchone()[0]
+
+    def broker_accounts(self):
+        """[(username, password)]: every registered device, then the host."""
+        with self.lock:
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT device_id FROM devices ORDER BY device_id")]
+        out = [(dev, self.broker_password(dev)) for dev in ids]
+        out.append((HOST_USERNAME, self.host_broker_password()))
+        return out
 
     def device(self, device_id):
         """The device's row as a dict (last_hello/last_status decoded), or None."""
@@ -206,7 +267,10 @@ class Registry:
                       pins=None):
         """The SPEC 5 config object for a registered device (the caller writes the file).
 
-        broker: dict with any of host, port, tls, username, password, root (the rest default);
+        broker: dict with any of host, port, tls, username, password, root, ca, cert, key (the
+        rest default). With tls true the broker is the locked-down one: username and password
+        are the device's own (filled in here), ca (the CA's PEM path) is required, and cert/key
+        are the device's client certificate and key (CertStore.device_broker gives all three).
         drivers: dicts such as {"driver": "jsonl", "path": ...} or None; pins: role -> hash.
         """
         dev = self.device(device_id)
@@ -230,6 +294,8 @@ class Registry:
             if k not in BROKER_KEYS:
                 raise RegistryError("bad_broker", "unknown broker key %r" % (k,))
             b[k] = v
+        if b["tls"] is True:
+            self._tls_credentials(device_id, b)
         lim = dict(DEFAULT_LIMITS)
         for k, v in (limits or {}).items():
             if k not in DEFAULT_LIMITS:
@@ -255,6 +321,20 @@ class Registry:
         cfg["limits"] = lim
         cfg["pins"] = dict(pins or {})
         return cfg
+
+    def _tls_credentials(self, device_id, b):
+        for k in ("ca", "cert", "key"):
+            if b.get(k) is not None and (type(b[k]) is not str or not b[k]):
+                raise RegistryError("bad_broker", "broker %s must be a file path" % k)
+        if not b.get("ca"):
+            raise RegistryError("bad_broker", "a TLS broker needs the CA file (broker ca)")
+        if b["username"] not in (None, device_id):
+            raise RegistryError("bad_broker", "the broker username is the device id")
+        password = self.broker_password(device_id)
+        if b["password"] not in (None, password):
+            raise RegistryError("bad_broker", "the broker password comes from the registry")
+        b["username"] = device_id
+        b["password"] = password
 
 
 class _Transaction:
@@ -290,8 +370,14 @@ class _Transaction:
         return False
 
 
+def _new_password():
+    return os.urandom(BROKER_PASSWORD_BYTES).hex()
+
+
 def _device_dict(row):
     d = dict(row)
+    # The broker password only leaves through broker_password(): reports print device rows.
+    d.pop("broker_password", None)
     d["online"] = bool(d["online"])
     for key in ("last_hello", "last_status"):
         if d[key] is not None:

@@ -1,0 +1,364 @@
+# Trust list and revocation list (SPEC 2.2): COSE_Sign1 lists signed by a provisioned root key,
+# verified, installed atomically and kept across reboots; plus the COSE_Sign1 reading that the
+# coupon verifier shares with them.
+import struct
+
+from device import crypto
+from protocol import base45, cbor
+
+TRUST = "trustlist"
+REVOCATIONS = "revocations"
+_PREFIXES = (("PT1:", TRUST), ("PR1:", REVOCATIONS))
+_FILES = {TRUST: "/trustlist.cose", REVOCATIONS: "/revocations.cose"}
+
+ERROR_CODES = ("malformed", "unknown_root", "bad_signature", "rollback", "wrong_kind", "storage")
+
+MAX_DEPTH = 16
+ALG_ES256 = -7
+ALG_EDDSA = -8
+MAX_CTI = 32
+
+
+class TrustError(ValueError):
+    """A list that cannot be installed; .code is one of ERROR_CODES."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- COSE_Sign1 (RFC 9052)
+
+_MISSING = object()
+
+
+def label(m, n):
+    """Header/claim `n` of a decoded map, matching exact ints only (True == 1 in Python, but a
+    CBOR true key is not label 1). Returns _MISSING when absent."""
+    v = m.get(n, _MISSING)
+    if v is _MISSING:
+        return v
+    for k in m:
+        if k == n and type(k) is int:
+            return v
+    return _MISSING
+
+
+def decode_sign1(raw):
+    """COSE_Sign1 bytes (optionally tag 18) -> (protected bstr, protected map, unprotected map,
+    payload bstr, signature). Raises ValueError (cbor.CBORError) on anything else."""
+    obj = cbor.loads(raw, MAX_DEPTH)
+    if type(obj) is cbor.Tag:
+        if obj.tag != 18:
+            raise ValueError("tag %d is not COSE_Sign1" % obj.tag)
+        obj = obj.value
+    if type(obj) is not list or len(obj) != 4:
+        raise ValueError("COSE_Sign1 is an array of 4")
+    prot_b, unprot, payload, sig = obj
+    if type(prot_b) is not bytes or type(unprot) is not dict or type(payload) is not bytes:
+        raise ValueError("COSE_Sign1 field types")
+    if type(sig) is not bytes or len(sig) != 64:
+        raise ValueError("signature must be 64 bytes")
+    # RFC 9052 3: a zero-length protected bstr stands for the empty map.
+    prot = cbor.loads(prot_b, MAX_DEPTH) if prot_b else {}
+    if type(prot) is not dict:
+        raise ValueError("protected header is not a map")
+    return prot_b, prot, unprot, payload, sig
+
+
+def header_kid(prot, unprot):
+    """kid from the protected map, else the unprotected one (_MISSING when in neither)."""
+    kid = label(prot, 4)
+    if kid is _MISSING:
+        kid = label(unprot, 4)
+    return kid
+
+
+def _bstr_head(n):
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return bytes((0x59, n >> 8, n & 0xFF))
+    return b"\x5a" + struct.pack(">I", n)
+
+
+def sig_structure(prot_b, payload):
+    """CBOR ["Signature1", protected, h'', payload], written directly (no re-encoding)."""
+    return b"".join((b"\x84\x6aSignature1", _bstr_head(len(prot_b)), prot_b, b"\x40",
+                     _bstr_head(len(payload)), payload))
+
+
+def alg_for_key(pub):
+    """The COSE alg a raw public key form implies: 32 bytes Ed25519, 33/65 bytes P-256."""
+    n = len(pub)
+    if n == 32:
+        return ALG_EDDSA
+    if n == 33 or n == 65:
+        return ALG_ES256
+    return None
+
+
+def _is_int(v):
+    return type(v) is int
+
+
+def _is_uint(v):
+    return type(v) is int and v >= 0
+
+
+# ---------------------------------------------------------------- text forms
+
+def parse_text(text):
+    """'PT1:'/'PR1:' + base45 -> (TRUST | REVOCATIONS, COSE bytes)."""
+    if type(text) is not str:
+        raise TrustError("malformed", "list text must be a string")
+    text = text.strip()
+    for prefix, kind in _PREFIXES:
+        if text.startswith(prefix):
+            try:
+                return kind, base45.decode(text[4:])
+            except ValueError as e:
+                raise TrustError("malformed", "bad base45: %s" % e)
+    raise TrustError("malformed", "list text must start with PT1: or PR1:")
+
+
+# ---------------------------------------------------------------- revoked serials
+
+class RevokedSet:
+    """Revoked cti values as one sorted blob per length, searched by bisection.
+
+    On MicroPython a set of 16-byte bytes objects costs about 73 bytes per entry (object header +
+    separate data block + table slot); the blob costs exactly 16 (see tests/bench_coupon.py).
+    """
+
+    def __init__(self, ctis):
+        self._blobs = {}
+        self.count = len(ctis)
+        lengths = set()
+        for c in ctis:
+            lengths.add(len(c))
+        for n in lengths:
+            group = ctis if len(lengths) == 1 else [c for c in ctis if len(c) == n]
+            group.sort()
+            self._blobs[n] = (b"".join(group), len(group))
+
+    def __contains__(self, cti):
+        n = len(cti)
+        entry = self._blobs.get(n)
+        if entry is None:
+            return False
+        blob, hi = entry
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            i = mid * n
+            v = blob[i:i + n]
+            if v < cti:
+                lo = mid + 1
+            elif v == cti:
+                return True
+            else:
+                hi = mid
+        return False
+
+    def __len__(self):
+        return self.count
+
+
+# ---------------------------------------------------------------- list payloads
+
+def _key_entry(e):
+    if type(e) is not dict:
+        raise TrustError("malformed", "trust list key is not a map")
+    kid = e.get("kid")
+    alg = e.get("alg")
+    pub = e.get("pub")
+    iss = e.get("iss")
+    nbf = e.get("nbf")
+    exp = e.get("exp")
+    if type(kid) is not bytes or len(kid) != 8:
+        raise TrustError("malformed", "key kid must be 8 bytes")
+    if not _is_int(alg) or (alg != ALG_ES256 and alg != ALG_EDDSA):
+        raise TrustError("malformed", "key alg must be -7 or -8")
+    if type(pub) is not bytes or alg_for_key(pub) != alg:
+        raise TrustError("malformed", "key pub does not fit its alg")
+    if type(iss) is not str or not _is_int(nbf) or not _is_int(exp) or nbf > exp:
+        raise TrustError("malformed", "key iss/nbf/exp")
+    try:
+        want = crypto.kid(alg, pub)
+    except ValueError:
+        raise TrustError("malformed", "key pub is not a valid point")
+    if want != kid:
+        raise TrustError("malformed", "key kid %s does not match its pub" % kid.hex())
+    return kid, {"alg": alg, "pub": pub, "iss": iss, "nbf": nbf, "exp": exp}
+
+
+def _trust_payload(p):
+    keys = p.get("keys", _MISSING)
+    if keys is _MISSING:
+        if "cti" in p or "cmp" in p:
+            raise TrustError("wrong_kind", "a revocation list, not a trust list")
+        raise TrustError("malformed", "trust list has no keys")
+    if type(keys) is not list:
+        raise TrustError("malformed", "trust list keys must be an array")
+    table = {}
+    for e in keys:
+        kid, key = _key_entry(e)
+        if kid in table:
+            raise TrustError("malformed", "duplicate kid %s" % kid.hex())
+        table[kid] = key
+    return table
+
+
+def _revocation_payload(p):
+    ctis = p.get("cti", _MISSING)
+    cmps = p.get("cmp", _MISSING)
+    if ctis is _MISSING and "keys" in p:
+        raise TrustError("wrong_kind", "a trust list, not a revocation list")
+    if type(ctis) is not list or type(cmps) is not list:
+        raise TrustError("malformed", "revocation list needs cti and cmp arrays")
+    for c in ctis:
+        if type(c) is not bytes or not 1 <= len(c) <= MAX_CTI:
+            raise TrustError("malformed", "revoked cti must be 1..32 bytes")
+    for c in cmps:
+        if type(c) is not str:
+            raise TrustError("malformed", "revoked cmp must be text")
+    return RevokedSet(ctis), set(cmps)
+
+
+# ---------------------------------------------------------------- the store
+
+class TrustStore:
+    """The installed lists. fs=None keeps them in memory only (the stateless check command)."""
+
+    def __init__(self, fs, data_dir, root_keys):
+        self.fs = fs
+        self.data_dir = data_dir
+        self.roots = []
+        for pub in root_keys:
+            alg = alg_for_key(pub) if type(pub) is bytes else None
+            if alg is None:
+                raise TrustError("malformed", "root key must be 32, 33 or 65 bytes")
+            try:
+                kid = crypto.kid(alg, pub)
+            except ValueError:
+                raise TrustError("malformed", "root key is not a valid point")
+            self.roots.append((kid, alg, pub))
+        self.trust_ver = 0
+        self.rev_ver = 0
+        self._keys = {}
+        self._rev_cti = RevokedSet([])
+        self._rev_cmp = set()
+        self.load_errors = 0
+
+    # -- verification -----------------------------------------------------------------------
+    def _verified_payload(self, raw):
+        """The payload map of a list that verifies under a root key."""
+        if not isinstance(raw, (bytes, bytearray)):
+            raise TrustError("malformed", "list must be bytes")
+        try:
+            prot_b, prot, unprot, payload, sig = decode_sign1(raw)
+        except ValueError as e:
+            raise TrustError("malformed", "not a COSE_Sign1: %s" % e)
+        alg = label(prot, 1)
+        kid = header_kid(prot, unprot)
+        if kid is not _MISSING and type(kid) is not bytes:
+            raise TrustError("malformed", "kid must be a byte string")
+        tbs = sig_structure(prot_b, payload)
+        named = False
+        for rkid, ralg, rpub in self.roots:
+            if kid is not _MISSING and kid != rkid:
+                continue
+            named = kid is not _MISSING
+            if type(alg) is int and alg == ralg and crypto.verify(ralg, rpub, tbs, sig):
+                break
+        else:
+            if named:
+                raise TrustError("bad_signature", "signature does not verify under the root key")
+            raise TrustError("unknown_root", "no root key verifies this list")
+        tbs = None
+        try:
+            p = cbor.loads(payload, MAX_DEPTH)
+        except ValueError as e:
+            raise TrustError("malformed", "payload: %s" % e)
+        if type(p) is not dict:
+            raise TrustError("malformed", "payload is not a map")
+        ver = p.get("ver")
+        if not _is_uint(ver) or not _is_int(p.get("iat")):
+            raise TrustError("malformed", "ver must be a uint and iat an int")
+        return p, ver
+
+    def _check(self, kind, raw, installed_ver):
+        p, ver = self._verified_payload(raw)
+        parsed = _trust_payload(p) if kind == TRUST else _revocation_payload(p)
+        if ver <= installed_ver:
+            raise TrustError("rollback", "%s ver %d is not newer than %d"
+                             % (kind, ver, installed_ver))
+        return ver, parsed
+
+    def _swap(self, kind, ver, parsed):
+        if kind == TRUST:
+            self._keys = parsed
+            self.trust_ver = ver
+        else:
+            self._rev_cti, self._rev_cmp = parsed
+            self.rev_ver = ver
+
+    def _install(self, kind, raw):
+        installed = self.trust_ver if kind == TRUST else self.rev_ver
+        ver, parsed = self._check(kind, raw, installed)
+        if self.fs is not None:
+            try:
+                data = raw if type(raw) is bytes else bytes(raw)
+                self.fs.write_atomic(self.data_dir + _FILES[kind], data)
+            except OSError as e:
+                # Memory keeps the old list so what we use always matches what a reboot loads.
+                raise TrustError("storage", "cannot save %s: %s" % (kind, e))
+        self._swap(kind, ver, parsed)
+        return ver
+
+    # -- public -----------------------------------------------------------------------------
+    def open(self):
+        """Loads the installed lists, verifying them again (roots may have rotated)."""
+        if self.fs is None:
+            return self
+        self.fs.makedirs(self.data_dir)
+        for kind in (TRUST, REVOCATIONS):
+            raw = self.fs.read(self.data_dir + _FILES[kind])
+            if raw is None:
+                continue
+            try:
+                ver, parsed = self._check(kind, raw, -1)
+            except TrustError:
+                self.load_errors += 1
+                continue
+            self._swap(kind, ver, parsed)
+        return self
+
+    def install_trustlist(self, cose_bytes):
+        return self._install(TRUST, cose_bytes)
+
+    def install_revocations(self, cose_bytes):
+        return self._install(REVOCATIONS, cose_bytes)
+
+    def install_text(self, text, expect=None):
+        """'PT1:...' or 'PR1:...' -> (kind, ver); expect names the kind the caller wants."""
+        kind, raw = parse_text(text)
+        if expect is not None and kind != expect:
+            raise TrustError("wrong_kind", "expected a %s, got a %s" % (expect, kind))
+        return kind, self._install(kind, raw)
+
+    def key(self, kid):
+        return self._keys.get(kid)
+
+    def is_revoked(self, cti, cmp):
+        return cti in self._rev_cti or cmp in self._rev_cmp
+
+    def keys_count(self):
+        return len(self._keys)
+
+    def revoked_count(self):
+        return len(self._rev_cti) + len(self._rev_cmp)
