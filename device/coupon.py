@@ -163,11 +163,12 @@ class Verifier:
     def check(self, token, total, store, currency, now, clock_trusted=True, uses=None):
         """SPEC 2.3 verdict for a scanned text. uses: cti -> int for a stateful check (clock and
         ledger are consulted), None for a stateless one. Never raises for bad tokens."""
-        if not _int(total) or total < 0:
-            raise ValueError("total must be an int >= 0 (minor units)")
+        # total None: no cart yet (a scan on the idle screen): min spend and discount are skipped.
+        if total is not None and (not _int(total) or total < 0):
+            raise ValueError("total must be an int >= 0 (minor units) or None")
         r = new_result()
         r["verdict"] = self._verdict(r, token, total, store, currency, now, clock_trusted, uses)
-        if r["verdict"] == OK:
+        if r["verdict"] == OK and total is not None:
             r["discount"] = discount(r["kind"], r["val"], total)
         return r
 
@@ -238,7 +239,7 @@ class Verifier:
         if cur is not None and cur != currency:
             return "wrong_currency"
         mn = r["min"]
-        if mn is not None and total < mn:
+        if mn is not None and total is not None and total < mn:
             return "below_min_spend"
         # 14.
         if uses is not None and uses(r["cti"]) >= r["mu"]:

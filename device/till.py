@@ -33,8 +33,13 @@ class Till:
         if a.verifier is None:
             return {"verdict": "unknown_key", "discount": None, "cti": None, "campaign": None}
         uses = a.queue.ledger.uses if stateful else None
-        res = a.verifier.check(token, total, a.cfg["store_id"], a.cfg["currency"],
-                               a.clock.now(), a.clock.trusted(), uses)
+        try:
+            res = a.verifier.check(token, total, a.cfg["store_id"], a.cfg["currency"],
+                                   a.clock.now(), a.clock.trusted(), uses)
+        except Exception as e:  # the screens must get a verdict, whatever went wrong
+            a.metrics.inc("coupon_check_errors")
+            a.log("coupon check failed: %s" % e)
+            res = {"verdict": "malformed", "discount": None, "cti": None, "campaign": None}
         a.metrics.inc("coupon_" + res["verdict"])
         return res
 
@@ -65,7 +70,13 @@ class Till:
                                 "exp": c["exp"]})
         rec = make_sale(crypto.random_bytes(16), a.queue.take_receipt_no(), gross, redemptions,
                         a.cfg["currency"], now, offline, self.clerk_id)
-        a.queue.commit(rec)  # durable from here on: only now may the clerk see it
+        try:
+            a.queue.commit(rec)  # durable from here on: only now may the clerk see it
+        except Exception as e:  # full or failing flash: say so, record nothing
+            a.metrics.inc("commit_errors")
+            a.log("sale not recorded: %s" % e)
+            return {"ok": False, "reason": ["Sale NOT recorded:", "storage error",
+                                            "call a technician"]}
         a.metrics.inc("sales")
         receipt = build_receipt(rec, a.cfg, coupons)
         a.kick_forwarder()

@@ -1,4 +1,5 @@
-# Command line of the coupon issuer (see host_sim/issuance.py). Each command prints one JSON line.
+# Command line of the coupon issuer (host_sim/issuance.py; QR sheets: host_sim/qrsheet.py).
+# Each command prints one JSON line.
 #   python -m host_sim.issue --keys DIR init-root [--alg eddsa|es256] [--add]
 #   python -m host_sim.issue --keys DIR issuer ISS [--alg eddsa|es256] [--nbf UNIX] [--exp UNIX]
 #   python -m host_sim.issue --keys DIR rotate ISS [--alg ...] [--retire-old-at UNIX]
@@ -18,7 +19,7 @@ import json
 import os
 import sys
 
-from host_sim import issuance
+from host_sim import issuance, qrsheet
 from host_sim.issuance import IssuanceError, Keystore
 from protocol import topics
 
@@ -80,12 +81,12 @@ def cmd_campaign(args):
             stores=stores, min_spend=args.min, cur=args.cur, sku=args.sku,
             max_uses=args.max_uses, quantity=args.quantity, iss=args.iss, kid=args.kid)
     out = {"campaign": args.cmp, "quantity": len(tokens), "csv": args.csv,
-           "qr_version": issuance.qr_code(tokens[0]).version}
+           "qr_version": qrsheet.qr_code(tokens[0]).version}
     issuance.write_csv(args.csv, tokens)
     if args.png:
-        out["png"] = issuance.write_png_sheets(args.png, tokens)
+        out["png"] = qrsheet.write_png_sheets(args.png, tokens)
     if args.svg:
-        out["svg"] = issuance.write_svg_sheets(args.svg, tokens)
+        out["svg"] = qrsheet.write_svg_sheets(args.svg, tokens)
     _print(out)
 
 

@@ -167,3 +167,13 @@ def test_labels_are_exact_ints():
     assert trust.label(m, 1) is trust.label({}, 1)
     m = cbor.loads(b"\xa1\xfb\x3f\xf0\x00\x00\x00\x00\x00\x00\x26")  # {1.0: -7}
     assert trust.label(m, 1) is trust.label({}, 1)
+
+
+def test_no_cart_skips_min_spend_and_discount():
+    # A scan on the idle screen: no total yet; the coupon itself is judged, nothing is priced.
+    v, verifier = _setup("vectors")
+    for c in v["cases"]:
+        r = verifier.check(c["token"], None, v["store"], v["currency"], v["now"])
+        want = "ok" if c["verdict"] == "below_min_spend" else c["verdict"]
+        assert r["verdict"] == want, c["name"]
+        assert r["discount"] is None

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from device.coupon import Verifier
 from device.trust import TrustStore
-from host_sim import issuance, issue
+from host_sim import issuance, issue, qrsheet
 from host_sim.issuance import IssuanceError, Keystore
 
 T0 = 1_800_000_000
@@ -493,27 +493,27 @@ def _png_pixels(path):
 def test_qr_sheets_in_png_and_svg(ks, tmp_path):
     ks.create_root()
     ks.create_issuer(MERCHANT)
-    n = issuance.PER_PAGE + 1
+    n = qrsheet.PER_PAGE + 1
     tokens = campaign(ks, quantity=n)
-    qr = issuance.qr_code(tokens[0])
+    qr = qrsheet.qr_code(tokens[0])
     assert qr.mode == "alphanumeric" and not qr.is_micro and qr.version <= 12
-    pngs = issuance.write_png_sheets(str(tmp_path / "sheet.png"), tokens)
-    svgs = issuance.write_svg_sheets(str(tmp_path / "sheet.svg"), tokens)
+    pngs = qrsheet.write_png_sheets(str(tmp_path / "sheet.png"), tokens)
+    svgs = qrsheet.write_svg_sheets(str(tmp_path / "sheet.svg"), tokens)
     assert pngs == [str(tmp_path / "sheet.png"), str(tmp_path / "sheet-2.png")]
     assert svgs == [str(tmp_path / "sheet.svg"), str(tmp_path / "sheet-2.svg")]
 
     # The first code on page 1 is at its cell, module for module.
     w, h, px_rows = _png_pixels(pngs[0])
-    assert (w, h) == (issuance.PAGE_W, issuance.PAGE_H)
-    [(qr0, x, y, m, lines, _cw)] = issuance.sheet_layout(tokens[:1])[0]
+    assert (w, h) == (qrsheet.PAGE_W, qrsheet.PAGE_H)
+    [(qr0, x, y, m, lines, _cw)] = qrsheet.sheet_layout(tokens[:1])[0]
     assert lines == ["Spring sale", payload_of(tokens[0])[7].hex()]
-    off = issuance.QR_BORDER * m
+    off = qrsheet.QR_BORDER * m
     for r, row in enumerate(qr0.matrix):
         for c, dark in enumerate(row):
             assert px_rows[y + off + r * m + m // 2][x + off + c * m + m // 2] == (0 if dark else
                                                                                     255)
     # Something is printed under it (the labels), and the page 2 has one code only.
-    label_band = px_rows[y + (len(qr0.matrix) + 2 * issuance.QR_BORDER) * m + 10]
+    label_band = px_rows[y + (len(qr0.matrix) + 2 * qrsheet.QR_BORDER) * m + 10]
     assert 0 in label_band[x:x + 400]
 
     ns = {"s": "http://www.w3.org/2000/svg"}
@@ -525,9 +525,17 @@ def test_qr_sheets_in_png_and_svg(ks, tmp_path):
         counts.append(len(groups))
         for g in groups:
             assert g.find("s:path", ns).get("d").startswith("M")
-    assert counts == [issuance.PER_PAGE, 1]
+    assert counts == [qrsheet.PER_PAGE, 1]
     texts = [t.text for t in ET.parse(svgs[1]).getroot().iter("{%s}text" % ns["s"])]
     assert texts == ["Spring sale", payload_of(tokens[-1])[7].hex()]
+
+
+def test_qr_sheet_refuses_text_outside_the_alphanumeric_mode():
+    # Lower case is not in the QR alphanumeric set: the encoder would fall back to byte mode,
+    # a bigger code that is no longer the SPEC's form.
+    with pytest.raises(qrsheet.SheetError) as e:
+        qrsheet.qr_code("PC1:lower case")
+    assert isinstance(e.value, IssuanceError) and e.value.field == "token"
 
 
 # ---------------------------------------------------------------- command line
