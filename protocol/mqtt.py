@@ -406,11 +406,13 @@ class Parser:
 
     def __init__(self, max_packet=MAX_PACKET):
         self.max_packet = max_packet
-        self._buf = b""
+        self._parts = []  # chunks not parsed yet; joined only once a packet can be complete
+        self._have = 0
+        self._need = 0  # size of the packet being received, once its header is known
         self._error = None
 
     def buffered(self):
-        return len(self._buf)
+        return self._have
 
     def feed(self, data):
         if self._error is not None:
@@ -419,25 +421,35 @@ class Parser:
             return self._feed(data)
         except MQTTError as e:
             self._error = e
-            self._buf = b""
+            self._parts = []
+            self._have = self._need = 0
             raise
 
     def _feed(self, data):
-        buf = self._buf + bytes(data) if self._buf else bytes(data)
+        if data:
+            self._parts.append(bytes(data))
+            self._have += len(data)
+        if self._need > self._have:
+            return []  # a large body still arriving: no copying until it is all here
+        buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
         packets = []
         pos = 0
         n = len(buf)
+        self._need = 0
         while pos < n:
             header = self._header(buf, pos, n)
             if header is None:
                 break
             start, length = header
             if start + length > n:
+                self._need = start + length - pos
                 break
             first = buf[pos]
             packets.append(_decode(first >> 4, first & 0x0F, buf[start:start + length]))
             pos = start + length
-        self._buf = buf[pos:] if pos < n else b""
+        rest = buf[pos:] if pos else buf
+        self._parts = [rest] if rest else []
+        self._have = len(rest)
         return packets
 
     def _header(self, buf, pos, n):
