@@ -1,0 +1,44 @@
+"""`make sim` brings everything up, shows the idle screen within seconds, and leaves nothing."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _children_of(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path):
+    start = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-m", "host_sim.sim", "--headless", "12", "--fresh",
+                          "--dir", str(tmp_path / "sim")], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ,
+                                                                       PYTHONPATH=ROOT))
+    first_idle = online = None
+    kids = []
+    for line in p.stdout:
+        if not kids:
+            kids = _children_of(p.pid)
+        if not line.startswith("{"):
+            continue
+        frame = json.loads(line)
+        if frame["screen"] == "idle" and first_idle is None:
+            first_idle = time.monotonic() - start
+        if frame["screen"] == "idle" and "online" in frame["lines"]:
+            online = time.monotonic() - start
+            break
+    p.terminate()
+    p.wait(30)
+    assert first_idle is not None and first_idle < 15, first_idle
+    assert online is not None and online < 20, online
+    assert kids, "the sim started no processes?"
+    time.sleep(0.5)
+    alive = [k for k in kids if os.path.exists("/proc/%d" % k)
+             and "zombie" not in open("/proc/%d/status" % k).read()]
+    assert alive == [], "left behind: %r" % alive
