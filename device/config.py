@@ -9,7 +9,8 @@ DEFAULT_LIMITS = {
     "offline_max_age_s": 259200,
 }
 DEFAULT_BROKER = {"host": "127.0.0.1", "port": 1883, "tls": False, "username": None,
-                  "password": None, "root": "pos/v1", "ca": None, "keepalive": 30}
+                  "password": None, "root": "pos/v1", "ca": None, "cert": None, "key": None,
+                  "keepalive": 30}
 DRIVER_KEYS = ("scanner", "keypad", "display", "printer", "console")
 PIN_ROLES = ("tech", "supervisor", "clerk")
 _HEX = "0123456789abcdef"
@@ -107,7 +108,7 @@ def parse(obj):
     _int(b, "port", "broker.port", 1, 65535)
     if not isinstance(b["tls"], bool):
         raise ConfigError("broker.tls", "must be true or false")
-    for k in ("username", "password", "ca"):
+    for k in ("username", "password", "ca", "cert", "key"):
         if b[k] is not None and not isinstance(b[k], str):
             raise ConfigError("broker." + k, "must be text or null")
     _check_id(_text(b, "root", "broker.root", max_len=64).replace("/", "_"), "broker.root")

@@ -10,7 +10,8 @@
 # - keepalive: PINGREQ when the link has been quiet for keepalive/2; no packet from the broker
 #   for 1.5 x keepalive while a ping is outstanding drops the connection (dead-link detector);
 # - reconnect forever with exponential backoff and jitter (reset after a good CONNACK);
-# - TLS when broker["tls"] (CA file in broker["ca"]; MicroPython takes it as DER).
+# - TLS when broker["tls"]: the broker verified against broker["ca"] (host name included), a
+#   client certificate from broker["cert"]/["key"] when set; MicroPython loads DER (tls_context).
 import asyncio
 import random
 import time
@@ -65,46 +66,99 @@ class Backoff:
         self._base = self.first
 
 
-def pem_to_der(data):
-    """Every certificate of a PEM file as DER (MicroPython's ssl takes cadata as DER only).
-    Input without a PEM header is returned as one DER certificate."""
+def pem_to_der(data, kind=b"CERTIFICATE"):
+    """Every PEM block of a kind as DER (MicroPython's ssl takes only DER): kind b"CERTIFICATE"
+    for certificates, b"PRIVATE KEY" for keys (also matches "EC PRIVATE KEY" and the like).
+    Input without a PEM header is taken as one DER block and returned as it is."""
     import binascii
 
+    data = bytes(data)
     if b"-----BEGIN" not in data:
-        return [bytes(data)]
+        return [data]
     out = []
     body = None
     for line in data.split(b"\n"):
         line = line.strip()
-        if line.startswith(b"-----BEGIN CERTIFICATE"):
-            body = []
-        elif line.startswith(b"-----END CERTIFICATE"):
+        if line.startswith(b"-----BEGIN "):
+            label = line[11:].rstrip(b"-")
+            body = [] if label.endswith(kind) else None
+            if body is not None and label.startswith(b"ENCRYPTED"):
+                raise LinkError("config", "encrypted private keys are not supported")
+        elif line.startswith(b"-----END "):
             if body is not None:
                 out.append(binascii.a2b_base64(b"".join(body)))
             body = None
         elif body is not None and line:
+            if b":" in line:  # RFC 1421 headers: "Proc-Type: 4,ENCRYPTED" and the like
+                raise LinkError("config", "PEM headers (an encrypted key?) are not supported")
             body.append(line)
     if not out:
-        raise LinkError("config", "no certificate in the CA file")
+        raise LinkError("config", "no %s block in the PEM data" % kind.decode())
     return out
 
 
+def der_twin(path):
+    """The DER file beside a PEM file: X.pem -> X.der (as host_sim/certs.py writes them)."""
+    return (path[:-4] if path.endswith(".pem") else path) + ".der"
+
+
 def tls_context(broker):
-    """The client-side SSLContext for a broker config (CA file in broker["ca"])."""
+    """The client-side SSLContext for a broker config: the broker's certificate must chain to
+    broker["ca"] and name the host we dial; broker["cert"] + broker["key"], when set, are the
+    client certificate the broker may demand. Bad or missing files raise LinkError("config")."""
     import ssl
 
-    ca = broker.get("ca")
+    ca, cert, key = broker.get("ca"), broker.get("cert"), broker.get("key")
+    if (cert is None) != (key is None):
+        raise LinkError("config", "broker cert and key go together: set both or neither")
     if not rt.MICROPYTHON:
-        return ssl.create_default_context(cafile=ca)
+        # PROTOCOL_TLS_CLIENT: CERT_REQUIRED and check_hostname are its defaults
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            if ca:
+                ctx.load_verify_locations(ca)
+            else:
+                ctx.load_default_certs()
+            if cert:
+                ctx.load_cert_chain(cert, key)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise LinkError("config", "TLS files: %s" % (e,)) from None
+        return ctx
     if not ca:
         raise LinkError("config", "TLS on MicroPython needs the broker CA file (\"ca\")")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    with open(ca, "rb") as f:
-        certs = pem_to_der(f.read())
-    for der in certs:
-        ctx.load_verify_locations(cadata=der)
+    # the host name check comes with server_hostname at connect time (MQTTClient._connect)
+    try:
+        for der in load_der(ca, b"CERTIFICATE"):
+            ctx.load_verify_locations(cadata=der)
+        if cert:
+            # only the first certificate: a DER load takes one, and ours are issued by the CA
+            ctx.load_cert_chain(load_der(cert, b"CERTIFICATE")[0],
+                                load_der(key, b"PRIVATE KEY")[0])
+    except LinkError:
+        raise
+    except Exception as e:  # OSError for a file, ValueError("invalid cert"/"invalid key")
+        raise LinkError("config", "TLS files: %r" % (e,)) from None
     return ctx
+
+
+def load_der(path, kind):
+    """The DER blocks of a PEM/DER file, read from its DER twin when there is one (a board
+    keeps the base64 decoding and the PEM text out of its small heap)."""
+    twin = der_twin(path)
+    if twin != path:
+        try:
+            with open(twin, "rb") as f:
+                return [f.read()]
+        except OSError:
+            pass
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return pem_to_der(data, kind)
+    except LinkError as e:
+        raise LinkError("config", "%s: %s" % (path, str(e)[len("config: "):])) from None
 
 
 def _with_dup(packet):

@@ -2,10 +2,17 @@
 #   python -m host_sim serve --db PATH --broker-host H --broker-port P [--root R]
 #       [--trustlist FILE] [--revocations FILE] [--decline-over N] [--decline-rate R --seed S]
 #       [--block-member MEM ...] [--latency S] [--client-id ID]
+#       [--certs DIR | --tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+#       [--username NAME] [--password-from-db | --password-file FILE]
+#     (--certs DIR: TLS with DIR's CA and host certificate, as user pos-host with the password
+#      the registry keeps for it; the locked-down broker of `broker-config`)
 #   python -m host_sim register DEVICE_ID --db PATH --store S --merchant M --currency CUR
 #       --root-key HEX [--root-key HEX ...] [--broker-host H] [--broker-port P] [--root R]
 #       [--data-dir DIR] [--scanner-port TTY] [--keypad-port TTY] [--console-port TTY]
-#       [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN] --config-out FILE
+#       [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN] [--certs DIR]
+#       --config-out FILE
+#     (--certs DIR: a TLS broker section with the device's certificate from DIR, made now if
+#      needed, and its broker password; run `broker-config` afterwards so the broker knows it)
 #   python -m host_sim report --db PATH
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
@@ -83,8 +90,12 @@ def cmd_serve(args):
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
-                latency_s=args.latency, client_id=args.client_id, log=_emit)
+    tls = _serve_tls(args)
+    try:
+        host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
+                    latency_s=args.latency, client_id=args.client_id, log=_emit, **tls)
+    except HostError as e:
+        raise CliError(str(e))
     try:
         host.start(timeout=args.connect_timeout)
     except HostError as e:
@@ -101,7 +112,68 @@ def cmd_serve(args):
     return 0
 
 
+def _serve_tls(args):
+    """Host(...) keyword arguments for the broker account and TLS the serve options ask for."""
+    from host_sim.registry import HOST_USERNAME
+
+    out = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key,
+           "username": args.username, "password": None}
+    if args.certs:
+        from host_sim.certs import CertStore
+
+        if args.tls_ca or args.tls_cert or args.tls_key:
+            raise CliError("--certs names the TLS files: drop --tls-ca/--tls-cert/--tls-key")
+        store = CertStore(args.certs)
+        out["ca"] = store.ca_pem
+        out["cert"], out["key"] = store.host_paths()
+        for path in (out["ca"], out["cert"], out["key"]):
+            if not os.path.exists(path):
+                raise CliError("%s is missing: run `python -m host_sim certs --dir %s`"
+                               % (path, args.certs))
+        if out["username"] is None:
+            out["username"] = HOST_USERNAME
+        if args.password_file is None:
+            args.password_from_db = True
+    if args.password_from_db:
+        if out["username"] is None:
+            out["username"] = HOST_USERNAME
+        if out["username"] != HOST_USERNAME:
+            raise CliError("the registry keeps the password of %r only" % HOST_USERNAME)
+        reg = Registry(args.db)
+        try:
+            out["password"] = reg.host_broker_password()
+        finally:
+            reg.close()
+    elif args.password_file:
+        try:
+            with open(args.password_file) as f:
+                out["password"] = f.readline().rstrip("\r\n")
+        except (OSError, UnicodeError) as e:
+            raise CliError("cannot read %s: %s" % (args.password_file, e))
+        if out["username"] is None:
+            raise CliError("--password-file needs --username")
+    return out
+
+
+def _device_tls(certs_dir, device_id):
+    """The TLS part of a device's broker section; the device certificate is made if needed."""
+    from host_sim.certs import CertError, CertStore
+
+    store = CertStore(certs_dir)
+    if not os.path.exists(store.ca_pem):
+        # A new CA here would not be the one the broker trusts.
+        raise CliError("no CA in %s: run `python -m host_sim certs --dir %s` first"
+                       % (store.dir, certs_dir))
+    try:
+        store.ensure_device(device_id)
+        return store.device_broker(device_id)
+    except CertError as e:
+        raise CliError(str(e))
+
+
 def cmd_register(args):
+    # the certificate first: a missing CA then changes nothing in the registry
+    tls = _device_tls(args.certs, args.device_id) if args.certs else {}
     reg = Registry(args.db)
     try:
         existed = reg.device(args.device_id) is not None
@@ -123,6 +195,7 @@ def cmd_register(args):
             if pin:
                 pins[role] = pin_hash(pin)
         broker = {"host": args.broker_host, "port": args.broker_port, "root": args.root}
+        broker.update(tls)
         cfg = reg.device_config(args.device_id, broker, data_dir,
                                 [k.lower() for k in args.root_key], args.currency,
                                 pins=pins, **drivers)
@@ -132,7 +205,8 @@ def cmd_register(args):
         reg.close()
     _write_private(args.config_out, json.dumps(cfg, indent=1) + "\n")
     print(json.dumps({"device_id": args.device_id, "store_id": args.store,
-                      "config": args.config_out, "secret_rotated": existed}))
+                      "config": args.config_out, "secret_rotated": existed,
+                      "tls": cfg["broker"]["tls"]}))
     return 0
 
 
@@ -251,6 +325,16 @@ def build_parser():
     s.add_argument("--latency", type=_nonneg_float, default=0.0,
                    help="seconds before a charge_result is sent")
     s.add_argument("--connect-timeout", type=_nonneg_float, default=10.0)
+    s.add_argument("--certs", help="TLS as the host of this certificate directory (user "
+                   "pos-host, password from the registry)")
+    s.add_argument("--tls-ca", help="CA file (PEM): TLS, broker certificate and name checked")
+    s.add_argument("--tls-cert", help="the host's client certificate (PEM)")
+    s.add_argument("--tls-key", help="its private key (PEM)")
+    s.add_argument("--username", help="broker account")
+    pw = s.add_mutually_exclusive_group()
+    pw.add_argument("--password-from-db", action="store_true",
+                    help="the pos-host password the registry keeps (see broker-config)")
+    pw.add_argument("--password-file", help="file whose first line is the broker password")
     s.set_defaults(fn=cmd_serve)
 
     r = sub.add_parser("register", help="register a device and write its config")
@@ -270,6 +354,8 @@ def build_parser():
     r.add_argument("--tech-pin")
     r.add_argument("--supervisor-pin")
     r.add_argument("--clerk-pin")
+    r.add_argument("--certs", help="certificate directory: TLS broker section with the "
+                   "device's certificate and broker password")
     r.add_argument("--config-out", required=True)
     r.set_defaults(fn=cmd_register)
 

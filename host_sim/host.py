@@ -34,7 +34,12 @@ class Host:
 
     def __init__(self, db_path, broker_host="127.0.0.1", broker_port=1883,
                  root=topics.DEFAULT_ROOT, rules=None, latency_s=0.0, client_id="host_sim",
-                 log=None, clock=time.time, keepalive=30, coupon_max_uses=None):
+                 log=None, clock=time.time, keepalive=30, coupon_max_uses=None, ca=None,
+                 cert=None, key=None, username=None, password=None):
+        """ca: the CA file (PEM) the broker's certificate must chain to; set, it makes the
+        connection TLS with the host name checked. cert/key: the host's client certificate
+        (PEM, both or neither). username/password: the broker account (for the locked-down
+        broker, HOST_USERNAME and Registry.host_broker_password())."""
         topics.fleet(root, "trustlist")  # validates the root
         self.root = root
         self.broker_host = broker_host
@@ -44,6 +49,25 @@ class Host:
         self.log = log or (lambda line: None)
         self.latency_s = latency_s
         self.outage = False
+        # the client first: a bad TLS file then leaves no database open
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.tls = ca is not None
+        if (cert is None) != (key is None):
+            raise HostError("the host's certificate and key go together: set both or neither")
+        if cert is not None and ca is None:
+            raise HostError("a client certificate needs TLS: set the CA file too")
+        if ca is not None:
+            try:
+                # CERT_REQUIRED and the host name check are paho's (and ssl's) defaults here
+                self.client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise HostError("TLS files: %s" % (e,)) from None
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        elif password is not None:
+            raise HostError("a broker password needs a username")
         self.registry = Registry(db_path, clock=clock)
         self.charges = Charges(self.registry, rules, coupon_max_uses)
         self._lock = threading.Lock()
@@ -55,10 +79,8 @@ class Host:
         self._subscribed = threading.Event()
         self._sub_mid = None
         self._connected = False
+        self._refused = None  # the broker's reason when it last refused our CONNECT
         self._timers = _Scheduler(self._on_timer_error)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
-        self.client.reconnect_delay_set(0.2, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -73,9 +95,11 @@ class Host:
         self.client.loop_start()
         if not self._subscribed.wait(timeout):
             self.stop()
-            raise HostError("no connection to %s:%d within %.1f s"
-                            % (self.broker_host, self.broker_port, timeout))
-        self.log("host up %s:%d root=%s" % (self.broker_host, self.broker_port, self.root))
+            raise HostError("no connection to %s:%d within %.1f s%s"
+                            % (self.broker_host, self.broker_port, timeout,
+                               " (refused: %s)" % self._refused if self._refused else ""))
+        self.log("host up %s:%d%s root=%s" % (self.broker_host, self.broker_port,
+                                              " (TLS)" if self.tls else "", self.root))
         return self
 
     def stop(self):
@@ -97,6 +121,7 @@ class Host:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
+            self._refused = str(reason_code)
             self.log("connect refused: %s" % reason_code)
             return
         self._connected = True

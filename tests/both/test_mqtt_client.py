@@ -1,0 +1,168 @@
+# device/mqtt_client.py helpers on both runtimes: reconnect backoff, PEM -> DER, the DER twins
+# MicroPython loads, and tls_context with a client certificate. Real TLS connections are in
+# tests/integration/test_tls_e2e.py and test_link.py.
+import binascii
+import hashlib
+
+from device import rt
+from device.mqtt_client import Backoff, LinkError, der_twin, load_der, pem_to_der, tls_context
+from tests.both.util import raises, tmpdir
+
+# Two throwaway self-signed P-256 certificates (valid 2020..2120) with their keys, made with
+# `cryptography`; the *_SHA values are SHA-256 of the DER forms it wrote.
+CERT_A = b"""-----BEGIN CERTIFICATE-----
+MIIBQjCB6aADAgECAhRYQP2ohY4EYVO6nuq29eYVu/QVljAKBggqhkjOPQQDAjAW
+MRQwEgYDVQQDDAt0ZXN0IHNob3AgQTAgFw0yMDAxMDEwMDAwMDBaGA8yMTIwMDEw
+MTAwMDAwMFowFjEUMBIGA1UEAwwLdGVzdCBzaG9wIEEwWTATBgcqhkjOPQIBBggq
+hkjOPQMBBwNCAATELAZzqxASKRcyBXz3SX/78EeMK7vl6yC+ZhJtxJDHvjPR2zVP
+mpbaGlwRA6kAJZFrFgGVTJT8vN6dB6mmUeBsoxMwETAPBgNVHRMBAf8EBTADAQH/
+MAoGCCqGSM49BAMCA0gAMEUCIQDsXsi154jSEB6cqaOkKDP23CDC8D7dONz9j2x8
+ZXxzHQIgGiY/TDYr8ABSdrnIpIz0+1USYMAr8qBbwIYvNKf9trQ=
+-----END CERTIFICATE-----
+"""
+KEY_A = b"""-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkbN7H55PIio2VjLm
+enW8b4yDPF+99U7ysNvZA4GgQ4ChRANCAATELAZzqxASKRcyBXz3SX/78EeMK7vl
+6yC+ZhJtxJDHvjPR2zVPmpbaGlwRA6kAJZFrFgGVTJT8vN6dB6mmUeBs
+-----END PRIVATE KEY-----
+"""
+EC_KEY_A = b"""-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIJGzex+eTyIqNlYy5np1vG+MgzxfvfVO8rDb2QOBoEOAoAoGCCqGSM49
+AwEHoUQDQgAExCwGc6sQEikXMgV890l/+/BHjCu75esgvmYSbcSQx74z0ds1T5qW
+2hpcEQOpACWRaxYBlUyU/LzenQepplHgbA==
+-----END EC PRIVATE KEY-----
+"""
+CERT_B = b"""-----BEGIN CERTIFICATE-----
+MIIBQTCB6aADAgECAhRPwC/baAZxNT8D6SH5a1QbJL15cTAKBggqhkjOPQQDAjAW
+MRQwEgYDVQQDDAt0ZXN0IHNob3AgQjAgFw0yMDAxMDEwMDAwMDBaGA8yMTIwMDEw
+MTAwMDAwMFowFjEUMBIGA1UEAwwLdGVzdCBzaG9wIEIwWTATBgcqhkjOPQIBBggq
+hkjOPQMBBwNCAATPelL6bhQvmie+6SH4Q59l2Xu6iRZcEJNLVG7z7i+j/RygAubQ
+0AbMAE38l6ov7cOi7DWRhc+hphwKVEz5XRgooxMwETAPBgNVHRMBAf8EBTADAQH/
+MAoGCCqGSM49BAMCA0cAMEQCIBBI8I1giNMnXIUHLg+veZmkV3pkHPG8bf2KdQC3
+Qad9AiA8oS7cG/67uI9zCvuK0VoUCmSI+38kh3mINI9q2Jfx9w==
+-----END CERTIFICATE-----
+"""
+CERT_A_SHA = "8223fef05ed99a0d04d6cab7a89e8da29749267137e2851335ccca29f46aa139"
+KEY_A_SHA = "244f66de347248683ba6d4af4f866fd05a3a182a504137c262be5ccc0a6c36fd"
+EC_KEY_A_SHA = "044ae36a4ce060ecc426933d2d463d6e9f3c028fe8d3d682187a3f634f8064b6"
+CERT_B_SHA = "c6a69dfc32684b84c2bb17806d3f92d13bef4fe6488dfa6351f6c98310146f9d"
+
+
+def sha(data):
+    return binascii.hexlify(hashlib.sha256(data).digest()).decode()
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def config_error(fn, *args):
+    e = raises(LinkError, fn, *args)
+    assert e.code == "config", e
+    return e
+
+
+# ------------------------------------------------------------------ backoff
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets():
+    low = Backoff(0.5, 30.0, 0.25, rand=lambda: 0.0)  # jitter at its lowest: -25 %
+    assert [low.next() for _ in range(9)] == [0.375, 0.75, 1.5, 3.0, 6.0, 12.0, 22.5, 22.5,
+                                              22.5]
+    high = Backoff(0.5, 30.0, 0.25, rand=lambda: 1.0)  # and at its highest: +25 %
+    assert [high.next() for _ in range(3)] == [0.625, 1.25, 2.5]
+    high.reset()
+    assert high.next() == 0.625
+    flat = Backoff(1.0, 4.0, 0.0)
+    assert [flat.next() for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
+
+
+def test_backoff_jitter_spreads_within_its_bounds():
+    b = Backoff(1.0, 8.0, 0.25)
+    delays = [b.next() for _ in range(60)][3:]  # at the cap from the fourth on
+    assert all(6.0 <= d <= 10.0 for d in delays)
+    assert len(set(delays)) > 20  # a fleet does not come back in lockstep
+
+
+# ------------------------------------------------------------------ PEM -> DER
+
+
+def test_pem_to_der_gives_every_certificate_of_a_bundle():
+    ders = pem_to_der(CERT_A + b"\n" + CERT_B)
+    assert [sha(d) for d in ders] == [CERT_A_SHA, CERT_B_SHA]
+    # CRLF files and surrounding text do not matter
+    crlf = b"issuer notes\r\n" + CERT_B.replace(b"\n", b"\r\n")
+    assert [sha(d) for d in pem_to_der(crlf)] == [CERT_B_SHA]
+
+
+def test_pem_to_der_picks_the_blocks_of_the_kind_asked_for():
+    both = KEY_A + CERT_A
+    assert [sha(d) for d in pem_to_der(both)] == [CERT_A_SHA]
+    assert [sha(d) for d in pem_to_der(both, b"PRIVATE KEY")] == [KEY_A_SHA]
+    assert [sha(d) for d in pem_to_der(EC_KEY_A, b"PRIVATE KEY")] == [EC_KEY_A_SHA]
+    e = config_error(pem_to_der, KEY_A)
+    assert "CERTIFICATE" in str(e)
+    config_error(pem_to_der, CERT_A, b"PRIVATE KEY")
+
+
+def test_pem_to_der_passes_der_through():
+    der = pem_to_der(CERT_A)[0]
+    assert pem_to_der(der) == [der]
+    assert pem_to_der(bytearray(der)) == [der]
+
+
+def test_pem_to_der_refuses_encrypted_keys():
+    encrypted = KEY_A.replace(b"PRIVATE KEY", b"ENCRYPTED PRIVATE KEY")
+    assert "encrypted" in str(config_error(pem_to_der, encrypted, b"PRIVATE KEY"))
+    legacy = EC_KEY_A.replace(b"KEY-----\n", b"KEY-----\nProc-Type: 4,ENCRYPTED\n", 1)
+    config_error(pem_to_der, legacy, b"PRIVATE KEY")
+    config_error(pem_to_der, b"-----BEGIN CERTIFICATE-----\n")  # never ends: no block
+
+
+def test_load_der_prefers_the_der_twin():
+    d = tmpdir("mqtt-der")
+    assert der_twin(d + "/ca.pem") == d + "/ca.der"
+    assert der_twin(d + "/ca.crt") == d + "/ca.crt.der"
+    pem = write(d + "/ca.pem", CERT_A)
+    assert [sha(x) for x in load_der(pem, b"CERTIFICATE")] == [CERT_A_SHA]  # no twin yet
+    write(d + "/ca.der", pem_to_der(CERT_B)[0])
+    assert [sha(x) for x in load_der(pem, b"CERTIFICATE")] == [CERT_B_SHA]  # the twin wins
+    key = write(d + "/key.pem", KEY_A)
+    assert [sha(x) for x in load_der(key, b"PRIVATE KEY")] == [KEY_A_SHA]
+    wrong = write(d + "/wrong.pem", KEY_A)
+    e = config_error(load_der, wrong, b"CERTIFICATE")
+    assert "wrong.pem" in str(e)
+    raises(OSError, load_der, d + "/missing.pem", b"CERTIFICATE")
+
+
+# ------------------------------------------------------------------ tls_context
+
+
+def test_tls_context_loads_ca_and_client_certificate():
+    d = tmpdir("mqtt-tls")
+    broker = {"tls": True, "ca": write(d + "/ca.pem", CERT_B),
+              "cert": write(d + "/cert.pem", CERT_A), "key": write(d + "/key.pem", KEY_A)}
+    assert tls_context(broker) is not None
+    broker["key"] = write(d + "/ec.pem", EC_KEY_A)  # the SEC1 form works as well
+    assert tls_context(broker) is not None
+    assert tls_context({"tls": True, "ca": broker["ca"]}) is not None  # no client cert
+
+
+def test_tls_context_refuses_bad_tls_files_with_a_config_error():
+    d = tmpdir("mqtt-tls-bad")
+    ca = write(d + "/ca.pem", CERT_A)
+    cert = write(d + "/cert.pem", CERT_A)
+    key = write(d + "/key.pem", KEY_A)
+    e = config_error(tls_context, {"tls": True, "ca": ca, "cert": cert})
+    assert "both or neither" in str(e)
+    config_error(tls_context, {"tls": True, "ca": ca, "key": key})
+    config_error(tls_context, {"tls": True, "ca": d + "/missing.pem"})
+    config_error(tls_context, {"tls": True, "ca": ca, "cert": cert, "key": d + "/nokey.pem"})
+    junk = write(d + "/junk.pem",
+                 b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    config_error(tls_context, {"tls": True, "ca": ca, "cert": cert, "key": junk})
+    config_error(tls_context, {"tls": True, "ca": write(d + "/text.pem", b"not a certificate")})
+    if rt.MICROPYTHON:  # no system CA store to fall back on
+        config_error(tls_context, {"tls": True})
