@@ -6,6 +6,7 @@ import hashlib
 import os
 
 from device import rt
+from protocol import mac
 
 ES256 = -7  # ECDSA P-256 + SHA-256, signature raw r || s
 EDDSA = -8  # Ed25519
@@ -23,28 +24,12 @@ class CryptoError(ValueError):
         self.message = message
 
 
-# HMAC, PBKDF2 and the constant-time compare over hashlib.sha256 alone, for MicroPython (no hmac
-# module); defined on both runtimes so CPython tests can hold them against hmac and hashlib.
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
-
-
-def _pads(key):
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    k = int.from_bytes(bytes(key) + bytes(64 - len(key)), "big")
-    return (k ^ _IPAD).to_bytes(64, "big"), (k ^ _OPAD).to_bytes(64, "big")
-
-
-def _hmac_pure(key, msg):
-    # RFC 2104
-    ipad, opad = _pads(key)
-    h = hashlib.sha256(ipad)
-    h.update(msg)
-    inner = h.digest()
-    h = hashlib.sha256(opad)
-    h.update(inner)
-    return h.digest()
+# HMAC and the constant-time compare over hashlib.sha256 alone live in protocol/mac.py (the
+# envelope needs them too); PBKDF2 is here. Defined on both runtimes so CPython tests can hold
+# them against hmac and hashlib.
+_hmac_pure = mac.hmac_sha256
+_consteq_pure = mac.equal
+_pads = mac.pads
 
 
 def _pbkdf2_pure(password, salt, iterations, dklen):
@@ -72,14 +57,6 @@ def _pbkdf2_pure(password, salt, iterations, dklen):
             acc ^= int.from_bytes(u, "big")
         out += acc.to_bytes(32, "big")
     return out[:dklen]
-
-
-def _consteq_pure(a, b):
-    # the lengths are public; the contents are compared without an early exit
-    diff = len(a) ^ len(b)
-    for i in range(min(len(a), len(b))):
-        diff |= a[i] ^ b[i]
-    return diff == 0
 
 
 if rt.MICROPYTHON:

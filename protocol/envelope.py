@@ -4,9 +4,9 @@
 #   payload = cbor({"v": 1, "t": type, "id": bstr16, "dev": device_id, "seq": uint, "ts": uint,
 #                   "body": map})
 # Pure computation: the caller supplies the message id (16 random bytes) and the clock.
-import hashlib
-
 from protocol import cbor
+from protocol.mac import equal as _equal
+from protocol.mac import hmac_sha256  # noqa: F401  (part of this module's API)
 
 ALG_HMAC_256 = 5
 _PROTECTED = cbor.dumps({1: ALG_HMAC_256})
@@ -25,32 +25,6 @@ class EnvelopeError(ValueError):
         super().__init__(code + ": " + message)
         self.code = code
         self.message = message
-
-
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 per RFC 2104 (MicroPython has no hmac module)."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    k = int.from_bytes(bytes(key) + bytes(64 - len(key)), "big")
-    inner = hashlib.sha256((k ^ _IPAD).to_bytes(64, "big"))
-    inner.update(msg)
-    outer = hashlib.sha256((k ^ _OPAD).to_bytes(64, "big"))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def _equal(a, b):
-    # Constant time in the contents (the length of a MAC is public).
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= a[i] ^ b[i]
-    return diff == 0
 
 
 def _is_uint(v):
