@@ -127,6 +127,9 @@ class Sim:
                                            stderr=subprocess.STDOUT))
 
     def _start_broker(self):
+        if self.args.broker == "amqtt":
+            self.message = "broker: amqtt (pure Python) as asked"
+            return AmqttBroker(self.dir)
         try:
             b = run_dev_broker(os.path.join(self.dir, "broker"))
             self.message = "broker: mosquitto on 127.0.0.1:%d" % b.port
@@ -288,6 +291,8 @@ def main(argv=None):
     ap.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython")
     ap.add_argument("--dir", default=os.path.join(ROOT, "var", "sim"))
     ap.add_argument("--fresh", action="store_true", help="start from an empty registry")
+    ap.add_argument("--broker", choices=("auto", "amqtt"), default="auto",
+                    help="auto: mosquitto, or amqtt where mosquitto cannot run")
     ap.add_argument("--headless", type=float, metavar="SECONDS",
                     help="print frames as JSON lines for SECONDS instead of drawing")
     args = ap.parse_args(argv)

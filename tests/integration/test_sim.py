@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -14,10 +16,11 @@ def _children_of(pid):
     return [int(x) for x in out.split()]
 
 
-def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path):
+@pytest.mark.parametrize("broker", ["auto", "amqtt"])
+def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path, broker):
     start = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "host_sim.sim", "--headless", "12", "--fresh",
-                          "--dir", str(tmp_path / "sim")], cwd=ROOT, stdout=subprocess.PIPE,
+                          "--broker", broker, "--dir", str(tmp_path / "sim")], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=dict(os.environ,
                                                                        PYTHONPATH=ROOT))
     first_idle = online = None
