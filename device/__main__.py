@@ -3,25 +3,10 @@
 import sys
 
 USAGE = """usage:
-  python -m device run --config device.json
+  python -m device run --config device.json [--console PORT]
   python -m device console --config device.json
   python -m device coupon-check --root-key HEX --trustlist PT1:... [--revocations PR1:...]
       --store ID --currency CUR --now UNIX --total MINOR TOKEN"""
-
-
-def _config_arg(args):
-    if len(args) != 2 or args[0] != "--config":
-        return None
-    return args[1]
-
-
-def _load(path):
-    from device import config
-    try:
-        return config.load(path)
-    except config.ConfigError as e:
-        sys.stderr.write("config error: %s\n" % e)
-        return None
 
 
 def main(argv):
@@ -33,18 +18,8 @@ def main(argv):
         from device.coupon_check import main as check_main
         return check_main(args)
     if cmd in ("run", "console"):
-        path = _config_arg(args)
-        if path is None:
-            sys.stderr.write(USAGE + "\n")
-            return 2
-        cfg = _load(path)
-        if cfg is None:
-            return 2
-        if cmd == "run":
-            from device.main import run
-            return run(cfg)
-        from device.main import console
-        return console(cfg)
+        from device.main import main as run_main
+        return run_main(argv)
     sys.stderr.write(USAGE + "\n")
     return 2
 

@@ -12,6 +12,7 @@ except ImportError:  # pragma: no cover - boards ship it as uasyncio
 from device import build, crypto, rt
 from device.clock import Clock, ticks_diff, ticks_ms
 from device.counters import Counters
+from device.eventlog import EventLog
 from device.metrics import Metrics
 from device.queue import ChargeQueue
 from device.sale import charge_body
@@ -26,6 +27,10 @@ FORWARD_POLL_S = 0.2
 
 class Agent:
     def __init__(self, cfg, fs=None, clock=None):
+        self.config_path = None   # set by device/main.py: provision, config set, factory reset
+        self.console_port = None  # a console handed over by an unprovisioned start
+        self.log_out = None       # console mode writes log lines to stderr
+        self.events = EventLog()  # the ring behind the console's `log tail`
         self.cfg = cfg
         self.fs = fs or PosixFS()
         self.clock = clock or Clock()
@@ -153,8 +158,10 @@ class Agent:
     def _down_charge_result(self, body):
         if self.queue.on_result(body, self.clock.now()) is None:
             self.metrics.inc("result_unmatched")
-        elif body["st"] == "declined":
+            return
+        if body["st"] == "declined":
             self.metrics.inc("declined")
+        self.kick_forwarder()  # the window has room again: send the next charge now
 
     def _down_redeemed(self, body):
         self.queue.add_redeemed(body["cti"], self.clock.now())
@@ -215,7 +222,12 @@ class Agent:
 
     # -- tasks -----------------------------------------------------------------------------------
     def log(self, text):
-        print("[%s] %s" % (self.device_id, text))
+        line = "[%s] %s" % (self.device_id, text)
+        if self.log_out is None:
+            print(line)
+        else:
+            self.log_out.write(line + "\n")
+        self.events.add(self.clock.now(), text)
 
     async def _status_loop(self):
         while True:
@@ -314,23 +326,75 @@ class Agent:
         from device.technician import Commands
         from device.till import Till
         cfg = self.cfg
-        self.console = Console(Commands(self))
-        self.display = open_display(cfg["display"], self.clock.now_f) if cfg["display"] \
-            else NullDisplay()
-        self.printer = open_printer(cfg["printer"]) if cfg["printer"] else None
+        self.driver_errors = {}
+        if self.console is None:
+            # An unprovisioned start hands over its console (and session) already attached.
+            self.console = Console(Commands(self, self.config_path))
+        self.display = NullDisplay()
+        if cfg["display"]:
+            try:
+                self.display = open_display(cfg["display"], self.clock.now_f)
+            except Exception as e:
+                self._driver_failed("display", e)
+        self.printer = None
+        if cfg["printer"]:
+            try:
+                self.printer = open_printer(cfg["printer"])
+            except Exception as e:
+                self._driver_failed("printer", e)
         self.clerk = Clerk(Till(self), currency=cfg["currency"])
         self.scan_framer = ScanFramer()
         self.key_framer = KeyFramer()
-        for name, handler in (("console", self.console.feed), ("scanner", self._on_scanner),
+        if self.console_port is not None:
+            self.drivers["console"] = (self.console_port, self._on_console)
+        for name, handler in (("console", self._on_console), ("scanner", self._on_scanner),
                               ("keypad", self._on_keypad)):
-            if cfg[name]:
+            if cfg[name] and name not in self.drivers:
                 try:
                     self.drivers[name] = (open_serial(cfg[name]), handler)
                 except Exception as e:
-                    # Keep selling without the broken part; selftest reports it.
-                    self.metrics.inc("open_failed_" + name)
-                    self.log("cannot open %s: %s" % (name, e))
+                    self._driver_failed(name, e)
         self.perform(self.clerk.refresh(self.clock.now()))
+
+    def _driver_failed(self, name, e):
+        # Keep selling without the broken part; selftest reports it.
+        self.driver_errors[name] = "%s: %s" % (type(e).__name__, e)
+        self.metrics.inc("open_failed_" + name)
+        self.log("cannot open %s: %s" % (name, e))
+
+    def _on_console(self, data):
+        port = self.drivers["console"][0]
+        try:
+            for out in self.console.feed(data):
+                port.write(out)
+        finally:
+            code = self.console.commands.exit_code
+            if code is not None:
+                # reboot / factory-reset: the reply is out (or the port is gone): restart
+                self.restart(code, flush=not self.console.commands.reset_done)
+        return ()
+
+    def restart(self, code, flush=True):
+        """Stops the terminal for a restart: boards reset; the unix and desktop runtimes exit
+        with `code` (device/main.py finishes a factory reset, a supervisor starts us again)."""
+        self.log("restarting (exit %d)" % code)
+        if flush:
+            try:
+                self.counters.flush()
+            except OSError as e:
+                self.log("counters not saved: %s" % e)
+        self.queue.log.close()
+        for port, _ in self.drivers.values():
+            try:
+                port.close()
+            except Exception:
+                pass
+        self.drivers = {}
+        import sys
+        if rt.MICROPYTHON and sys.platform not in ("linux", "darwin", "win32"):
+            import machine
+            machine.reset()
+        raise SystemExit(code)
 
     async def run(self):
         from device.link import make_link
@@ -338,14 +402,21 @@ class Agent:
         self.load_host_settings()
         self.open_drivers()
         will = (topics.state(self.root, self.device_id), self.state_payload(False), 1, True)
-        self.link = make_link(self.cfg["broker"], self.device_id, will, self.on_connect,
-                              self.on_message, keepalive=self.cfg["broker"]["keepalive"])
         self.log("fw %s on %s, boot %d, queue %d" % (build.FW, rt.NAME, self.counters.boot,
                                                      len(self.queue.pending)))
         tasks = [asyncio.create_task(self._status_loop()),
                  asyncio.create_task(self._forward_loop()),
                  asyncio.create_task(self._io_loop())]
         try:
+            try:
+                self.link = make_link(self.cfg["broker"], self.device_id, will, self.on_connect,
+                                      self.on_message, keepalive=self.cfg["broker"]["keepalive"])
+            except Exception as e:
+                # A bad broker setting (missing certificate...): sell offline, let the technician
+                # see why on the console, never die.
+                self.metrics.inc("link_config_error")
+                self.log("MQTT link not started: %s" % e)
+                await asyncio.gather(*tasks)
             await self.link.run()
         finally:
             for t in tasks:

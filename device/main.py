@@ -1,29 +1,136 @@
-# Entry points behind `python -m device run|console`: start the agent on this runtime.
+# Entry points behind `python -m device run|console`: start the agent on this runtime, provisioned
+# or not.
+#
+#   run --config F [--console PORT]
+#       F exists: the agent, with its console on the config's console port (or PORT when the
+#       config has none). F missing: the terminal is unprovisioned; only the console runs, on
+#       PORT (default stdin/stdout), offering `status` and `provision`. A `provision` writes F
+#       and the agent starts at once in this process, keeping the console it was provisioned on.
+#   console --config F
+#       The console on stdin/stdout against the device's data (the agent must not be running):
+#       replies on stdout, log lines on stderr. F missing: unprovisioned, as above.
+#
+# Exit status: 0 done, 2 bad arguments or a broken config, technician.EXIT_REBOOT (3) after
+# `reboot` or `factory-reset`: restart the process (boards reset instead).
 import sys
+import time
 
 try:
     import asyncio
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
+from device.technician import finish_factory_reset
 
-def run(cfg):
-    from device.agent import Agent
-    agent = Agent(cfg)
+USAGE = """usage:
+  python -m device run --config device.json [--console PORT]
+  python -m device console --config device.json"""
+BOOT_POLL_S = 0.02
+
+
+def parse_args(args):
+    """["--config", F, "--console", P] in any order -> (F, P or None); None when malformed."""
+    opts = {}
+    i = 0
+    while i < len(args):
+        if args[i] not in ("--config", "--console") or i + 1 >= len(args) or args[i] in opts:
+            return None
+        opts[args[i]] = args[i + 1]
+        i += 2
+    if "--config" not in opts:
+        return None
+    return opts["--config"], opts.get("--console")
+
+
+def load(path, fs):
+    """(cfg, None) when provisioned, (None, None) when F does not exist, (None, error) else."""
+    from device import config
+    if not fs.exists(path):
+        return None, None
+    try:
+        return config.load(path), None
+    except config.ConfigError as e:
+        return None, str(e)
+
+
+def run_agent(agent):
     try:
         asyncio.run(agent.run())
     except KeyboardInterrupt:
         pass
+    except SystemExit as e:  # Agent.restart(): reboot or factory reset
+        code = e.args[0] if e.args else 0  # MicroPython's SystemExit has no .code
+        return code if type(code) is int else 1
     return 0
 
 
-def console(cfg):
-    """The console on stdin/stdout, against the device's data (the agent must not be running)."""
+def new_agent(cfg, path, log_out=None):
     from device.agent import Agent
+    agent = Agent(cfg)
+    agent.config_path = path
+    if log_out is not None:
+        agent.log_out = log_out
+    return agent
+
+
+def run_path(path, console_port=None):
+    from device.storage import PosixFS
+    fs = PosixFS()
+    finish_factory_reset(fs, path)
+    cfg, err = load(path, fs)
+    if err:
+        sys.stderr.write("config error: %s\n" % err)
+        return 2
+    console_cfg = {"driver": "serial", "port": console_port} if console_port else None
+    if cfg is not None:
+        if cfg["console"] is None and console_cfg is not None:
+            cfg["console"] = console_cfg
+        code = run_agent(new_agent(cfg, path))
+    else:
+        code = _unprovisioned(path, fs, console_cfg)
+    finish_factory_reset(fs, path)
+    return code
+
+
+def _unprovisioned(path, fs, console_cfg):
     from device.console import Console
     from device.technician import Commands
-    agent = Agent(cfg)
-    con = Console(Commands(agent))
+    # With the console on stdin/stdout, log lines go to stderr (stdout carries only replies).
+    log_out = sys.stderr if console_cfg is None else None
+    cmds = Commands(None, path, fs=fs, console_cfg=console_cfg, log_out=log_out,
+                    on_provisioned=lambda cfg: new_agent(cfg, path, log_out))
+    con = Console(cmds)
+    cmds.log("no config at %s: console only, waiting for provision" % path)
+    if console_cfg is None:
+        port = None
+        _serve_stdio(con, cmds, until_agent=True)
+    else:
+        from device.drivers.serial import SerialError, open_serial
+        try:
+            port = open_serial(console_cfg)
+        except (SerialError, ValueError) as e:
+            sys.stderr.write("unprovisioned and no console: %s\n" % e)
+            return 2
+        while cmds.agent is None and cmds.exit_code is None:
+            try:
+                data = port.read_available()
+                for out in con.feed(data):
+                    port.write(out)
+            except SerialError as e:  # the cable pulled mid-line: wait for the next one
+                cmds.log(str(e))
+                data = b""
+                time.sleep(0.5)
+            if not data:
+                time.sleep(BOOT_POLL_S)
+    if cmds.exit_code is not None or cmds.agent is None:
+        return cmds.exit_code or 0
+    agent = cmds.agent
+    agent.console = con
+    agent.console_port = port
+    return run_agent(agent)
+
+
+def _serve_stdio(con, cmds, until_agent=False):
     while True:
         line = sys.stdin.readline()
         if not line:
@@ -32,3 +139,42 @@ def console(cfg):
             sys.stdout.write(out.decode())
         if hasattr(sys.stdout, "flush"):
             sys.stdout.flush()
+        if cmds.exit_code is not None:
+            return cmds.exit_code
+        if until_agent and cmds.agent is not None:
+            return 0
+
+
+def console_path(path):
+    """The console on stdin/stdout (replies on stdout, logs on stderr)."""
+    from device.console import Console
+    from device.storage import PosixFS
+    from device.technician import Commands
+    fs = PosixFS()
+    finish_factory_reset(fs, path)
+    cfg, err = load(path, fs)
+    if err:
+        sys.stderr.write("config error: %s\n" % err)
+        return 2
+    agent = new_agent(cfg, path, sys.stderr) if cfg is not None else None
+    cmds = Commands(agent, path, fs=fs, log_out=sys.stderr,
+                    on_provisioned=lambda c: new_agent(c, path, sys.stderr))
+    code = _serve_stdio(Console(cmds), cmds)
+    if cmds.agent is not None and not cmds.reset_done:
+        cmds.agent.counters.flush()
+    finish_factory_reset(fs, path)
+    return code
+
+
+def main(argv):
+    if len(argv) < 1 or argv[0] not in ("run", "console"):
+        sys.stderr.write(USAGE + "\n")
+        return 2
+    parsed = parse_args(argv[1:])
+    if parsed is None or (argv[0] == "console" and parsed[1] is not None):
+        sys.stderr.write(USAGE + "\n")
+        return 2
+    path, port = parsed
+    if argv[0] == "run":
+        return run_path(path, port)
+    return console_path(path)

@@ -1,18 +1,622 @@
-# The technician console's commands (SPEC 6), run against a live agent.
-from device import build, rt
-from device.console import reply_ok
+# The technician console's commands (SPEC 6), run against a live agent, or against no agent at
+# all while the terminal is unprovisioned (then only `status` and `provision` exist).
+#
+# Access: `status` and `login` are always open once provisioned; every other command needs a
+# technician session (tech PIN, SPEC 5.2), which ends on `logout`, on a failed login, or after
+# SESSION_IDLE_S without a command. Five wrong PINs lock logins for five minutes, across restarts.
+import json
+import os
+
+from device import build, config, pins, rt
+from device.console import reply_error, reply_ok
+from device.eventlog import EventLog
+from device.storage import PosixFS
+
+EXIT_REBOOT = 3        # process exit status meaning "restart me" (desktop; boards reset)
+SESSION_IDLE_S = 600
+CONFIRM_S = 60         # a factory-reset confirmation code is good for this long
+LIST_MAX = 100         # entries per list in `queue list`
+LOG_TAIL_DEFAULT = 20
+LOCK_FILE = "/console_lock.json"
+RESET_SUFFIX = ".reset"
+
+# What `config set` may change. Identity, keys and PINs come only from `provision` and the host.
+BROKER_KEYS = ("host", "port", "tls", "username", "password", "root", "ca", "cert", "key",
+               "keepalive")
+LIVE_KEYS = ("limits", "status_interval_s")  # take effect at once; the rest at the next boot
+SECRET = "<set>"
 
 
 class Commands:
-    def __init__(self, agent):
-        self.agent = agent
+    """cmd_<name>(arg) -> reply dict, for device/console.py's Console.
 
+    agent: the running Agent, or None while unprovisioned. config_path: the config file that
+    `provision`, `config set` and `factory-reset` write. console_cfg: the serial config of the
+    port this console runs on; a provisioned config without a console keeps this one.
+    on_provisioned(cfg) -> Agent or None: called after a first `provision`; the agent it returns
+    serves the following commands at once."""
+
+    def __init__(self, agent=None, config_path=None, fs=None, clock=None, console_cfg=None,
+                 on_provisioned=None, log_out=None):
+        self.config_path = config_path
+        self.console_cfg = console_cfg
+        self.on_provisioned = on_provisioned
+        self.log_out = log_out
+        self.agent = None
+        self.fs = fs or PosixFS()
+        if clock is None:
+            from device.clock import Clock
+            clock = Clock()
+        self.clock = clock
+        self.lockout = None
+        self.session_at = None
+        self.exit_code = None   # set by reboot / factory-reset: the caller restarts after replying
+        self.reset_done = False
+        self._confirm = None
+        self.events = EventLog(32)  # until an agent (with its own ring) is attached
+        if agent is not None:
+            self.attach(agent)
+
+    def attach(self, agent):
+        self.agent = agent
+        self.fs = agent.fs
+        self.clock = agent.clock
+        self.lockout = pins.Lockout(agent.fs, agent.data_dir + LOCK_FILE, agent.clock).open()
+
+    def log(self, text):
+        if self.agent is not None:
+            self.agent.log("console: " + text)
+            return
+        self.events.add(self.clock.now(), "console: " + text)
+        line = "[unprovisioned] console: %s" % text
+        if self.log_out is None:
+            print(line)
+        else:
+            self.log_out.write(line + "\n")
+
+    # -- access --------------------------------------------------------------------------------
+    def gate(self, name):
+        if self.agent is None:
+            if name in ("status", "provision"):
+                return None
+            return reply_error("not_provisioned",
+                               "not provisioned: only status and provision are available")
+        if name in ("status", "login"):
+            return None
+        if self.session_live():
+            self.session_at = self.clock.now()
+            return None
+        return reply_error("login_required", "log in first: login PIN")
+
+    def session_live(self):
+        if self.session_at is None:
+            return False
+        idle = self.clock.now() - self.session_at
+        if 0 <= idle < SESSION_IDLE_S:
+            return True
+        # Timed out, or the clock went back: either way the session is over.
+        self.session_at = None
+        self.log("session ended after inactivity")
+        return False
+
+    # -- status and login ------------------------------------------------------------------------
     def cmd_status(self, arg):
         a = self.agent
+        if a is None:
+            return reply_ok(provisioned=False, device_id=None, store_id=None, fw=build.FW,
+                            rt=rt.NAME, online=False,
+                            queue={"pending": 0, "amount": 0, "oldest_at": None},
+                            trust_ver=0, rev_ver=0, declined_unseen=0)
         count, amount, oldest = a.queue.totals()
         return reply_ok(
-            device_id=a.device_id, store_id=a.cfg["store_id"], fw=build.FW, rt=rt.NAME,
-            online=a.online, queue={"pending": count, "amount": amount, "oldest_at": oldest},
+            provisioned=True, device_id=a.device_id, store_id=a.cfg["store_id"], fw=build.FW,
+            rt=rt.NAME, online=a.online,
+            queue={"pending": count, "amount": amount, "oldest_at": oldest},
             trust_ver=a.trust_ver(), rev_ver=a.rev_ver(),
             declined_unseen=len(a.queue.unacked), boot=a.counters.boot,
-            uptime=a.uptime(), drops=a.metrics.drops(), metrics=a.metrics.snapshot())
+            uptime=a.uptime(), drops=a.metrics.drops(), metrics=a.metrics.snapshot(),
+            session=self.session_at is not None and self.session_live(),
+            locked_for=self.lockout.locked_for())
+
+    def cmd_login(self, arg):
+        pin = arg.strip(" ")
+        if not pin:
+            return reply_error("bad_argument", "usage: login PIN")
+        left = self.lockout.locked_for()
+        if left:
+            return reply_error("locked", "too many wrong PINs: try again in %d s" % left,
+                               retry_in=left)
+        verdict = pins.check(self.agent.cfg["pins"], "tech", pin, self.lockout)
+        if verdict == pins.OK:
+            self.session_at = self.clock.now()
+            self.log("technician logged in")
+            return reply_ok(role="tech", idle_timeout_s=SESSION_IDLE_S)
+        self.session_at = None
+        if verdict == pins.NO_PIN:
+            return reply_error("no_pin", "no technician PIN is configured")
+        if verdict == pins.LOCKED:
+            left = self.lockout.locked_for()
+            return reply_error("locked", "too many wrong PINs: try again in %d s" % left,
+                               retry_in=left)
+        locked = self.lockout.locked_for()
+        self.log("wrong technician PIN%s" % (" (console locked)" if locked else ""))
+        if locked:
+            return reply_error("wrong_pin", "wrong PIN: console locked for %d s" % locked,
+                               attempts_left=0, locked_for=locked)
+        return reply_error("wrong_pin", "wrong PIN", attempts_left=self.lockout.attempts_left())
+
+    def cmd_logout(self, arg):
+        self.session_at = None
+        self.log("technician logged out")
+        return reply_ok()
+
+    # -- provisioning ----------------------------------------------------------------------------
+    def cmd_provision(self, arg):
+        if not self.config_path:
+            return reply_error("no_config_path", "this console has no config file to write")
+        try:
+            obj = json.loads(arg)
+        except ValueError:
+            return reply_error("bad_json", "usage: provision {config JSON on one line}")
+        if not isinstance(obj, dict):
+            return reply_error("bad_config", "the config must be a JSON object", key="config")
+        obj = dict(obj)
+        if obj.get("console") is None and self.console_cfg is not None:
+            # The port the technician is talking on stays the console.
+            obj["console"] = dict(self.console_cfg)
+        try:
+            cfg = config.parse(obj)
+        except config.ConfigError as e:
+            return reply_error("bad_config", str(e), key=e.key)
+        if "tech" not in cfg["pins"]:
+            return reply_error("bad_config", "pins.tech: a technician PIN hash is required",
+                               key="pins.tech")
+        a = self.agent
+        if a is not None and a.queue.pending and any(
+                cfg[k] != a.cfg[k] for k in ("device_id", "secret_hex", "data_dir")):
+            return reply_error("pending_charges", "%d charges not yet sent: they would be "
+                               "stranded under the old identity" % len(a.queue.pending),
+                               pending=len(a.queue.pending))
+        try:
+            self.fs.makedirs(cfg["data_dir"])
+            d = _dirname(self.config_path)
+            if d:
+                self.fs.makedirs(d)
+            self.fs.write_atomic(self.config_path, json.dumps(obj).encode())
+        except OSError as e:
+            return reply_error("storage", "cannot write the config: %s" % e)
+        self.log("provisioned as %s (store %s)" % (cfg["device_id"], cfg["store_id"]))
+        if a is not None:
+            return reply_ok(device_id=cfg["device_id"], provisioned=True, reboot_needed=True)
+        agent = None
+        if self.on_provisioned is not None:
+            try:
+                agent = self.on_provisioned(cfg)
+            except Exception as e:
+                self.log("cannot start the agent: %s: %s" % (type(e).__name__, e))
+                return reply_error("start_failed", "config saved, agent not started: %s" % e,
+                                   provisioned=True)
+        if agent is not None:
+            self.attach(agent)
+        return reply_ok(device_id=cfg["device_id"], provisioned=True,
+                        reboot_needed=agent is None)
+
+    # -- lists and coupons -----------------------------------------------------------------------
+    def _install(self, arg, kind):
+        from device.trust import TrustError
+        t = self.agent.trust
+        if t is None:
+            return reply_error("unsupported", "this firmware has no coupon support")
+        if not arg:
+            return reply_error("bad_argument", "usage: %s load %s..." % (
+                "trust" if kind == "trustlist" else "revocations",
+                "PT1:" if kind == "trustlist" else "PR1:"))
+        try:
+            ver = t.install_text(arg, kind)[1]
+        except TrustError as e:
+            self.log("%s refused: %s" % (kind, e.code))
+            return reply_error(e.code, e.message)
+        self.log("installed %s ver %d" % (kind, ver))
+        if kind == "trustlist":
+            return reply_ok(ver=ver, keys=t.keys_count())
+        return reply_ok(ver=ver, revoked=t.revoked_count())
+
+    def cmd_trust_load(self, arg):
+        return self._install(arg, "trustlist")
+
+    def cmd_revocations_load(self, arg):
+        return self._install(arg, "revocations")
+
+    def cmd_coupon_check(self, arg):
+        a = self.agent
+        if a.verifier is None:
+            return reply_error("unsupported", "this firmware has no coupon support")
+        if not arg:
+            return reply_error("bad_argument", "usage: coupon check TOKEN [TOTAL]")
+        token, total = split_total(arg)
+        r = a.verifier.check(token, total, a.cfg["store_id"], a.cfg["currency"], a.clock.now(),
+                             a.clock.trusted(), a.queue.ledger.uses)
+        cti = r.get("cti")
+        return reply_ok(verdict=r["verdict"], discount=r.get("discount"),
+                        cti=cti.hex() if isinstance(cti, (bytes, bytearray)) else None,
+                        campaign=r.get("campaign"), name=r.get("name"), kind=r.get("kind"),
+                        val=r.get("val"), sku=r.get("sku"), total=total,
+                        clock_trusted=a.clock.trusted())
+
+    # -- queue -----------------------------------------------------------------------------------
+    def cmd_queue_list(self, arg):
+        q = self.agent.queue
+        count, amount, oldest = q.totals()
+        pending = [_charge(r) for r in q.pending[:LIST_MAX]]
+        declined = []
+        for sale, result in q.resolved:
+            if result.get("st") == "declined":
+                d = _charge(sale)
+                d["code"] = result.get("code")
+                d["declined_at"] = result.get("at")
+                d["acked"] = sale["cid"] not in q.unacked
+                declined.append(d)
+        return reply_ok(pending=pending, pending_count=count, pending_amount=amount,
+                        oldest_at=oldest, declined=declined[-LIST_MAX:],
+                        declined_unseen=len(q.unacked))
+
+    # -- selftest --------------------------------------------------------------------------------
+    def cmd_selftest(self, arg):
+        a = self.agent
+        failures = []
+        warnings = []
+        drivers = {}
+        started = bool(a.drivers) or a.display is not None or a.printer is not None
+        errors = getattr(a, "driver_errors", None) or {}
+        for name in config.DRIVER_KEYS:
+            st = _driver_state(a, name, started, errors)
+            drivers[name] = st
+            if st.get("error"):
+                failures.append(name)
+        storage = self._storage_check()
+        if not storage["writable"]:
+            failures.append("storage")
+        clock = {"now": a.clock.now(), "trusted": a.clock.trusted()}
+        if not clock["trusted"]:
+            failures.append("clock")
+        link = {"connected": a.online}
+        if not a.online:
+            warnings.append("link")
+        if not a.trust_ver():
+            warnings.append("trustlist")
+        return reply_ok(passed=not failures, failures=failures, warnings=warnings,
+                        drivers=drivers, link=link, storage=storage, clock=clock,
+                        trust_ver=a.trust_ver(), rev_ver=a.rev_ver(),
+                        trust_keys=a.trust.keys_count() if a.trust else 0,
+                        revoked=a.trust.revoked_count() if a.trust else 0)
+
+    def _storage_check(self):
+        path = self.agent.data_dir + "/selftest.tmp"
+        probe = os.urandom(16)
+        try:
+            self.fs.write_atomic(path, probe)
+            ok = self.fs.read(path) == probe
+            self.fs.remove(path)
+        except OSError as e:
+            return {"writable": False, "error": str(e)}
+        return {"writable": ok, "error": None if ok else "read back differs"}
+
+    # -- config ----------------------------------------------------------------------------------
+    def _saved(self):
+        """The config file as an object (None when there is none or it does not parse)."""
+        if not self.config_path:
+            return None
+        raw = self.fs.read(self.config_path)
+        if raw is None:
+            return None
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    def cmd_config_get(self, arg):
+        key = arg.strip(" ")
+        saved = self._saved()
+        try:
+            saved = config.parse(saved) if saved is not None else None
+        except config.ConfigError:
+            saved = None
+        running = redact(self.agent.cfg)
+        saved = redact(saved) if saved is not None else None
+        if not key:
+            rep = reply_ok(value=running)
+            if saved is not None and saved != running:
+                rep["next_boot"] = saved
+            return rep
+        value = lookup(running, key)
+        if value is _NONE:
+            return reply_error("unknown_key", "no config key %s" % key[:60])
+        rep = reply_ok(key=key, value=value)
+        if saved is not None:
+            nxt = lookup(saved, key)
+            if nxt != value and nxt is not _NONE:
+                rep["next_boot"] = nxt
+        return rep
+
+    def cmd_config_set(self, arg):
+        key, text = _split_word(arg)
+        if not key or not text:
+            return reply_error("bad_argument", "usage: config set KEY VALUE")
+        parts = key.split(".")
+        if not settable(parts):
+            return reply_error("not_settable", "%s cannot be set from the console (settable: "
+                               "broker.*, scanner, keypad, display, printer, console and "
+                               "their fields, limits.*, status_interval_s)" % key[:60])
+        value = parse_value(text)
+        if parts == ["console"] and value is None:
+            return reply_error("refused", "the console cannot be switched off from itself")
+        obj = self._saved()
+        if obj is None:
+            return reply_error("no_config", "no readable config file to change")
+        try:
+            set_path(obj, parts, value)
+            cfg = config.parse(obj)
+        except config.ConfigError as e:
+            return reply_error("bad_value", str(e), key=e.key)
+        except ValueError as e:
+            return reply_error("bad_value", str(e), key=key)
+        try:
+            self.fs.write_atomic(self.config_path, json.dumps(obj).encode())
+        except OSError as e:
+            return reply_error("storage", "cannot write the config: %s" % e)
+        live = parts[0] in LIVE_KEYS
+        if live:
+            self._apply_live(parts[0], cfg)
+        shown = SECRET if key == "broker.password" and value is not None else value
+        self.log("config set %s" % key)
+        return reply_ok(key=key, value=shown, reboot_needed=not live)
+
+    def _apply_live(self, top, cfg):
+        a = self.agent
+        if top == "limits":
+            a.cfg["limits"].update(cfg["limits"])
+        else:
+            a.cfg["status_interval_s"] = cfg["status_interval_s"]
+        if self.fs.exists(a.data_dir + "/host_settings.json"):
+            # The host's last settings are reloaded at boot over the config file: keep the
+            # technician's value there too, until the host sends another.
+            a._save_host_settings()
+
+    # -- log, reboot, factory reset --------------------------------------------------------------
+    def cmd_log_tail(self, arg):
+        arg = arg.strip(" ")
+        ev = self.agent.events
+        n = LOG_TAIL_DEFAULT
+        if arg:
+            if not arg.isdigit() or len(arg) > 6 or int(arg) < 1:
+                return reply_error("bad_argument", "usage: log tail N (N >= 1)")
+            n = int(arg)
+        if n > ev.size:
+            n = ev.size
+        return reply_ok(lines=ev.tail(n), total=ev.total)
+
+    def cmd_reboot(self, arg):
+        self.log("reboot requested")
+        self.exit_code = EXIT_REBOOT
+        return reply_ok(rebooting=True)
+
+    def cmd_factory_reset(self, arg):
+        a = self.agent
+        now = self.clock.now()
+        code = arg.strip(" ")
+        if not code:
+            token = "CONFIRM-" + os.urandom(3).hex()
+            self._confirm = (token, now, "erase")
+            return reply_error("confirm", "this erases the config and every record on this "
+                               "terminal; to go on send within %d s: factory-reset %s"
+                               % (CONFIRM_S, token), confirm=token)
+        c = self._confirm
+        self._confirm = None
+        if c is None or code != c[0] or not 0 <= now - c[1] < CONFIRM_S:
+            return reply_error("bad_confirmation", "wrong or expired confirmation code: start "
+                               "again with factory-reset")
+        pending = len(a.queue.pending)
+        if c[2] == "erase" and pending:
+            amount = a.queue.totals()[1]
+            token = "DISCARD-%d-CHARGES-%s" % (pending, os.urandom(3).hex())
+            self._confirm = (token, now, "discard")
+            return reply_error("pending_charges", "%d charges (%d in minor units) have not "
+                               "reached the host and would be lost; to erase them anyway send "
+                               "within %d s: factory-reset %s" % (pending, amount, CONFIRM_S,
+                                                                   token),
+                               pending=pending, amount=amount, confirm=token)
+        if not self.config_path:
+            return reply_error("no_config_path", "this console has no config file to erase")
+        if unsafe_dir(a.data_dir):
+            return reply_error("unsafe_data_dir", "refusing to wipe data_dir %r" % a.data_dir)
+        try:
+            schedule_factory_reset(self.fs, self.config_path, a.data_dir)
+        except OSError as e:
+            return reply_error("storage", "cannot start the reset: %s" % e)
+        self.log("factory reset (%d pending charges discarded)" % pending)
+        self.reset_done = True
+        self.exit_code = EXIT_REBOOT
+        return reply_ok(reset=True, discarded=pending, rebooting=True)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+_NONE = object()
+
+
+def _dirname(path):
+    i = path.rfind("/")
+    return path[:i] if i > 0 else ""
+
+
+def _split_word(text):
+    text = text.strip(" ")
+    i = text.find(" ")
+    if i < 0:
+        return text, ""
+    return text[:i], text[i + 1:].strip(" ")
+
+
+def _charge(rec):
+    return {"cid": rec["cid"].hex(), "n": rec["n"], "kind": rec["kind"], "gross": rec["gross"],
+            "amt": rec["amt"], "cur": rec["cur"], "at": rec["at"], "off": rec["off"],
+            "clerk": rec["clerk"], "coupons": len(rec["cpn"])}
+
+
+def _driver_state(a, name, started, errors):
+    if a.cfg.get(name) is None:
+        return {"configured": False}
+    if name in errors:
+        return {"configured": True, "open": False, "error": errors[name]}
+    if not started:
+        return {"configured": True, "open": False, "error": None, "note": "agent not running"}
+    st = None
+    if name == "display" and a.display is not None:
+        st = a.display.state()
+    elif name == "printer" and a.printer is not None:
+        st = a.printer.state()
+    elif name in a.drivers:
+        st = a.drivers[name][0].state()
+        framer = {"scanner": "scan_framer", "keypad": "key_framer"}.get(name)
+        if framer and getattr(a, framer, None) is not None:
+            st.update(getattr(a, framer).state())
+    if st is None:
+        return {"configured": True, "open": False, "error": "not open"}
+    st["configured"] = True
+    st["open"] = st.get("open", True)
+    st["error"] = None if st["open"] else "closed"
+    return st
+
+
+def split_total(arg):
+    """`TOKEN [TOTAL]` -> (token, total). A space is a base45 digit, so TOTAL is the last word
+    only when it is all digits and the text before it is a well-formed COSE token; otherwise
+    the whole argument is the token. Without a total (None) the check is the clerk's idle-screen
+    check: there is no cart, so the minimum spend is not applied and there is no discount."""
+    i = arg.rfind(" ")
+    if i > 0:
+        tail = arg[i + 1:]
+        if tail.isdigit() and len(tail) <= 12 and _well_formed(arg[:i]):
+            return arg[:i], int(tail)
+    return arg, None
+
+
+def _well_formed(token):
+    from device.trust import decode_sign1
+    from protocol import base45
+    if not token.startswith("PC1:"):
+        return False
+    try:
+        decode_sign1(base45.decode(token[4:]))
+    except ValueError:
+        return False
+    return True
+
+
+def settable(parts):
+    top = parts[0]
+    if top == "broker":
+        return len(parts) == 2 and parts[1] in BROKER_KEYS
+    if top in config.DRIVER_KEYS:
+        return len(parts) <= 2 and all(parts)
+    if top == "limits":
+        return len(parts) == 2 and parts[1] in config.DEFAULT_LIMITS
+    return parts == ["status_interval_s"]
+
+
+def parse_value(text):
+    """JSON when it parses (numbers, true/false/null, objects, "quoted text"), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def set_path(obj, parts, value):
+    cur = obj
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            if p in config.DRIVER_KEYS:
+                raise ValueError("%s is not configured: set the whole driver object first" % p)
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def lookup(obj, key):
+    cur = obj
+    for p in key.split("."):
+        if not isinstance(cur, dict) or p not in cur:
+            return _NONE
+        cur = cur[p]
+    return cur
+
+
+def redact(cfg):
+    """A copy of cfg with the device secret, the broker password and the PIN hashes hidden."""
+    out = json.loads(json.dumps(cfg))
+    out["secret_hex"] = SECRET
+    if out.get("broker", {}).get("password") is not None:
+        out["broker"]["password"] = SECRET
+    out["pins"] = {role: SECRET for role in out.get("pins", {})}
+    return out
+
+
+def unsafe_dir(path):
+    """True for data_dir values a wipe must never touch: empty, the root, or climbing up."""
+    if type(path) is not str:
+        return True
+    parts = [p for p in path.split("/") if p and p != "."]
+    return not parts or ".." in parts
+
+
+def schedule_factory_reset(fs, config_path, data_dir):
+    """Makes the reset durable: a marker beside the config naming the data to wipe. The wipe
+    itself is finish_factory_reset(), run once the agent has stopped (device/main.py does it at
+    exit and again at every start, so a cut at any point still ends in a clean terminal)."""
+    fs.write_atomic(config_path + RESET_SUFFIX, json.dumps({"data_dir": data_dir}).encode())
+
+
+def finish_factory_reset(fs, config_path):
+    """Completes a scheduled reset: wipes data_dir, removes the config, then the marker.
+    Returns True when there was one. Run before anything opens the data."""
+    raw = fs.read(config_path + RESET_SUFFIX)
+    if raw is None:
+        return False
+    try:
+        data_dir = json.loads(raw)["data_dir"]
+    except (ValueError, KeyError, TypeError):
+        data_dir = None
+    if not unsafe_dir(data_dir):
+        wipe_tree(data_dir)
+    fs.remove(config_path)
+    fs.remove(config_path + ".tmp")
+    fs.remove(config_path + RESET_SUFFIX)
+    return True
+
+
+def _is_dir(path):
+    st = (getattr(os, "lstat", None) or os.stat)(path)
+    return st[0] & 0xF000 == 0x4000  # S_IFDIR; with lstat a symlink is removed, not followed
+
+
+def wipe_tree(path):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        full = path + "/" + name
+        try:
+            if _is_dir(full):
+                wipe_tree(full)
+            else:
+                os.remove(full)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

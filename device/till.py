@@ -1,8 +1,10 @@
 # The till: what the clerk screens ask of the terminal (check a coupon, commit a sale, the idle
 # facts, the declined-charge notice), answered from the verifier, the queue and the link state.
+# PINs, the clerk's login and the supervisor's declined list come from Supervisor.
 from device import crypto
 from device.receipt import build_receipt
 from device.sale import make_sale
+from device.supervisor import Supervisor
 
 LIMIT_TEXT = {
     "offline_max_charge": "over offline max charge",
@@ -18,10 +20,9 @@ def money(minor):
     return "%s%d.%02d" % (sign, minor // 100, minor % 100)
 
 
-class Till:
+class Till(Supervisor):
     def __init__(self, agent):
-        self.agent = agent
-        self.clerk_id = "clerk"
+        Supervisor.__init__(self, agent)
 
     def idle_lines(self):
         a = self.agent
@@ -55,12 +56,11 @@ class Till:
         if refusal is not None:
             a.metrics.inc("refused_" + refusal.limit)
             detail = refusal.detail
-            if refusal.limit != "offline_max_count" and refusal.limit != "offline_max_age_s":
-                detail = money(detail)
-            elif refusal.limit == "offline_max_age_s":
+            if refusal.limit == "offline_max_age_s":
                 detail = "%d s" % detail
-            return {"ok": False, "reason": ["Sale refused:", LIMIT_TEXT[refusal.limit],
-                                            "over by %s" % detail]}
+            elif refusal.limit != "offline_max_count":
+                detail = "%s %s" % (money(detail), a.cfg["currency"])
+            return {"ok": False, "reason": [LIMIT_TEXT[refusal.limit], "over by %s" % detail]}
         redemptions = []
         left = gross
         for c in coupons:
@@ -69,7 +69,7 @@ class Till:
             redemptions.append({"cti": c["cti"], "cmp": c["campaign"], "disc": disc,
                                 "exp": c["exp"]})
         rec = make_sale(crypto.random_bytes(16), a.queue.take_receipt_no(), gross, redemptions,
-                        a.cfg["currency"], now, offline, self.clerk_id)
+                        a.cfg["currency"], now, offline, self.clerk_id())
         try:
             a.queue.commit(rec)  # durable from here on: only now may the clerk see it
         except Exception as e:  # full or failing flash: say so, record nothing

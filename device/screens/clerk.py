@@ -14,10 +14,20 @@ Screens (these names are the `screen` field of the display frames):
   committed  the amount and "sent" / "queued offline"; the receipt is printed with it.
   refused    an offline limit refused the sale: the reason lines; nothing was recorded.
   coupon     a scan on idle: the verdict, checked only (never redeemed).
+  login      when a clerk PIN is configured and nobody is logged in (services.
+             clerk_login_required()), in place of idle: digits type the PIN (shown masked),
+             CLEAR deletes, CANCEL clears, ENTER calls services.clerk_login(pin); MENU opens `pin`.
+  pin        MENU on idle or login: the supervisor PIN, masked; ENTER checks it with
+             services.check_pin("supervisor", pin) and opens `declined`; CANCEL goes back.
+  declined   the declined charges no supervisor has acknowledged (services.declined_lines());
+             ENTER acknowledges them all (services.ack_declined()) and goes back, F1 prints the
+             list (services.print_declined()), CANCEL goes back without acknowledging.
 committed, refused and coupon go back to idle on the next key (which is consumed) or after
 timeout_s; a scan there is handled as on idle. A message on idle (sale cancelled, unreadable
-code) clears after timeout_s too. No other screens: keys without a meaning on a screen
-(MENU, UP, DOWN, F1..F4, ...) leave it as it is.
+code) clears after timeout_s too. pin and declined go back after menu_timeout_s without a key, so
+an unlocked supervisor menu does not stay open. F4 on idle logs the clerk out. Keys without a
+meaning on a screen (UP, DOWN, F2, ...) leave it as it is; "back"/"idle" means login when a clerk
+must log in.
 
 A persistent notice (services.notice(), declined charges) is shown while present: its first line
 on top of every screen, all of its lines on idle.
@@ -31,6 +41,10 @@ services (provided by the agent):
   commit_sale(gross, coupons) -> {"ok": True, "amount", "sent", "receipt", "cid"} or
       {"ok": False, "reason": [text]}; coupons are the check_coupon results added to the sale,
       in scan order. It returns only once the record is durable, so `committed` is shown after.
+Optional (device/supervisor.py; without them there is no login and MENU does nothing):
+  clerk_login_required() -> bool; clerk_login(pin) -> "ok" | "wrong" | "locked" | "no_pin";
+  clerk_logout(); check_pin(role, pin) -> the same codes; declined_lines() -> [text];
+  ack_declined() -> int acknowledged; print_declined() -> ESC/POS bytes or None.
 Services are trusted not to raise; the agent wraps its cores so that they do not.
 """
 from device.drivers.keypad import KEYS
@@ -43,7 +57,13 @@ SALE = "sale"
 COMMITTED = "committed"
 REFUSED = "refused"
 COUPON = "coupon"
+LOGIN = "login"
+PIN = "pin"
+DECLINED = "declined"
 TIMED = (COMMITTED, REFUSED, COUPON)
+MENU_SCREENS = (PIN, DECLINED)
+MAX_PIN = 12
+DECLINED_SHOWN = 4  # lines of the declined list on screen; F1 prints them all
 
 MAX_DIGITS = 9  # 999 999 999 minor units: above any offline limit, and fits every int type
 # Lines are cut at 32 characters: the small displays a terminal carries (128x64 OLED, 240-px
@@ -57,9 +77,11 @@ def _fit(lines):
 
 
 class Clerk:
-    def __init__(self, services, timeout_s=5, currency=""):
+    def __init__(self, services, timeout_s=5, currency="", menu_timeout_s=30):
         self.services = services
         self.timeout_s = timeout_s
+        self.menu_timeout_s = menu_timeout_s
+        self._pin = ""  # digits of a PIN being typed (never shown)
         self.currency = currency  # only for display: "12.34 CNY" rather than "12.34"
         self.screen = IDLE
         self._digits = ""
@@ -68,6 +90,8 @@ class Clerk:
         self._message = None
         self._shown = None  # the coupon check, the commit result or the refusal being shown
         self._until = None  # when a timed screen (or a message on idle) goes away
+        if self._login_required():
+            self.screen = LOGIN
 
     # -- events ------------------------------------------------------------------------------
     def key(self, name, now):
@@ -79,6 +103,10 @@ class Clerk:
         return handler(name, now)
 
     def scan(self, text, now):
+        if self.screen == LOGIN:
+            return self._say(messages.LOG_IN_FIRST)
+        if self.screen in MENU_SCREENS:
+            return self._say(messages.FINISH_MENU)
         if self.screen in (IDLE, COUPON) + TIMED:
             return self._check_only(text, now)
         if self.screen == AMOUNT:
@@ -93,12 +121,18 @@ class Clerk:
     def tick(self, now):
         if self._until is None or now < self._until:
             return []
-        if self.screen in TIMED or self.screen == IDLE:
+        if self.screen in TIMED or self.screen in MENU_SCREENS or self.screen == IDLE:
             return self._go_idle(None, now)
         self._until = None
         return []
 
     def refresh(self, now):
+        # A clerk PIN set or removed by the host, or a logout elsewhere, shows on the next redraw.
+        if self.screen == IDLE and self._login_required():
+            self.screen = LOGIN
+            self._pin = ""
+        elif self.screen == LOGIN and not self._login_required():
+            self.screen = IDLE
         return [self._show()]
 
     # -- keys per screen ---------------------------------------------------------------------
@@ -109,8 +143,95 @@ class Clerk:
             self._message = None
             self._until = None
             return self._key_amount(name, now)
+        if name == "MENU" and self._opt("check_pin"):
+            return self._open_pin(now)
+        if name == "F4" and self._opt("clerk_logout"):
+            self.services.clerk_logout()
+            if self._login_required():
+                return self._go_idle(messages.LOGGED_OUT, now)
         self._until = None
         return self._say(None)
+
+    # -- roles -------------------------------------------------------------------------------
+    def _opt(self, name):
+        return getattr(self.services, name, None) is not None
+
+    def _login_required(self):
+        fn = getattr(self.services, "clerk_login_required", None)
+        return bool(fn is not None and fn())
+
+    def _home(self):
+        return LOGIN if self._login_required() else IDLE
+
+    def _type_pin(self, name):
+        """Digits, CLEAR and CANCEL on a PIN screen; False for any other key."""
+        if len(name) == 1 and "0" <= name <= "9":
+            if len(self._pin) < MAX_PIN:
+                self._pin += name
+        elif name == "CLEAR":
+            self._pin = self._pin[:-1]
+        elif name == "CANCEL":
+            self._pin = ""
+        else:
+            return False
+        self._message = None
+        return True
+
+    def _key_login(self, name, now):
+        if self._type_pin(name):
+            return self._say(None)
+        if name == "MENU" and self._opt("check_pin"):
+            return self._open_pin(now)
+        if name != "ENTER":
+            return self._say(self._message)
+        if not self._pin:
+            return self._say(messages.ENTER_PIN)
+        verdict = self.services.clerk_login(self._pin)
+        self._pin = ""
+        if verdict != "ok":
+            return self._say(messages.pin_verdict_text(verdict))
+        return self._go_idle(messages.LOGGED_IN, now)
+
+    def _open_pin(self, now):
+        self.screen = PIN
+        self._pin = ""
+        self._message = None
+        self._until = now + self.menu_timeout_s
+        return [self._show()]
+
+    def _key_pin(self, name, now):
+        self._until = now + self.menu_timeout_s
+        if name == "CANCEL":
+            return self._go_idle(None, now)
+        if self._type_pin(name):
+            return self._say(None)
+        if name != "ENTER":
+            return self._say(self._message)
+        if not self._pin:
+            return self._say(messages.ENTER_PIN)
+        verdict = self.services.check_pin("supervisor", self._pin)
+        self._pin = ""
+        if verdict != "ok":
+            return self._say(messages.pin_verdict_text(verdict))
+        self.screen = DECLINED
+        return self._say(None)
+
+    def _key_declined(self, name, now):
+        self._until = now + self.menu_timeout_s
+        if name == "CANCEL":
+            return self._go_idle(None, now)
+        if name == "ENTER":
+            n = self.services.ack_declined()
+            if not n:
+                left = self.services.declined_lines()
+                return self._go_idle(messages.ACK_FAILED if left else None, now)
+            return self._go_idle(messages.acknowledged(n), now)
+        if name == "F1":
+            job = self.services.print_declined()
+            if not job:
+                return self._say(messages.NOTHING_TO_PRINT)
+            return self._say(messages.PRINTED) + [("print", job)]
+        return self._say(self._message)
 
     def _key_amount(self, name, now):
         if len(name) == 1 and "0" <= name <= "9":
@@ -191,7 +312,8 @@ class Clerk:
         return [self._show()]
 
     def _go_idle(self, message, now):
-        self.screen = IDLE
+        self.screen = self._home()
+        self._pin = ""
         self._digits = ""
         self._gross = 0
         self._coupons = []
@@ -209,6 +331,8 @@ class Clerk:
         notice = self.services.notice() or []
         if self.screen == IDLE:
             lines = list(notice) + list(self.services.idle_lines())
+        elif self.screen == LOGIN:
+            lines = list(notice[:1]) + self._pin_body(messages.TITLE_CLERK_LOGIN)
         else:
             lines = list(notice[:1]) + getattr(self, "_body_" + self.screen)()
         if self._message:
@@ -217,6 +341,21 @@ class Clerk:
 
     def _money(self, minor):
         return format_amount(minor, self.currency)
+
+    def _pin_body(self, title):
+        return [title, "PIN " + "*" * len(self._pin), messages.HINT_PIN]
+
+    def _body_pin(self):
+        return self._pin_body(messages.TITLE_SUPERVISOR)
+
+    def _body_declined(self):
+        lines = self.services.declined_lines()
+        if not lines:
+            return [messages.NO_DECLINED, messages.HINT_BACK]
+        body = ["Declined: %d" % len(lines)] + list(lines[:DECLINED_SHOWN])
+        if len(lines) > DECLINED_SHOWN:
+            body.append(messages.more_declined(len(lines) - DECLINED_SHOWN))
+        return body + [messages.HINT_DECLINED]
 
     def _body_amount(self):
         return ["Amount " + self._money(int(self._digits or "0")), messages.HINT_AMOUNT]

@@ -46,3 +46,39 @@ def verdict_text(code):
     if type(code) is str and code:
         return (UNKNOWN_VERDICT + ": " + code)[:32]
     return UNKNOWN_VERDICT
+
+# Roles: clerk login, the supervisor's PIN and the declined-charges menu.
+TITLE_CLERK_LOGIN = "Clerk login"
+TITLE_SUPERVISOR = "Supervisor PIN"
+HINT_PIN = "ENTER=ok CLEAR=del CANCEL"
+HINT_DECLINED = "ENTER=ack F1=print CANCEL"
+HINT_BACK = "CANCEL=back"
+LOGGED_IN = "logged in"
+LOGGED_OUT = "logged out"
+ENTER_PIN = "type the PIN first"
+WRONG_PIN = "wrong PIN"
+PIN_LOCKED = "PIN locked: try again later"
+NO_PIN_SET = "no PIN set for this role"
+LOG_IN_FIRST = "log in first"
+FINISH_MENU = "finish the menu first"
+NO_DECLINED = "no declined charges"
+PRINTED = "list printed"
+NOTHING_TO_PRINT = "nothing to print"
+ACK_FAILED = "not saved: try again"
+
+
+def pin_verdict_text(verdict):
+    """The line for a PIN that was not accepted (device/pins.py verdict codes)."""
+    if verdict == "locked":
+        return PIN_LOCKED
+    if verdict == "no_pin":
+        return NO_PIN_SET
+    return WRONG_PIN
+
+
+def acknowledged(n):
+    return "%d decline%s acknowledged" % (n, "" if n == 1 else "s")
+
+
+def more_declined(n):
+    return "+%d more: F1 prints all" % n

@@ -9,14 +9,14 @@ mosquitto, a real device process, lists made and published by the issuance tooli
   `revoked`), measured on the sale screen with a scan every 30 ms;
 - a stale list (lower ver) published later is not installed, neither live nor at a reboot.
 
-Rig: tests/integration/test_store_wide.py (Shop, Terminal, Feeder).
+Rig: tests/support/shop.py (Shop, Terminal, Feeder).
 """
 import time
 
 import pytest
 
 from host_sim.issuance import token_claims
-from tests.integration.test_store_wide import (
+from tests.support.shop import (
     CUR,
     DAY,
     MERCHANT,

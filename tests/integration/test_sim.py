@@ -19,10 +19,10 @@ def _children_of(pid):
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
 def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path, broker):
     start = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "host_sim.sim", "--headless", "12", "--fresh",
-                          "--broker", broker, "--dir", str(tmp_path / "sim")], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ,
-                                                                       PYTHONPATH=ROOT))
+    cmd = [sys.executable, "-m", "host_sim.sim", "--headless", "12", "--fresh", "--broker",
+           broker, "--dir", str(tmp_path / "sim")]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     first_idle = online = None
     kids = []
     for line in p.stdout:

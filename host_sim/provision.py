@@ -1,0 +1,322 @@
+# The technician's provisioning tool: one command turns a fresh terminal on a serial line into a
+# registered, configured, tested one (SPEC 6 console, over pyserial).
+#
+#   python -m host_sim.provision --port PORT --db HOSTDB --store S --merchant M --currency CUR
+#       --root-key HEX [--root-key HEX ...] [--device-id ID] [--trustlist FILE]
+#       [--revocations FILE] [--broker-host H] [--broker-port P] [--root R] [--data-dir DIR]
+#       [--drivers FILE] [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN]
+#       [--baud B] [--timeout S] --label-png FILE
+#
+# Steps: `status` (the terminal must be unprovisioned) -> register it in the host registry (a new
+# 32-byte secret; the id is --device-id or the next free T-NNNN) -> `provision` the config ->
+# `login` with the tech PIN -> `trust load` / `revocations load` -> `selftest` -> `status` ->
+# label PNG (QR of the device id, the id and store in text) -> one JSON summary on stdout.
+# Without --tech-pin a random 6-digit PIN is made and shown once in the summary.
+# --drivers FILE: a JSON object with any of scanner/keypad/display/printer/console driver configs;
+# without it the display and printer are files in the data dir, as `host_sim register` does, and
+# the console stays the port the terminal was provisioned on.
+# Exit codes: 0 provisioned, 1 failure (message on stderr), 2 bad arguments.
+import argparse
+import json
+import os
+import secrets
+import struct
+import sys
+import time
+import zlib
+
+from host_sim.__main__ import CliError, pin_hash, read_list
+from host_sim.registry import Registry, RegistryError
+from protocol import topics
+
+DEFAULT_TIMEOUT = 20.0
+
+
+class ProvisionError(Exception):
+    pass
+
+
+# -- the serial console ------------------------------------------------------------------------
+class Terminal:
+    """A terminal's technician console on a serial port: one command, one JSON reply."""
+
+    def __init__(self, port, baud=9600, timeout=DEFAULT_TIMEOUT):
+        import serial
+        try:
+            self.s = serial.Serial(port, baud, timeout=0.1, write_timeout=timeout)
+        except (OSError, ValueError, serial.SerialException) as e:
+            raise ProvisionError("cannot open %s: %s" % (port, e))
+        self.timeout = timeout
+        self._buf = b""
+        # A half-typed line on the terminal's side ends here; its reply (if any) is dropped.
+        self.s.write(b"\n")
+        time.sleep(0.2)
+        self.s.reset_input_buffer()
+
+    def command(self, line, timeout=None):
+        self._buf = b""
+        self.s.reset_input_buffer()
+        self.s.write(line.encode() + b"\n")
+        self.s.flush()
+        end = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < end:
+            chunk = self.s.read(65536)
+            if chunk:
+                self._buf += chunk
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                try:
+                    rep = json.loads(raw)
+                except ValueError:
+                    continue  # line noise, a log line: not our reply
+                if isinstance(rep, dict) and "ok" in rep:
+                    return rep
+        raise ProvisionError("no reply to %r within %.0f s" % (line.split(" ")[0], timeout
+                                                                 or self.timeout))
+
+    def must(self, line, what):
+        rep = self.command(line)
+        if not rep.get("ok"):
+            raise ProvisionError("%s: %s: %s" % (what, rep.get("error"), rep.get("message")))
+        return rep
+
+    def close(self):
+        self.s.close()
+
+
+# -- the label ---------------------------------------------------------------------------------
+# 5x7 glyphs, one byte per column, bit 0 at the top (the classic LCD font).
+_FONT = {
+    "0": (0x3E, 0x51, 0x49, 0x45, 0x3E), "1": (0x00, 0x42, 0x7F, 0x40, 0x00),
+    "2": (0x42, 0x61, 0x51, 0x49, 0x46), "3": (0x21, 0x41, 0x45, 0x4B, 0x31),
+    "4": (0x18, 0x14, 0x12, 0x7F, 0x10), "5": (0x27, 0x45, 0x45, 0x45, 0x39),
+    "6": (0x3C, 0x4A, 0x49, 0x49, 0x30), "7": (0x01, 0x71, 0x09, 0x05, 0x03),
+    "8": (0x36, 0x49, 0x49, 0x49, 0x36), "9": (0x06, 0x49, 0x49, 0x29, 0x1E),
+    "A": (0x7E, 0x11, 0x11, 0x11, 0x7E), "B": (0x7F, 0x49, 0x49, 0x49, 0x36),
+    "C": (0x3E, 0x41, 0x41, 0x41, 0x22), "D": (0x7F, 0x41, 0x41, 0x22, 0x1C),
+    "E": (0x7F, 0x49, 0x49, 0x49, 0x41), "F": (0x7F, 0x09, 0x09, 0x09, 0x01),
+    "G": (0x3E, 0x41, 0x49, 0x49, 0x7A), "H": (0x7F, 0x08, 0x08, 0x08, 0x7F),
+    "I": (0x00, 0x41, 0x7F, 0x41, 0x00), "J": (0x20, 0x40, 0x41, 0x3F, 0x01),
+    "K": (0x7F, 0x08, 0x14, 0x22, 0x41), "L": (0x7F, 0x40, 0x40, 0x40, 0x40),
+    "M": (0x7F, 0x02, 0x0C, 0x02, 0x7F), "N": (0x7F, 0x04, 0x08, 0x10, 0x7F),
+    "O": (0x3E, 0x41, 0x41, 0x41, 0x3E), "P": (0x7F, 0x09, 0x09, 0x09, 0x06),
+    "Q": (0x3E, 0x41, 0x51, 0x21, 0x5E), "R": (0x7F, 0x09, 0x19, 0x29, 0x46),
+    "S": (0x46, 0x49, 0x49, 0x49, 0x31), "T": (0x01, 0x01, 0x7F, 0x01, 0x01),
+    "U": (0x3F, 0x40, 0x40, 0x40, 0x3F), "V": (0x1F, 0x20, 0x40, 0x20, 0x1F),
+    "W": (0x3F, 0x40, 0x38, 0x40, 0x3F), "X": (0x63, 0x14, 0x08, 0x14, 0x63),
+    "Y": (0x07, 0x08, 0x70, 0x08, 0x07), "Z": (0x61, 0x51, 0x49, 0x45, 0x43),
+    "-": (0x08, 0x08, 0x08, 0x08, 0x08), "_": (0x40, 0x40, 0x40, 0x40, 0x40),
+    ".": (0x00, 0x60, 0x60, 0x00, 0x00), ":": (0x00, 0x36, 0x36, 0x00, 0x00),
+    "/": (0x20, 0x10, 0x08, 0x04, 0x02), " ": (0x00, 0x00, 0x00, 0x00, 0x00),
+    "?": (0x02, 0x01, 0x51, 0x09, 0x06),
+}
+QR_SCALE = 8
+QR_BORDER = 4
+TEXT_SCALE = 3
+
+
+def _text_rows(text, scale):
+    """Rows of 0/1 pixels (1 = ink) of text in the 5x7 font, 1 column between glyphs."""
+    cols = []
+    for ch in text.upper():
+        cols.extend(_FONT.get(ch, _FONT["?"]))
+        cols.append(0)
+    rows = []
+    for bit in range(7):
+        row = []
+        for c in cols:
+            row.extend([(c >> bit) & 1] * scale)
+        rows.extend([row] * scale)
+    return rows
+
+
+def label_pixels(device_id, store_id):
+    """The label as rows of 0/1 (1 = black): the QR of the device id, then the id and store."""
+    import segno
+    qr = segno.make(device_id, error="m")
+    img = [list(r) for r in qr.matrix_iter(scale=QR_SCALE, border=QR_BORDER)]
+    gap = QR_SCALE * 2
+    for text in (device_id, store_id):
+        rows = _text_rows(text, TEXT_SCALE)
+        width = max(len(img[0]), len(rows[0]) + 2 * gap)
+        img = [r + [0] * (width - len(r)) for r in img]
+        left = (width - len(rows[0])) // 2
+        img.extend([[0] * width for _ in range(TEXT_SCALE * 2)])
+        for r in rows:
+            img.append([0] * left + r + [0] * (width - left - len(r)))
+    img.extend([[0] * len(img[0]) for _ in range(gap)])
+    return img
+
+
+def write_png(path, pixels):
+    """An 8-bit greyscale PNG of 0/1 pixel rows (1 = black), written whole then renamed."""
+    h = len(pixels)
+    w = len(pixels[0])
+    raw = b"".join(b"\x00" + bytes(0 if p else 255 for p in row) for row in pixels)
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(png)
+    os.replace(tmp, path)
+    return w, h
+
+
+# -- the steps ---------------------------------------------------------------------------------
+def next_device_id(reg):
+    taken = {d["device_id"] for d in reg.devices()}
+    n = 1
+    while "T-%04d" % n in taken:
+        n += 1
+    return "T-%04d" % n
+
+
+def _list_text(path, what):
+    try:
+        read_list(path, what)  # checks the file: prefix, base45, COSE_Sign1 shape
+    except CliError as e:
+        raise ProvisionError(str(e))
+    with open(path) as f:
+        return f.read().strip("\r\n")  # only line ends: a space is a base45 digit
+
+
+def _drivers(args, data_dir):
+    if args.drivers:
+        try:
+            with open(args.drivers) as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ProvisionError("drivers: cannot read %s: %s" % (args.drivers, e))
+        if not isinstance(d, dict) or any(k not in ("scanner", "keypad", "display", "printer",
+                                                    "console") for k in d):
+            raise ProvisionError("drivers: a JSON object of scanner/keypad/display/printer/"
+                                 "console driver configs")
+        return d
+    return {"display": {"driver": "jsonl", "path": data_dir + "/screen.jsonl"},
+            "printer": {"driver": "file", "path": data_dir + "/printer.bin"}}
+
+
+def provision(args, out=sys.stdout):
+    lists = []
+    if args.trustlist:
+        lists.append(("trust", _list_text(args.trustlist, "trustlist")))
+    if args.revocations:
+        lists.append(("revocations", _list_text(args.revocations, "revocations")))
+    term = Terminal(args.port, args.baud, args.timeout)
+    try:
+        st = term.must("status", "status")
+        if st.get("provisioned"):
+            raise ProvisionError("the terminal is already provisioned as %s: factory-reset it "
+                                 "first" % st.get("device_id"))
+        reg = Registry(args.db)
+        try:
+            device_id = args.device_id or next_device_id(reg)
+            existed = reg.device(device_id) is not None
+            reg.register(device_id, args.store, args.merchant)
+            data_dir = args.data_dir or "var/" + device_id
+            tech_pin = args.tech_pin or "%06d" % secrets.randbelow(1000000)
+            pins = {"tech": pin_hash(tech_pin)}
+            for role in ("supervisor", "clerk"):
+                pin = getattr(args, role + "_pin")
+                if pin:
+                    pins[role] = pin_hash(pin)
+            broker = {"host": args.broker_host, "port": args.broker_port, "root": args.root}
+            cfg = reg.device_config(device_id, broker, data_dir,
+                                    [k.lower() for k in args.root_key], args.currency,
+                                    pins=pins, **_drivers(args, data_dir))
+        except RegistryError as e:
+            raise ProvisionError("registry: %s" % e)
+        finally:
+            reg.close()
+        term.must("provision " + json.dumps(cfg, separators=(",", ":")), "provision")
+        term.must("login " + tech_pin, "login")
+        installed = {}
+        for kind, text in lists:
+            rep = term.command("%s load %s" % (kind, text))
+            if not rep.get("ok") and rep.get("error") != "rollback":
+                raise ProvisionError("%s load: %s: %s" % (kind, rep.get("error"),
+                                                          rep.get("message")))
+            installed[kind] = rep.get("ver") if rep.get("ok") else "kept (not newer)"
+        test = term.must("selftest", "selftest")
+        st = term.must("status", "status")
+        term.command("logout")
+    finally:
+        term.close()
+    size = write_png(args.label_png, label_pixels(device_id, args.store))
+    summary = {
+        "device_id": device_id, "store_id": args.store, "merchant_id": args.merchant,
+        "data_dir": data_dir, "secret_rotated": existed, "tech_pin": None if args.tech_pin
+        else tech_pin, "lists": installed, "trust_ver": st.get("trust_ver"),
+        "rev_ver": st.get("rev_ver"), "selftest": {"passed": test.get("passed"),
+                                                   "failures": test.get("failures"),
+                                                   "warnings": test.get("warnings")},
+        "fw": st.get("fw"), "rt": st.get("rt"), "label_png": args.label_png,
+        "label_size": list(size),
+    }
+    out.write(json.dumps(summary, indent=1) + "\n")
+    out.flush()
+    return summary
+
+
+def _port(text):
+    v = int(text)
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError("must be 1..65535")
+    return v
+
+
+def _root(text):
+    try:
+        topics.fleet(text, "trustlist")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m host_sim.provision",
+                                description="Provision a terminal over its serial console.")
+    p.add_argument("--port", required=True, help="serial port of the terminal's console")
+    p.add_argument("--baud", type=int, default=9600)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for each reply")
+    p.add_argument("--db", required=True, help="host_sim registry (SQLite)")
+    p.add_argument("--device-id", help="default: the next free T-NNNN in the registry")
+    p.add_argument("--store", required=True)
+    p.add_argument("--merchant", required=True)
+    p.add_argument("--currency", required=True)
+    p.add_argument("--root-key", action="append", required=True, help="hex (repeat)")
+    p.add_argument("--trustlist", help="file holding the PT1: text")
+    p.add_argument("--revocations", help="file holding the PR1: text")
+    p.add_argument("--broker-host", default="127.0.0.1")
+    p.add_argument("--broker-port", type=_port, default=1883)
+    p.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    p.add_argument("--data-dir", help="on the terminal (default var/DEVICE_ID)")
+    p.add_argument("--drivers", help="JSON file of driver configs for the terminal")
+    p.add_argument("--tech-pin", help="default: a random 6-digit PIN, shown once")
+    p.add_argument("--supervisor-pin")
+    p.add_argument("--clerk-pin")
+    p.add_argument("--label-png", required=True, help="device label to write")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        provision(args)
+    except ProvisionError as e:
+        sys.stderr.write("provision: %s\n" % e)
+        return 1
+    except Exception as e:  # a CliError from read_list, an OSError writing the label, ...
+        sys.stderr.write("provision: %s: %s\n" % (type(e).__name__, e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
