@@ -23,6 +23,8 @@ from protocol import cbor, envelope, messages, topics
 DURABLE_SEQ_TYPES = ("config",)
 IO_POLL_S = 0.02
 FORWARD_POLL_S = 0.2
+LINK_RETRY_S = 2
+LINK_RETRY_MAX_S = 60
 
 
 class Agent:
@@ -408,15 +410,19 @@ class Agent:
                  asyncio.create_task(self._forward_loop()),
                  asyncio.create_task(self._io_loop())]
         try:
-            try:
-                self.link = make_link(self.cfg["broker"], self.device_id, will, self.on_connect,
-                                      self.on_message, keepalive=self.cfg["broker"]["keepalive"])
-            except Exception as e:
-                # A bad broker setting (missing certificate...): sell offline, let the technician
-                # see why on the console, never die.
-                self.metrics.inc("link_config_error")
-                self.log("MQTT link not started: %s" % e)
-                await asyncio.gather(*tasks)
+            delay = LINK_RETRY_S
+            while self.link is None:
+                try:
+                    self.link = make_link(self.cfg["broker"], self.device_id, will,
+                                          self.on_connect, self.on_message,
+                                          keepalive=self.cfg["broker"]["keepalive"])
+                except Exception as e:
+                    # A broker setting that cannot work yet (certificates not installed...):
+                    # sell offline, show why on the console, and try again.
+                    self.metrics.inc("link_config_error")
+                    self.log("MQTT link not started (retry in %d s): %s" % (delay, e))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LINK_RETRY_MAX_S)
             await self.link.run()
         finally:
             for t in tasks:

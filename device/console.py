@@ -8,7 +8,7 @@
 import json
 
 MAX_LINE = 262144  # a revocation list in text form can be long
-GROUPS = ("trust", "revocations", "coupon", "queue", "config", "log")
+GROUPS = ("trust", "revocations", "coupon", "queue", "config", "log", "tls")
 
 
 def reply_ok(**fields):

@@ -243,6 +243,57 @@ class Commands:
                         val=r.get("val"), sku=r.get("sku"), total=total,
                         clock_trusted=a.clock.trusted())
 
+    # -- broker TLS files ------------------------------------------------------------------------
+    def cmd_tls_install(self, arg):
+        """`tls install {"ca": PEM, "cert": PEM, "key": PEM}`: the broker's CA, this terminal's
+        client certificate and its key, pushed over the console (a terminal shares no disk with
+        the technician's laptop). Each must be one PEM block of its kind. They are tried on this
+        runtime's TLS stack from a staging copy first, then written atomically to
+        <data_dir>/tls/ as ca/cert/key.pem plus the .der twins MicroPython's ssl loads. The
+        link reads them when it starts, hence reboot_needed."""
+        try:
+            obj = json.loads(arg)
+        except ValueError:
+            return reply_error("bad_json", TLS_USAGE)
+        if not isinstance(obj, dict) or sorted(obj) != ["ca", "cert", "key"]:
+            return reply_error("bad_argument", TLS_USAGE)
+        try:
+            files = tls_files(obj)
+        except TlsFileError as e:
+            return reply_error("bad_pem", str(e), key=e.key)
+        d = self.agent.data_dir + TLS_DIR
+        unusable = None
+        try:
+            self.fs.makedirs(d)
+            if hasattr(os, "chmod"):
+                os.chmod(d, 0o700)  # the staged key lands in a directory only we can enter
+            for name, data in files:
+                self.fs.write_atomic(d + "/" + TLS_STAGE + name, data)
+            unusable = _tls_unusable(d + "/" + TLS_STAGE)
+            if unusable is None:
+                for name, data in files:
+                    self.fs.write_atomic(d + "/" + name, data)
+                    if name.startswith("key.") and hasattr(os, "chmod"):
+                        os.chmod(d + "/" + name, 0o600)
+        except OSError as e:
+            return reply_error("storage", "cannot write the TLS files: %s" % e)
+        finally:
+            for name, _ in files:
+                self.fs.remove(d + "/" + TLS_STAGE + name)
+        if unusable is not None:
+            return reply_error("tls_unusable", "the TLS stack refuses them (nothing changed): %s"
+                               % unusable)
+        paths = {k: d + "/" + k + ".pem" for k in ("ca", "cert", "key")}
+        b = self.agent.cfg["broker"]
+        self.log("TLS files installed in %s" % d)
+        chmod = hasattr(os, "chmod")
+        return reply_ok(files=[d + "/" + name for name, _ in files], paths=paths,
+                        key_mode="0600" if chmod else None,
+                        key_note=None if chmod else "this runtime cannot set file modes: the "
+                        "key is as private as the filesystem it is on",
+                        configured=all(b.get(k) == paths[k] for k in paths) and b.get("tls")
+                        is True, reboot_needed=True)
+
     # -- queue -----------------------------------------------------------------------------------
     def cmd_queue_list(self, arg):
         q = self.agent.queue
@@ -438,6 +489,123 @@ class Commands:
         self.reset_done = True
         self.exit_code = EXIT_REBOOT
         return reply_ok(reset=True, discarded=pending, rebooting=True)
+
+
+# -- TLS files (tls install) -------------------------------------------------------------------
+TLS_DIR = "/tls"
+TLS_STAGE = "new-"     # staging names keep .pem/.der, so the link's DER-twin rule finds them
+TLS_PEM_MAX = 16384    # per file: room for RSA-4096, far beyond our P-256 files
+TLS_USAGE = 'usage: tls install {"ca": PEM, "cert": PEM, "key": PEM} (JSON on one line)'
+CERT_LABELS = ("CERTIFICATE",)
+KEY_LABELS = ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY")
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+class TlsFileError(ValueError):
+    def __init__(self, key, message):
+        super().__init__("%s: %s" % (key, message))
+        self.key = key
+
+
+def tls_files(obj):
+    """{"ca", "cert", "key"} PEM texts -> [(file name, bytes)]: the canonical PEM of each and
+    its DER twin. Each text must be exactly one PEM block of its kind (a DER file holds one);
+    anything else raises TlsFileError naming the field."""
+    out = []
+    for key, labels in (("ca", CERT_LABELS), ("cert", CERT_LABELS), ("key", KEY_LABELS)):
+        text = obj[key]
+        if type(text) is not str or not text or len(text) > TLS_PEM_MAX:
+            raise TlsFileError(key, "PEM text of 1..%d characters" % TLS_PEM_MAX)
+        try:
+            blocks = pem_blocks(text)
+        except ValueError as e:
+            raise TlsFileError(key, str(e))
+        if len(blocks) != 1:
+            raise TlsFileError(key, "one PEM block expected, %d found" % len(blocks))
+        label, der = blocks[0]
+        if label not in labels:
+            raise TlsFileError(key, "a %s block expected, not %s%s" % (
+                " or ".join(labels), label, " (encrypted keys are not supported)"
+                if label.startswith("ENCRYPTED") else ""))
+        out.append((key + ".pem", pem_text(label, der)))
+        out.append((key + ".der", der))
+    return out
+
+
+def pem_blocks(text):
+    """[(label, DER)] of PEM text. Strict: only blank lines between blocks, base64 bodies
+    without headers, and each body one whole DER SEQUENCE; ValueError otherwise."""
+    import binascii
+    blocks = []
+    label = None
+    body = []
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if label is None:
+            if not line.strip(" \t"):
+                continue
+            if not (line.startswith("-----BEGIN ") and line.endswith("-----") and len(line) > 16):
+                raise ValueError("text outside a PEM block")
+            label = line[11:-5]
+            body = []
+        elif line == "-----END " + label + "-----":
+            b64 = "".join(body)
+            data = b64.rstrip("=")
+            if not data or len(b64) % 4 or len(b64) - len(data) > 2 or any(
+                    c not in _B64 for c in data):
+                raise ValueError("the %s block is not base64" % label)
+            der = binascii.a2b_base64(b64)
+            if not _der_sequence(der):
+                raise ValueError("the %s block is not DER" % label)
+            blocks.append((label, der))
+            label = None
+        elif line.startswith("-----"):
+            raise ValueError("the %s block has no END line" % label)
+        elif ":" in line:
+            raise ValueError("PEM headers are not supported (an encrypted key?)")
+        else:
+            body.append(line)
+    if label is not None:
+        raise ValueError("the %s block has no END line" % label)
+    if not blocks:
+        raise ValueError("no PEM block")
+    return blocks
+
+
+def _der_sequence(der):
+    """True when der is exactly one DER SEQUENCE (certificates and keys all are)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    n = der[1]
+    head = 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 1 <= k <= 3 or len(der) < 2 + k:
+            return False
+        n = int.from_bytes(der[2:2 + k], "big")
+        head = 2 + k
+    return head + n == len(der)
+
+
+def pem_text(label, der):
+    """The canonical PEM of one DER block: 64 base64 characters a line."""
+    import binascii
+    b64 = binascii.b2a_base64(der).decode().replace("\n", "")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return ("-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines),
+                                                            label)).encode()
+
+
+def _tls_unusable(prefix):
+    """None when this runtime's TLS stack loads the staged files, else why not."""
+    from device.mqtt_client import LinkError, tls_context
+    try:
+        tls_context({"tls": True, "ca": prefix + "ca.pem", "cert": prefix + "cert.pem",
+                     "key": prefix + "key.pem"})
+    except LinkError as e:
+        return str(e)
+    return None
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -5,12 +5,24 @@
 #       --root-key HEX [--root-key HEX ...] [--device-id ID] [--trustlist FILE]
 #       [--revocations FILE] [--broker-host H] [--broker-port P] [--root R] [--data-dir DIR]
 #       [--drivers FILE] [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN]
+#       [--certs DIR [--broker-config DIR [--broker-pid PID]]]
 #       [--baud B] [--timeout S] --label-png FILE
 #
 # Steps: `status` (the terminal must be unprovisioned) -> register it in the host registry (a new
 # 32-byte secret; the id is --device-id or the next free T-NNNN) -> `provision` the config ->
 # `login` with the tech PIN -> `trust load` / `revocations load` -> `selftest` -> `status` ->
 # label PNG (QR of the device id, the id and store in text) -> one JSON summary on stdout.
+# With --certs DIR (the locked-down broker of issue 5): the device's client certificate is made
+# or kept in DIR (host_sim.certs, the CA must exist), the config's broker section is TLS with the
+# device's own account (username = device id, password from the registry) and the files at
+# <data_dir>/tls/{ca,cert,key}.pem, and after `login` the three PEM files are pushed with
+# `tls install` (a terminal shares no disk with this laptop). The link reads its TLS files when
+# it starts, and the agent started at `provision` before they existed, so the tool then sends
+# `reboot`, waits for the terminal to come back (it must run under a supervisor that restarts it
+# on exit status 3; a board resets), logs in again and waits until it is online.
+# --broker-config DIR (the directory `host_sim broker-config` wrote): the broker's password_file
+# there is rewritten from the registry so the new account exists; --broker-pid PID then sends
+# that mosquitto SIGHUP to re-read it (without it, reload the broker yourself).
 # Without --tech-pin a random 6-digit PIN is made and shown once in the summary.
 # --drivers FILE: a JSON object with any of scanner/keypad/display/printer/console driver configs;
 # without it the display and printer are files in the data dir, as `host_sim register` does, and
@@ -20,6 +32,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import struct
 import sys
 import time
@@ -30,6 +43,8 @@ from host_sim.registry import Registry, RegistryError
 from protocol import topics
 
 DEFAULT_TIMEOUT = 20.0
+TLS_DIR = "/tls"  # under the terminal's data dir, as device/technician.py writes it
+POLL_S = 0.5
 
 
 class ProvisionError(Exception):
@@ -167,6 +182,99 @@ def write_png(path, pixels):
     return w, h
 
 
+# -- TLS and the broker ------------------------------------------------------------------------
+def _cert_store(args):
+    """The CertStore of --certs (None without it); checks the other broker options too."""
+    if not args.certs:
+        if args.broker_config or args.broker_pid:
+            raise ProvisionError("--broker-config and --broker-pid go with --certs")
+        return None
+    from host_sim.certs import CertStore
+    store = CertStore(args.certs)
+    if not os.path.exists(store.ca_pem):
+        # A new CA made here would not be the one the broker trusts.
+        raise ProvisionError("no CA in %s: run `python -m host_sim certs --dir %s` first"
+                             % (store.dir, args.certs))
+    if args.broker_pid and not args.broker_config:
+        raise ProvisionError("--broker-pid goes with --broker-config")
+    if args.broker_config and not os.path.exists(_passwd_path(args.broker_config)):
+        raise ProvisionError("no password file in %s: run `python -m host_sim broker-config` "
+                             "first" % args.broker_config)
+    if args.broker_pid:
+        try:
+            os.kill(args.broker_pid, 0)
+        except OSError as e:
+            raise ProvisionError("broker pid %d: %s" % (args.broker_pid, e))
+    return store
+
+
+def device_tls(store, device_id, data_dir):
+    """(broker section TLS part, `tls install` JSON): the device's certificate made or kept in
+    the store, its files as the terminal will hold them."""
+    from host_sim.certs import CertError
+    try:
+        store.ensure_device(device_id)
+        cert, key = store.device_paths(device_id)
+        texts = {}
+        for name, path in (("ca", store.ca_pem), ("cert", cert), ("key", key)):
+            with open(path) as f:
+                texts[name] = f.read()
+    except (CertError, OSError) as e:
+        raise ProvisionError("certificate: %s" % e)
+    d = data_dir + TLS_DIR
+    broker = {"tls": True, "ca": d + "/ca.pem", "cert": d + "/cert.pem", "key": d + "/key.pem"}
+    return broker, json.dumps(texts, separators=(",", ":"))
+
+
+def _passwd_path(broker_dir):
+    return os.path.join(broker_dir, "passwd")
+
+
+def update_broker_accounts(reg, broker_dir, pid=None):
+    """Rewrites the broker's password_file from the registry (every terminal and the host),
+    then SIGHUPs mosquitto when its pid is given. Returns what was done."""
+    from host_sim.mosquitto import MosquittoError, password_file_text
+    path = _passwd_path(broker_dir)
+    try:
+        text = password_file_text(reg.broker_accounts())
+    except MosquittoError as e:
+        raise ProvisionError("broker accounts: %s" % e)
+    tmp = path + ".tmp"
+    try:
+        # Mode set before a byte lands: the file holds every account's password hash.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ProvisionError("cannot write %s: %s" % (path, e))
+    if not pid:
+        return "passwd written: reload the broker (SIGHUP)"
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        raise ProvisionError("broker pid %d: %s (passwd written: reload it yourself)" % (pid, e))
+    return "passwd written, broker reloaded"
+
+
+def wait_for(term, ok, timeout, what):
+    """Polls `status` until ok(reply) holds; returns that reply."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            rep = term.command("status", timeout=1)
+            if rep.get("ok") and ok(rep):
+                return rep
+        except ProvisionError:
+            pass  # restarting: nobody answers yet
+        if time.monotonic() > end:
+            raise ProvisionError("%s within %.0f s" % (what, timeout))
+        time.sleep(POLL_S)
+
+
 # -- the steps ---------------------------------------------------------------------------------
 def next_device_id(reg):
     taken = {d["device_id"] for d in reg.devices()}
@@ -207,6 +315,7 @@ def provision(args, out=sys.stdout):
         lists.append(("trust", _list_text(args.trustlist, "trustlist")))
     if args.revocations:
         lists.append(("revocations", _list_text(args.revocations, "revocations")))
+    store = _cert_store(args)
     term = Terminal(args.port, args.baud, args.timeout)
     try:
         st = term.must("status", "status")
@@ -216,9 +325,11 @@ def provision(args, out=sys.stdout):
         reg = Registry(args.db)
         try:
             device_id = args.device_id or next_device_id(reg)
+            data_dir = args.data_dir or "var/" + device_id
+            # the certificate first: a failure there leaves the registry as it was
+            tls, bundle = device_tls(store, device_id, data_dir) if store else ({}, None)
             existed = reg.device(device_id) is not None
             reg.register(device_id, args.store, args.merchant)
-            data_dir = args.data_dir or "var/" + device_id
             tech_pin = args.tech_pin or "%06d" % secrets.randbelow(1000000)
             pins = {"tech": pin_hash(tech_pin)}
             for role in ("supervisor", "clerk"):
@@ -226,15 +337,19 @@ def provision(args, out=sys.stdout):
                 if pin:
                     pins[role] = pin_hash(pin)
             broker = {"host": args.broker_host, "port": args.broker_port, "root": args.root}
+            broker.update(tls)
             cfg = reg.device_config(device_id, broker, data_dir,
                                     [k.lower() for k in args.root_key], args.currency,
                                     pins=pins, **_drivers(args, data_dir))
+            reload = update_broker_accounts(reg, args.broker_config, args.broker_pid) \
+                if args.broker_config else None
         except RegistryError as e:
             raise ProvisionError("registry: %s" % e)
         finally:
             reg.close()
         term.must("provision " + json.dumps(cfg, separators=(",", ":")), "provision")
         term.must("login " + tech_pin, "login")
+        tls_rep = term.must("tls install " + bundle, "tls install") if bundle else None
         installed = {}
         for kind, text in lists:
             rep = term.command("%s load %s" % (kind, text))
@@ -242,6 +357,18 @@ def provision(args, out=sys.stdout):
                 raise ProvisionError("%s load: %s: %s" % (kind, rep.get("error"),
                                                           rep.get("message")))
             installed[kind] = rep.get("ver") if rep.get("ok") else "kept (not newer)"
+        if tls_rep is not None:
+            if tls_rep.get("reboot_needed"):
+                boot = term.must("status", "status").get("boot") or 0
+                term.must("reboot", "reboot")
+                wait_for(term, lambda r: r.get("provisioned") and (r.get("boot") or 0) > boot,
+                         args.timeout, "the terminal did not come back after `reboot` (is it "
+                         "run under a supervisor that restarts it on exit status 3?)")
+                term.must("login " + tech_pin, "login")
+            try:
+                wait_for(term, lambda r: r.get("online"), args.timeout, "not online")
+            except ProvisionError:
+                pass  # the selftest below says so (link warning); the summary shows it
         test = term.must("selftest", "selftest")
         st = term.must("status", "status")
         term.command("logout")
@@ -255,8 +382,11 @@ def provision(args, out=sys.stdout):
         "rev_ver": st.get("rev_ver"), "selftest": {"passed": test.get("passed"),
                                                    "failures": test.get("failures"),
                                                    "warnings": test.get("warnings")},
-        "fw": st.get("fw"), "rt": st.get("rt"), "label_png": args.label_png,
-        "label_size": list(size),
+        "fw": st.get("fw"), "rt": st.get("rt"), "online": st.get("online"),
+        "tls": None if tls_rep is None else {"files": tls_rep.get("files"),
+                                             "key_mode": tls_rep.get("key_mode"),
+                                             "rebooted": bool(tls_rep.get("reboot_needed"))},
+        "broker_accounts": reload, "label_png": args.label_png, "label_size": list(size),
     }
     out.write(json.dumps(summary, indent=1) + "\n")
     out.flush()
@@ -267,6 +397,13 @@ def _port(text):
     v = int(text)
     if not 0 < v < 65536:
         raise argparse.ArgumentTypeError("must be 1..65535")
+    return v
+
+
+def _pid(text):
+    v = int(text)
+    if v <= 0:  # 0 and negatives name process groups: ours included
+        raise argparse.ArgumentTypeError("must be a process id > 0")
     return v
 
 
@@ -302,6 +439,11 @@ def build_parser():
     p.add_argument("--supervisor-pin")
     p.add_argument("--clerk-pin")
     p.add_argument("--label-png", required=True, help="device label to write")
+    p.add_argument("--certs", help="certificate directory: TLS broker with the device's own "
+                   "certificate, pushed with `tls install`")
+    p.add_argument("--broker-config", help="the `host_sim broker-config` directory: rewrite its "
+                   "password file with the new account")
+    p.add_argument("--broker-pid", type=_pid, help="mosquitto to SIGHUP after --broker-config")
     return p
 
 

@@ -545,3 +545,139 @@ def test_garbage_never_crashes_and_every_reply_is_one_json_line():
         if not rep["ok"]:
             assert rep["error"] != "internal", rep
     assert json.loads(out[-1].decode())["device_id"] == "T-0100"
+
+
+# -- tls install ---------------------------------------------------------------------------------
+def _tls_rig(tag):
+    from tests.both.test_mqtt_client import CERT_A, CERT_B, KEY_A
+    d = tmpdir(tag)
+    tls = d + "/data/tls/"
+    r = Rig(tag, d=d, broker={"host": "127.0.0.1", "port": 8883, "tls": True,
+                              "username": "T-0100", "password": "pw", "root": "pos/v1",
+                              "ca": tls + "ca.pem", "cert": tls + "cert.pem",
+                              "key": tls + "key.pem"})
+    bundle = {"ca": CERT_B.decode(), "cert": CERT_A.decode(), "key": KEY_A.decode()}
+    return r, tls, bundle
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _pem(label, der):
+    import binascii
+    return "-----BEGIN %s-----\n%s-----END %s-----\n" % (
+        label, binascii.b2a_base64(der).decode(), label)
+
+
+def test_tls_install_writes_pem_and_der_twins_the_link_can_load():
+    import os
+
+    from device import rt
+    from device.mqtt_client import pem_to_der, tls_context
+    r, tls, bundle = _tls_rig("con-tls")
+    err(r("tls install " + json.dumps(bundle)), "login_required")
+    r.login()
+    # CRLF line ends (a Windows laptop) are fine; the files come out canonical.
+    sent = dict(bundle, ca=bundle["ca"].replace("\n", "\r\n"))
+    rep = r("tls install " + json.dumps(sent))
+    assert rep["ok"] and rep["reboot_needed"] is True and rep["configured"] is True, rep
+    names = ["ca.pem", "ca.der", "cert.pem", "cert.der", "key.pem", "key.der"]
+    assert rep["files"] == [tls + n for n in names]
+    assert rep["paths"] == {"ca": tls + "ca.pem", "cert": tls + "cert.pem",
+                            "key": tls + "key.pem"}
+    assert sorted(os.listdir(tls[:-1])) == sorted(names)  # no staging copies left behind
+    for key, kind in (("ca", b"CERTIFICATE"), ("cert", b"CERTIFICATE"), ("key", b"PRIVATE KEY")):
+        der = pem_to_der(bundle[key].encode(), kind)[0]
+        assert _read(tls + key + ".der") == der
+        assert pem_to_der(_read(tls + key + ".pem"), kind) == [der]
+        assert _read(tls + key + ".pem") == bundle[key].encode()  # already canonical
+    if rt.MICROPYTHON:
+        assert rep["key_mode"] is None and "cannot set file modes" in rep["key_note"]
+    else:
+        assert rep["key_mode"] == "0600" and rep["key_note"] is None
+        for n in names:
+            mode = os.stat(tls + n).st_mode & 0o777
+            assert mode == (0o600 if n.startswith("key.") else mode & 0o644), (n, oct(mode))
+        assert os.stat(tls[:-1]).st_mode & 0o777 == 0o700
+    # What the link will do at the next start (MicroPython: from the DER twins).
+    assert tls_context(r.agent.cfg["broker"]) is not None
+    # Installing again replaces them (a renewed certificate).
+    from tests.both.test_mqtt_client import CERT_B
+    rep = r("tls install " + json.dumps(dict(bundle, ca=bundle["cert"], cert=bundle["cert"])))
+    assert rep["ok"], rep
+    assert _read(tls + "ca.der") == pem_to_der(bundle["cert"].encode())[0]
+    assert _read(tls + "ca.der") != pem_to_der(CERT_B)[0]
+
+
+def test_tls_install_not_configured_when_the_broker_points_elsewhere():
+    r = Rig("con-tls-elsewhere")  # plain broker
+    r.login()
+    from tests.both.test_mqtt_client import CERT_A, CERT_B, KEY_A
+    rep = r("tls install " + json.dumps({"ca": CERT_B.decode(), "cert": CERT_A.decode(),
+                                         "key": KEY_A.decode()}))
+    assert rep["ok"] and rep["configured"] is False, rep
+
+
+def test_tls_install_refuses_what_is_not_one_pem_block_of_its_kind():
+    from tests.both.test_mqtt_client import EC_KEY_A
+    r, tls, bundle = _tls_rig("con-tls-bad")
+    r.login()
+    assert r("tls install " + json.dumps(bundle))["ok"]
+    before = {n: _read(tls + n) for n in ("ca.pem", "ca.der", "key.pem", "key.der")}
+    cert, key = bundle["cert"], bundle["key"]
+    err(r("tls install"), "bad_json")
+    err(r("tls install {\"ca\": "), "bad_json")
+    err(r("tls install []"), "bad_argument")
+    err(r("tls install " + json.dumps({"ca": cert, "cert": cert})), "bad_argument")
+    err(r("tls install " + json.dumps(dict(bundle, extra=1))), "bad_argument")
+    body = key.split("\n")[1:-2]
+    bad = {
+        "ca": [key, 5, "", "x" * 20000, cert + cert, "hello\n" + cert, cert[:-20],
+               cert.replace("MIIB", "MI!B"), cert.replace("-----END", "-----END X"),
+               _pem("CERTIFICATE", b"\x30\x05\x02\x01\x01"),  # DER length wrong
+               _pem("CERTIFICATE", b"\x02\x01\x01")],  # not a SEQUENCE
+        "cert": [key, "-----BEGIN X509 CRL-----\n" + cert.split("\n", 1)[1]],
+        "key": [cert, "-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(body)
+                + "\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n" + "\n".join(body)
+                + "\n-----END EC PRIVATE KEY-----\n"],
+    }
+    for field, texts in bad.items():
+        for text in texts:
+            rep = err(r("tls install " + json.dumps(dict(bundle, **{field: text}))), "bad_pem")
+            assert rep["key"] == field and rep["message"].startswith(field + ": "), rep
+    rep = r("tls install " + json.dumps(dict(bundle, key=bundle["key"].replace(
+        "PRIVATE", "ENCRYPTED PRIVATE"))))
+    assert "encrypted keys are not supported" in err(rep, "bad_pem")["message"]
+    # A SEQUENCE that is no certificate passes the shape check but not the TLS stack:
+    # refused from the staging copy, and the installed files stay as they were.
+    junk = _pem("CERTIFICATE", b"\x30\x03\x02\x01\x01")
+    rep = err(r("tls install " + json.dumps(dict(bundle, ca=junk))), "tls_unusable")
+    assert "nothing changed" in rep["message"]
+    assert {n: _read(tls + n) for n in before} == before
+    import os
+    assert not [n for n in os.listdir(tls[:-1]) if n.startswith("new-")]
+    # The SEC1 key form is a key too.
+    assert r("tls install " + json.dumps(dict(bundle, key=EC_KEY_A.decode())))["ok"]
+
+
+def test_tls_install_refuses_a_key_that_is_not_the_certificates_on_cpython():
+    from device import rt
+    if rt.MICROPYTHON:
+        return  # Mbed TLS loads a mismatched pair; the broker's handshake refuses it
+    from tests.both.test_mqtt_client import CERT_B
+    r, tls, bundle = _tls_rig("con-tls-pair")
+    r.login()
+    rep = err(r("tls install " + json.dumps(dict(bundle, cert=CERT_B.decode()))),
+              "tls_unusable")
+    assert "mismatch" in rep["message"].lower()
+    import os
+    assert not os.path.exists(tls + "cert.pem") and not os.path.exists(tls + "new-cert.pem")
+
+
+def test_tls_install_needs_a_provisioned_terminal():
+    d, path, cmds, call, _ = unprovisioned("con-tls-unprov")
+    err(call("tls install {}"), "not_provisioned")
+    err(call("tls"), "bad_argument")

@@ -6,6 +6,11 @@ host_sim's registry, pushes the config, logs in, loads the lists, runs the selft
 label; the terminal then starts its agent in the same process and says a verified hello to
 host_sim (plain TCP broker here). Then a factory reset over the console: the process exits with
 the restart status, config and data are gone, and the next start is unprovisioned. Both runtimes.
+
+Over TLS (issue 5's last acceptance point): the locked-down broker made from the registry, the host
+on it as pos-host, a fresh terminal under a restart-on-exit-3 supervisor; the tool with --certs
+makes the terminal's certificate, pushes it with `tls install`, adds the account to the broker
+(--broker-config, SIGHUP), reboots the terminal, and the host records its verified hello.
 """
 import json
 import os
@@ -22,8 +27,11 @@ import pytest
 
 from device.technician import EXIT_REBOOT
 from host_sim import issuance
+from host_sim.certs import CertStore
+from host_sim.mosquitto import Mosquitto, check_password_entry, free_port, write_secure_broker
 from host_sim.provision import QR_BORDER, QR_SCALE
 from host_sim.registry import Registry
+from tests.support.broker import mosquitto_path
 from tests.support.terminal import Pty, runtime_cmd, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -243,3 +251,184 @@ def _try(pty, line):
         return ask(pty, line, timeout=1)
     except AssertionError:
         return None
+
+
+# -- over TLS ------------------------------------------------------------------------------------
+class Supervised:
+    """A terminal process restarted whenever it exits with EXIT_REBOOT, as a systemd unit with
+    RestartForceExitStatus=3 would; stop() ends it for good."""
+
+    def __init__(self, cmd, env, log):
+        self.cmd, self.env, self.log = cmd, env, log
+        self.starts = 0
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.proc = None
+        self._start()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _start(self):
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def _watch(self):
+        while True:
+            code = self.proc.wait()
+            with self.lock:
+                if self.stopping or code != EXIT_REBOOT:
+                    return
+                self._start()
+
+    def stop(self):
+        with self.lock:
+            self.stopping = True
+            proc = self.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def secure_shop(tmp_path_factory):
+    """Certificates, the registry, the locked-down mosquitto (only pos-host has an account yet)
+    and `host_sim serve --certs` on it."""
+    if mosquitto_path() is None:
+        pytest.fail("mosquitto missing: run scripts/ensure-mosquitto")
+    base = tmp_path_factory.mktemp("prov-tls")
+    certs = str(base / "certs")
+    CertStore(certs).ensure()
+    db = str(base / "host.db")
+    port = free_port()
+    reg = Registry(db)
+    try:
+        out = write_secure_broker(str(base / "broker"), reg, CertStore(certs), port,
+                                  log_path=str(base / "broker" / "mosquitto.log"))
+    finally:
+        reg.close()
+    assert out["accounts"] == ["pos-host"]
+    broker = Mosquitto(out["conf"], port)
+    broker.start()
+    host_log = base / "host.log"
+    host = subprocess.Popen(
+        [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db, "--broker-port",
+         str(port), "--certs", certs, "--connect-timeout", "20"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=open(host_log, "w"),
+        stderr=subprocess.STDOUT)
+
+    def host_tail():
+        with open(host_log) as f:
+            return f.read()[-2000:]
+
+    try:
+        wait_until(lambda: "host up" in host_tail() or host.poll() is not None, 25, host_tail)
+        assert host.poll() is None and "(TLS)" in host_tail(), host_tail()
+        yield {"base": base, "certs": certs, "db": db, "port": port, "broker": broker,
+               "broker_dir": str(base / "broker"), "host_tail": host_tail}
+    finally:
+        host.send_signal(signal.SIGTERM)
+        try:
+            host.wait(10)
+        except subprocess.TimeoutExpired:
+            host.kill()
+            host.wait()
+        broker.stop()
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_provisioned_over_serial_then_a_verified_hello_over_tls(runtime, secure_shop, lists):
+    shop = secure_shop
+    base = shop["base"]
+    device_id = "T-TLS-" + runtime[:2].upper()
+    term_side, tool_side = Pty(), Pty()
+    bridge = Bridge(term_side, tool_side)
+    cfg_path = str(base / (runtime + ".json"))
+    data_dir = str(base / ("data-" + runtime))
+    cmd, env = runtime_cmd(runtime, ROOT)
+    log_path = base / (runtime + ".log")
+    log = open(log_path, "w")
+    dev = Supervised(cmd + ["-m", "device", "run", "--config", cfg_path, "--console",
+                            term_side.slave_path], env, log)
+
+    def tail():
+        with open(log_path) as f:
+            return f.read()[-3000:] + "\nhost:\n" + shop["host_tail"]()
+
+    try:
+        st = wait_until(lambda: _try(tool_side, "status"), 30, tail)
+        assert st["provisioned"] is False
+        p = subprocess.run(
+            [sys.executable, "-m", "host_sim.provision", "--port", tool_side.slave_path,
+             "--db", shop["db"], "--device-id", device_id, "--store", "S-001",
+             "--merchant", "M-ACME", "--currency", "CNY", "--root-key", lists["root"],
+             "--trustlist", lists["trust"], "--revocations", lists["rev"],
+             "--broker-port", str(shop["port"]), "--data-dir", data_dir,
+             "--tech-pin", "2468", "--certs", shop["certs"],
+             "--broker-config", shop["broker_dir"], "--broker-pid", str(shop["broker"].pid),
+             "--label-png", str(base / (runtime + ".png"))],
+            cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert p.returncode == 0, p.stderr + tail()
+        summary = json.loads(p.stdout)
+        assert summary["device_id"] == device_id and summary["rt"] == runtime
+        assert summary["tls"]["rebooted"] is True and dev.starts == 2
+        assert summary["broker_accounts"] == "passwd written, broker reloaded"
+        assert summary["online"] is True and summary["selftest"]["passed"] is True
+        assert summary["lists"] == {"trust": 1, "revocations": 1}
+
+        # The verified hello: the host stores it only once the envelope's MAC and seq pass.
+        row = wait_until(lambda: (_row(shop["db"], device_id) or {}).get("last_hello") and
+                         _row(shop["db"], device_id), 30, tail)
+        assert row["last_hello"]["rt"] == runtime and row["last_hello"]["boot"] == 2
+        assert row["last_seq"] is not None and row["online"]
+        assert "hello %s " % device_id in shop["host_tail"]()
+
+        # What the terminal holds: the TLS broker section with its own account, and the pushed
+        # files (PEM and the DER twins) that are the certificate the store issued for it.
+        with open(cfg_path) as f:
+            b = json.load(f)["broker"]
+        tls = data_dir + "/tls/"
+        assert b["tls"] is True and b["port"] == shop["port"] and b["username"] == device_id
+        assert (b["ca"], b["cert"], b["key"]) == (tls + "ca.pem", tls + "cert.pem",
+                                                  tls + "key.pem")
+        assert summary["tls"]["files"] == [tls + n for n in (
+            "ca.pem", "ca.der", "cert.pem", "cert.der", "key.pem", "key.der")]
+        store = CertStore(shop["certs"])
+        cert, key = store.device_paths(device_id)
+        for mine, theirs in ((tls + "ca.der", store.ca_der), (tls + "cert.der", cert[:-4] +
+                             ".der"), (tls + "key.der", key[:-4] + ".der")):
+            with open(mine, "rb") as f, open(theirs, "rb") as g:
+                assert f.read() == g.read(), mine
+        if runtime == "cpython":
+            assert summary["tls"]["key_mode"] == "0600"
+            assert os.stat(tls + "key.pem").st_mode & 0o777 == 0o600
+        else:
+            assert summary["tls"]["key_mode"] is None
+        reg = Registry(shop["db"])
+        try:
+            password = reg.broker_password(device_id)
+        finally:
+            reg.close()
+        assert b["password"] == password
+        with open(os.path.join(shop["broker_dir"], "passwd")) as f:
+            entry = [ln for ln in f if ln.startswith(device_id + ":")][0]
+        assert check_password_entry(entry, password)
+    finally:
+        dev.stop()
+        log.close()
+        bridge.close()
+        term_side.close()
+        tool_side.close()
+
+
+def _row(db, device_id):
+    reg = Registry(db)
+    try:
+        return reg.device(device_id)
+    finally:
+        reg.close()
