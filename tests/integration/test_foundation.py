@@ -31,6 +31,10 @@ def host(broker, tmp_path):
          "--broker-host", "127.0.0.1", "--broker-port", str(broker.port),
          "--client-id", "host-" + tmp_path.name],
         cwd=ROOT, stdout=open(tmp_path / "host.log", "w"), stderr=subprocess.STDOUT)
+    # A hello sent before the host has subscribed is not kept for it: wait until it listens.
+    wait_until(lambda: "host up" in (tmp_path / "host.log").read_text() or proc.poll() is not None,
+               30)
+    assert proc.poll() is None, (tmp_path / "host.log").read_text()
     yield db
     proc.send_signal(signal.SIGTERM)
     try:
