@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 
+from host_sim import cli
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.registry import Registry, RegistryError
 from protocol import base45, cbor, topics
@@ -290,19 +291,6 @@ def _nonneg_float(text):
     return v
 
 
-def _port(text):
-    v = int(text)
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError("must be 1..65535")
-    return v
-
-
-def _root(text):
-    try:
-        topics.fleet(text, "trustlist")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
-    return text
 
 
 def build_parser():
@@ -313,8 +301,8 @@ def build_parser():
     s = sub.add_parser("serve", help="run the host until SIGTERM/SIGINT")
     s.add_argument("--db", required=True)
     s.add_argument("--broker-host", default="127.0.0.1")
-    s.add_argument("--broker-port", type=_port, default=1883)
-    s.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    s.add_argument("--broker-port", type=cli.port, default=1883)
+    s.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     s.add_argument("--client-id", default="host_sim")
     s.add_argument("--trustlist", help="file holding the PT1: text")
     s.add_argument("--revocations", help="file holding the PR1: text")
@@ -345,8 +333,8 @@ def build_parser():
     r.add_argument("--currency", required=True)
     r.add_argument("--root-key", action="append", required=True, help="hex (repeat)")
     r.add_argument("--broker-host", default="127.0.0.1")
-    r.add_argument("--broker-port", type=_port, default=1883)
-    r.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    r.add_argument("--broker-port", type=cli.port, default=1883)
+    r.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     r.add_argument("--data-dir")
     r.add_argument("--scanner-port")
     r.add_argument("--keypad-port")
@@ -374,9 +362,9 @@ def build_parser():
                        help="write mosquitto.conf, passwd and acl for the locked-down broker")
     b.add_argument("--db", required=True)
     b.add_argument("--certs", required=True, help="certificate directory")
-    b.add_argument("--port", type=_port, required=True, help="TLS port on 127.0.0.1")
+    b.add_argument("--port", type=cli.port, required=True, help="TLS port on 127.0.0.1")
     b.add_argument("--out", required=True, help="directory for the three files")
-    b.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    b.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     b.add_argument("--log", help="broker log file (default OUT/mosquitto.log)")
     b.set_defaults(fn=cmd_broker_config)
     return p

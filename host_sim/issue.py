@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from host_sim import issuance, qrsheet
+from host_sim import cli, issuance, qrsheet
 from host_sim.issuance import IssuanceError, Keystore
 from protocol import topics
 
@@ -172,19 +172,6 @@ def _hex(text):
     return text.lower()
 
 
-def _port(text):
-    v = int(text)
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError("must be 1..65535")
-    return v
-
-
-def _root(text):
-    try:
-        topics.fleet(text, "trustlist")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
-    return text
 
 
 def build_parser():
@@ -245,8 +232,8 @@ def build_parser():
     s = sub.add_parser("publish", help="publish the lists retained on the broker")
     s.add_argument("--db", help="host database: receives the coupons' max uses")
     s.add_argument("--broker-host", default="127.0.0.1")
-    s.add_argument("--broker-port", type=_port, default=1883)
-    s.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    s.add_argument("--broker-port", type=cli.port, default=1883)
+    s.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     s.add_argument("--trustlist", metavar="FILE")
     s.add_argument("--revocations", metavar="FILE")
     s.add_argument("--timeout", type=float, default=5.0)

@@ -38,6 +38,7 @@ import sys
 import time
 import zlib
 
+from host_sim import cli
 from host_sim.__main__ import CliError, pin_hash, read_list
 from host_sim.registry import Registry, RegistryError
 from protocol import topics
@@ -393,12 +394,6 @@ def provision(args, out=sys.stdout):
     return summary
 
 
-def _port(text):
-    v = int(text)
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError("must be 1..65535")
-    return v
-
 
 def _pid(text):
     v = int(text)
@@ -406,13 +401,6 @@ def _pid(text):
         raise argparse.ArgumentTypeError("must be a process id > 0")
     return v
 
-
-def _root(text):
-    try:
-        topics.fleet(text, "trustlist")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
-    return text
 
 
 def build_parser():
@@ -431,8 +419,8 @@ def build_parser():
     p.add_argument("--trustlist", help="file holding the PT1: text")
     p.add_argument("--revocations", help="file holding the PR1: text")
     p.add_argument("--broker-host", default="127.0.0.1")
-    p.add_argument("--broker-port", type=_port, default=1883)
-    p.add_argument("--root", type=_root, default=topics.DEFAULT_ROOT)
+    p.add_argument("--broker-port", type=cli.port, default=1883)
+    p.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     p.add_argument("--data-dir", help="on the terminal (default var/DEVICE_ID)")
     p.add_argument("--drivers", help="JSON file of driver configs for the terminal")
     p.add_argument("--tech-pin", help="default: a random 6-digit PIN, shown once")

@@ -36,3 +36,14 @@ def fresh_broker():
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def shop(fresh_broker, tmp_path):
+    """A shop on its own broker: host_sim, an issuer keystore, terminals (support/shop.py)."""
+    from tests.support.shop import Shop
+    s = Shop(tmp_path, fresh_broker)
+    try:
+        yield s
+    finally:
+        s.close()

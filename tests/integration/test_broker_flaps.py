@@ -25,7 +25,7 @@ import pytest
 from device.queue import ChargeQueue
 from device.sale import make_sale
 from device.storage import PosixFS, RecordLog
-from tests.support.shop import CUR, DAY, Shop
+from tests.support.shop import CUR, DAY
 from tests.support.terminal import wait_until
 
 # charges to drain per runtime: the acceptance's 2 000 through the paho link; a shorter run
@@ -33,15 +33,6 @@ from tests.support.terminal import wait_until
 CHARGES = {"cpython": 2000, "micropython": 200}
 FLAPS = 10
 DRAIN_TIMEOUT_S = 300
-
-
-@pytest.fixture
-def shop(fresh_broker, tmp_path):
-    s = Shop(tmp_path, fresh_broker)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def offline_journal(data_dir, n, now, rng):

@@ -22,7 +22,7 @@ from device.screens import messages
 from device.till import LIMIT_TEXT
 from host_sim.host import Host
 from host_sim.netcut import NetCut
-from tests.support.shop import CUR, Shop
+from tests.support.shop import CUR
 from tests.support.terminal import wait_until
 
 LIMITS = {"offline_max_charge": 5000, "offline_max_total": 12000, "offline_max_count": 3,
@@ -103,15 +103,6 @@ class Rig:
 
     def host_amounts(self):
         return sorted(amt for _, amt, _ in self.shop.charges(self.t.device_id))
-
-
-@pytest.fixture
-def shop(fresh_broker, tmp_path):
-    s = Shop(tmp_path, fresh_broker)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])

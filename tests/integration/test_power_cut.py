@@ -21,22 +21,13 @@ import pytest
 
 from device.escpos import format_amount
 from host_sim.netcut import NetCut
-from tests.support.shop import CUR, Shop
+from tests.support.shop import CUR
 
 RUNS = {  # committed sales at least, cuts at least
     "cpython": (30, 12),
     "micropython": (15, 8),
 }
 HOST_LATENCY_S = 0.15  # results come back this late: cuts catch charges waiting for them
-
-
-@pytest.fixture
-def shop(fresh_broker, tmp_path):
-    s = Shop(tmp_path, fresh_broker)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class PowerCuts:

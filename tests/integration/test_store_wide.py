@@ -26,22 +26,12 @@ from tests.support.shop import (
     STORE,
     Feeder,
     ResultWatch,
-    Shop,
     refusal_delay,
     sale_verdict,
 )
 from tests.support.terminal import wait_until
 
 RUNS = {"cpython": 10, "micropython": 10}
-
-
-@pytest.fixture
-def shop(fresh_broker, tmp_path):
-    s = Shop(tmp_path, fresh_broker)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _store(shop, runtime, quantity, ports=(None, None)):
