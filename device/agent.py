@@ -264,7 +264,11 @@ class Agent:
                     break
                 self.queue.sent(rec["cid"], ticks_ms(), crypto.random_bytes(1)[0] / 256)
             if self.queue.needs_compaction():
-                self.queue.compact(self.clock.now())
+                try:
+                    self.queue.compact(self.clock.now())
+                except Exception as e:  # out of memory or flash: keep forwarding, retry later
+                    self.metrics.inc("compaction_failed")
+                    self.log("compaction failed: %s %s" % (type(e).__name__, e))
 
     async def _io_loop(self):
         last_refresh = 0

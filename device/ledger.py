@@ -53,8 +53,11 @@ class Ledger:
         return [[c, e[0], e[1], e[2]] for c, e in self._uses.items()]
 
     def restore(self, rows):
-        """Replaces the whole ledger with a snapshot (see ChargeQueue.compact)."""
+        """Replaces the whole ledger with (the first part of) a snapshot (ChargeQueue.compact)."""
         self._uses = {}
+        self.add_rows(rows)
+
+    def add_rows(self, rows):
         for cti, local, host, exp in rows:
             e = self._entry(cti, exp)
             e[0] += local

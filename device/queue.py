@@ -7,11 +7,15 @@
 #   result   the host's charge_result for a cid                     -> resolved
 #   ack      a supervisor acknowledged a declined charge
 #   redeemed coupons the host saw redeemed at other terminals      -> ledger
-#   snap     written by compaction: ledger image + receipt counter (replaces the ledger on replay)
+#   snap     written by compaction: ledger image + receipt counter, in parts of at most
+#            SNAP_ROWS coupons; part 0 replaces the ledger on replay, later parts add to it
 from device.ledger import Ledger
 from device.sale import RECORD_VERSION
 from protocol import cbor
 
+# Ledger rows per snapshot record: keeps each record far below storage.MAX_RECORD
+# (a row is a cti of up to 32 bytes and three ints: < 60 bytes of CBOR).
+SNAP_ROWS = 500
 RETRY_BASE_MS = 5000
 RETRY_CAP_MS = 120000
 
@@ -81,7 +85,10 @@ class ChargeQueue:
             for cti in rec["cti"]:
                 self.ledger.add_host(cti, rec["at"])
         elif kind == "snap":
-            self.ledger.restore(rec["ledger"])
+            if rec.get("part", 0) == 0:
+                self.ledger.restore(rec["ledger"])
+            else:
+                self.ledger.add_rows(rec["ledger"])
             if rec["next_n"] > self.next_n:
                 self.next_n = rec["next_n"]
         else:
@@ -199,7 +206,10 @@ class ChargeQueue:
 
     # -- compaction ---------------------------------------------------------------------------
     def needs_compaction(self):
-        return self._resolved_since_compact > self.retention
+        # Compaction rewrites every pending sale: wait until the history it drops outweighs
+        # them, so a long offline backlog is not rewritten again and again while it drains.
+        n = self._resolved_since_compact
+        return n > self.retention and n > len(self.pending)
 
     def compact(self, now):
         """Rewrites the journal as: pending sales, retained history, unacked declines, snapshot.
@@ -222,8 +232,10 @@ class ChargeQueue:
         for sale, _ in acked:
             recs.append({"r": "ack", "v": RECORD_VERSION, "cid": sale["cid"], "by": "", "at": now})
         recs.extend(self.pending)
-        recs.append({"r": "snap", "v": RECORD_VERSION, "ledger": self.ledger.snapshot(),
-                     "next_n": self.next_n, "at": now})
+        rows = self.ledger.snapshot()
+        for part, i in enumerate(range(0, max(len(rows), 1), SNAP_ROWS)):
+            recs.append({"r": "snap", "v": RECORD_VERSION, "part": part,
+                         "ledger": rows[i:i + SNAP_ROWS], "next_n": self.next_n, "at": now})
         self.log.replace([cbor.dumps(r) for r in recs])
         self.resolved = keep
         self._resolved_since_compact = 0

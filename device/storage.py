@@ -52,10 +52,12 @@ class PosixFS:
             return None
 
     def write_atomic(self, path, data):
+        """data: bytes, or a list of bytes chunks written one after the other (no big join)."""
         # temp + flush/fsync + rename: a cut leaves the old or the new file, never a mix.
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
-            f.write(data)
+            for chunk in (data if isinstance(data, list) else (data,)):
+                f.write(chunk)
             f.flush()
             if _fsync is not None:
                 _fsync(f.fileno())
@@ -114,6 +116,9 @@ MAX_RECORD = 65536
 
 
 def frame(payload):
+    if len(payload) > MAX_RECORD:
+        # Recovery would take it for damage and skip it: refuse it before it reaches flash.
+        raise StorageError("record of %d bytes over the %d limit" % (len(payload), MAX_RECORD))
     n = struct.pack("<I", len(payload))
     crc = binascii.crc32(n + payload) & 0xFFFFFFFF
     return bytes([_SYNC]) + n + struct.pack("<I", crc) + payload
@@ -214,9 +219,9 @@ class RecordLog:
     def replace(self, payloads):
         """Compaction: the log becomes exactly these records, atomically."""
         self.close()
-        data = LOG_MAGIC + b"".join(frame(p) for p in payloads)
-        self.fs.write_atomic(self.path, data)
-        self.size = len(data)
+        chunks = [LOG_MAGIC] + [frame(p) for p in payloads]
+        self.fs.write_atomic(self.path, chunks)
+        self.size = sum(len(c) for c in chunks)
 
     def close(self):
         if self._app is not None:

@@ -112,7 +112,7 @@ class CountingFS:
         self.written = 0
 
     def write_atomic(self, path, data):
-        self.written += len(data)
+        self.written += sum(len(c) for c in data) if isinstance(data, list) else len(data)
         self.inner.write_atomic(path, data)
 
     def open_append(self, path):

@@ -152,3 +152,43 @@ def test_duplicate_cid_refused():
     rec = _sale(q, 1)
     q.commit(rec)
     raises(QueueError, q.commit, rec)
+
+
+def test_ledger_snapshot_in_parts_survives_reopen():
+    import device.queue as queue_mod
+    saved = queue_mod.SNAP_ROWS
+    queue_mod.SNAP_ROWS = 3  # 10 coupons -> 4 snapshot records
+    try:
+        q, path = _queue(retention=0)
+        for i in range(1, 11):
+            cpn = {"cti": b"c%d" % i, "cmp": "C", "disc": 1, "exp": 10 ** 9}
+            q.commit(_sale(q, i, coupons=[cpn]))
+            q.on_result({"cid": bytes([i]) * 16, "st": "approved", "cpn": []}, 1)
+        q.compact(100)
+        q.add_redeemed([b"c1"], 101)
+        q2, _ = _queue(path)
+        assert q2.bad_records == 0 and len(q2.ledger) == 10
+        assert q2.ledger.uses(b"c1") == 2 and q2.ledger.uses(b"c10") == 1
+    finally:
+        queue_mod.SNAP_ROWS = saved
+
+
+def test_a_long_backlog_is_not_compacted_while_it_drains():
+    q, _ = _queue(retention=2)
+    for i in range(1, 21):
+        q.commit(_sale(q, i))
+    for i in range(1, 6):
+        q.on_result({"cid": bytes([i]) * 16, "st": "approved", "cpn": []}, 1)
+    # 5 resolved > retention 2, but 15 pending would be rewritten for 5 records dropped.
+    assert not q.needs_compaction()
+    for i in range(6, 12):
+        q.on_result({"cid": bytes([i]) * 16, "st": "approved", "cpn": []}, 1)
+    assert q.needs_compaction()
+
+
+def test_oversized_record_refused_before_flash():
+    from device.storage import MAX_RECORD, StorageError
+    q, path = _queue()
+    raises(StorageError, q.log.append, [b"x" * (MAX_RECORD + 1)])
+    q.commit(_sale(q, 1))
+    assert len(_queue(path)[0].pending) == 1

@@ -96,6 +96,8 @@ class FlashModelFS:
 
     def write_atomic(self, path, data):
         # temp file written and synced, then renamed: a cut before the rename leaves the old file.
+        if isinstance(data, list):
+            data = b"".join(data)
         self._step()
         if self._cut_pending:
             keep = self.rng.randint(0, len(data))
