@@ -82,13 +82,26 @@ def test_hello_restart_and_drops(runtime, broker, host, tmp_path):
     dev = "T-%s" % runtime[:2].upper()
     cfg_path, cfg = _register(host, tmp_path, dev, broker, pty.slave_path)
 
+    procs = []
+    try:
+        _scenario(runtime, broker, host, tmp_path, pty, dev, cfg_path, cfg, procs)
+    finally:
+        # A failed assertion must not leave a terminal running.
+        for p in procs:
+            p.stop()
+        pty.close()
+
+
+def _scenario(runtime, broker, host, tmp_path, pty, dev, cfg_path, cfg, procs):
     proc = DeviceProcess(runtime, cfg_path, ROOT, tmp_path / "device.log")
+    procs.append(proc)
     first = wait_until(lambda: _hello(host, dev), 30, proc.tail)
     hello, seq1 = first
     assert hello["rt"] == runtime and hello["boot"] == 1 and hello["queue"] == 0
 
     proc.stop()
     proc = DeviceProcess(runtime, cfg_path, ROOT, tmp_path / "device.log")
+    procs.append(proc)
     second = wait_until(lambda: (_hello(host, dev) or (None, 0))[0]["boot"] == 2
                         and _hello(host, dev), 30, proc.tail)
     assert second[1] > seq1
@@ -126,5 +139,3 @@ def test_hello_restart_and_drops(runtime, broker, host, tmp_path):
             reg.close()
 
     assert wait_until(host_drops, 20, proc.tail)
-    proc.stop()
-    pty.close()

@@ -87,12 +87,16 @@ class DeviceProcess:
 
     def kill(self):
         """Power cut: SIGKILL, nothing flushed, no goodbye."""
+        if self._log.closed:
+            return
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._log.close()
 
     def stop(self):
+        if self._log.closed:
+            return
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
