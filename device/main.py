@@ -20,7 +20,7 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
-from device.technician import finish_factory_reset
+from device.factory_reset import finish_factory_reset
 
 USAGE = """usage:
   python -m device run --config device.json [--console PORT]

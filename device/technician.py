@@ -4,12 +4,16 @@
 # Access: `status` and `login` are always open once provisioned; every other command needs a
 # technician session (tech PIN, SPEC 5.2), which ends on `logout`, on a failed login, or after
 # SESSION_IDLE_S without a command. Five wrong PINs lock logins for five minutes, across restarts.
+# The work behind some commands lives in its own module: config_rules, coupon_text, selftest,
+# tls_files, factory_reset.
 import json
 import os
 
-from device import build, config, pins, rt
+from device import build, config, config_rules, pins, rt, selftest, tls_files
 from device.console import reply_error, reply_ok
+from device.coupon_text import split_total
 from device.eventlog import EventLog
+from device.factory_reset import schedule_factory_reset, unsafe_dir
 from device.storage import PosixFS
 
 EXIT_REBOOT = 3        # process exit status meaning "restart me" (desktop; boards reset)
@@ -18,13 +22,6 @@ CONFIRM_S = 60         # a factory-reset confirmation code is good for this long
 LIST_MAX = 100         # entries per list in `queue list`
 LOG_TAIL_DEFAULT = 20
 LOCK_FILE = "/console_lock.json"
-RESET_SUFFIX = ".reset"
-
-# What `config set` may change. Identity, keys and PINs come only from `provision` and the host.
-BROKER_KEYS = ("host", "port", "tls", "username", "password", "root", "ca", "cert", "key",
-               "keepalive")
-LIVE_KEYS = ("limits", "status_interval_s")  # take effect at once; the rest at the next boot
-SECRET = "<set>"
 
 
 class Commands:
@@ -254,32 +251,18 @@ class Commands:
         try:
             obj = json.loads(arg)
         except ValueError:
-            return reply_error("bad_json", TLS_USAGE)
+            return reply_error("bad_json", tls_files.TLS_USAGE)
         if not isinstance(obj, dict) or sorted(obj) != ["ca", "cert", "key"]:
-            return reply_error("bad_argument", TLS_USAGE)
+            return reply_error("bad_argument", tls_files.TLS_USAGE)
         try:
-            files = tls_files(obj)
-        except TlsFileError as e:
+            files = tls_files.tls_files(obj)
+        except tls_files.TlsFileError as e:
             return reply_error("bad_pem", str(e), key=e.key)
-        d = self.agent.data_dir + TLS_DIR
-        unusable = None
+        d = self.agent.data_dir + tls_files.TLS_DIR
         try:
-            self.fs.makedirs(d)
-            if hasattr(os, "chmod"):
-                os.chmod(d, 0o700)  # the staged key lands in a directory only we can enter
-            for name, data in files:
-                self.fs.write_atomic(d + "/" + TLS_STAGE + name, data)
-            unusable = _tls_unusable(d + "/" + TLS_STAGE)
-            if unusable is None:
-                for name, data in files:
-                    self.fs.write_atomic(d + "/" + name, data)
-                    if name.startswith("key.") and hasattr(os, "chmod"):
-                        os.chmod(d + "/" + name, 0o600)
+            unusable = tls_files.install(self.fs, d, files)
         except OSError as e:
             return reply_error("storage", "cannot write the TLS files: %s" % e)
-        finally:
-            for name, _ in files:
-                self.fs.remove(d + "/" + TLS_STAGE + name)
         if unusable is not None:
             return reply_error("tls_unusable", "the TLS stack refuses them (nothing changed): %s"
                                % unusable)
@@ -313,44 +296,7 @@ class Commands:
 
     # -- selftest --------------------------------------------------------------------------------
     def cmd_selftest(self, arg):
-        a = self.agent
-        failures = []
-        warnings = []
-        drivers = {}
-        started = bool(a.drivers) or a.display is not None or a.printer is not None
-        errors = getattr(a, "driver_errors", None) or {}
-        for name in config.DRIVER_KEYS:
-            st = _driver_state(a, name, started, errors)
-            drivers[name] = st
-            if st.get("error"):
-                failures.append(name)
-        storage = self._storage_check()
-        if not storage["writable"]:
-            failures.append("storage")
-        clock = {"now": a.clock.now(), "trusted": a.clock.trusted()}
-        if not clock["trusted"]:
-            failures.append("clock")
-        link = {"connected": a.online}
-        if not a.online:
-            warnings.append("link")
-        if not a.trust_ver():
-            warnings.append("trustlist")
-        return reply_ok(passed=not failures, failures=failures, warnings=warnings,
-                        drivers=drivers, link=link, storage=storage, clock=clock,
-                        trust_ver=a.trust_ver(), rev_ver=a.rev_ver(),
-                        trust_keys=a.trust.keys_count() if a.trust else 0,
-                        revoked=a.trust.revoked_count() if a.trust else 0)
-
-    def _storage_check(self):
-        path = self.agent.data_dir + "/selftest.tmp"
-        probe = os.urandom(16)
-        try:
-            self.fs.write_atomic(path, probe)
-            ok = self.fs.read(path) == probe
-            self.fs.remove(path)
-        except OSError as e:
-            return {"writable": False, "error": str(e)}
-        return {"writable": ok, "error": None if ok else "read back differs"}
+        return reply_ok(**selftest.run(self.agent, self.fs))
 
     # -- config ----------------------------------------------------------------------------------
     def _saved(self):
@@ -373,20 +319,20 @@ class Commands:
             saved = config.parse(saved) if saved is not None else None
         except config.ConfigError:
             saved = None
-        running = redact(self.agent.cfg)
-        saved = redact(saved) if saved is not None else None
+        running = config_rules.redact(self.agent.cfg)
+        saved = config_rules.redact(saved) if saved is not None else None
         if not key:
             rep = reply_ok(value=running)
             if saved is not None and saved != running:
                 rep["next_boot"] = saved
             return rep
-        value = lookup(running, key)
-        if value is _NONE:
+        value = config_rules.lookup(running, key)
+        if value is config_rules.MISSING:
             return reply_error("unknown_key", "no config key %s" % key[:60])
         rep = reply_ok(key=key, value=value)
         if saved is not None:
-            nxt = lookup(saved, key)
-            if nxt != value and nxt is not _NONE:
+            nxt = config_rules.lookup(saved, key)
+            if nxt != value and nxt is not config_rules.MISSING:
                 rep["next_boot"] = nxt
         return rep
 
@@ -395,18 +341,18 @@ class Commands:
         if not key or not text:
             return reply_error("bad_argument", "usage: config set KEY VALUE")
         parts = key.split(".")
-        if not settable(parts):
+        if not config_rules.settable(parts):
             return reply_error("not_settable", "%s cannot be set from the console (settable: "
                                "broker.*, scanner, keypad, display, printer, console and "
                                "their fields, limits.*, status_interval_s)" % key[:60])
-        value = parse_value(text)
+        value = config_rules.parse_value(text)
         if parts == ["console"] and value is None:
             return reply_error("refused", "the console cannot be switched off from itself")
         obj = self._saved()
         if obj is None:
             return reply_error("no_config", "no readable config file to change")
         try:
-            set_path(obj, parts, value)
+            config_rules.set_path(obj, parts, value)
             cfg = config.parse(obj)
         except config.ConfigError as e:
             return reply_error("bad_value", str(e), key=e.key)
@@ -416,10 +362,10 @@ class Commands:
             self.fs.write_atomic(self.config_path, json.dumps(obj).encode())
         except OSError as e:
             return reply_error("storage", "cannot write the config: %s" % e)
-        live = parts[0] in LIVE_KEYS
+        live = parts[0] in config_rules.LIVE_KEYS
         if live:
             self._apply_live(parts[0], cfg)
-        shown = SECRET if key == "broker.password" and value is not None else value
+        shown = config_rules.SECRET if key == "broker.password" and value is not None else value
         self.log("config set %s" % key)
         return reply_ok(key=key, value=shown, reboot_needed=not live)
 
@@ -491,127 +437,7 @@ class Commands:
         return reply_ok(reset=True, discarded=pending, rebooting=True)
 
 
-# -- TLS files (tls install) -------------------------------------------------------------------
-TLS_DIR = "/tls"
-TLS_STAGE = "new-"     # staging names keep .pem/.der, so the link's DER-twin rule finds them
-TLS_PEM_MAX = 16384    # per file: room for RSA-4096, far beyond our P-256 files
-TLS_USAGE = 'usage: tls install {"ca": PEM, "cert": PEM, "key": PEM} (JSON on one line)'
-CERT_LABELS = ("CERTIFICATE",)
-KEY_LABELS = ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY")
-_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-class TlsFileError(ValueError):
-    def __init__(self, key, message):
-        super().__init__("%s: %s" % (key, message))
-        self.key = key
-
-
-def tls_files(obj):
-    """{"ca", "cert", "key"} PEM texts -> [(file name, bytes)]: the canonical PEM of each and
-    its DER twin. Each text must be exactly one PEM block of its kind (a DER file holds one);
-    anything else raises TlsFileError naming the field."""
-    out = []
-    for key, labels in (("ca", CERT_LABELS), ("cert", CERT_LABELS), ("key", KEY_LABELS)):
-        text = obj[key]
-        if type(text) is not str or not text or len(text) > TLS_PEM_MAX:
-            raise TlsFileError(key, "PEM text of 1..%d characters" % TLS_PEM_MAX)
-        try:
-            blocks = pem_blocks(text)
-        except ValueError as e:
-            raise TlsFileError(key, str(e))
-        if len(blocks) != 1:
-            raise TlsFileError(key, "one PEM block expected, %d found" % len(blocks))
-        label, der = blocks[0]
-        if label not in labels:
-            raise TlsFileError(key, "a %s block expected, not %s%s" % (
-                " or ".join(labels), label, " (encrypted keys are not supported)"
-                if label.startswith("ENCRYPTED") else ""))
-        out.append((key + ".pem", pem_text(label, der)))
-        out.append((key + ".der", der))
-    return out
-
-
-def pem_blocks(text):
-    """[(label, DER)] of PEM text. Strict: only blank lines between blocks, base64 bodies
-    without headers, and each body one whole DER SEQUENCE; ValueError otherwise."""
-    import binascii
-    blocks = []
-    label = None
-    body = []
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if label is None:
-            if not line.strip(" \t"):
-                continue
-            if not (line.startswith("-----BEGIN ") and line.endswith("-----") and len(line) > 16):
-                raise ValueError("text outside a PEM block")
-            label = line[11:-5]
-            body = []
-        elif line == "-----END " + label + "-----":
-            b64 = "".join(body)
-            data = b64.rstrip("=")
-            if not data or len(b64) % 4 or len(b64) - len(data) > 2 or any(
-                    c not in _B64 for c in data):
-                raise ValueError("the %s block is not base64" % label)
-            der = binascii.a2b_base64(b64)
-            if not _der_sequence(der):
-                raise ValueError("the %s block is not DER" % label)
-            blocks.append((label, der))
-            label = None
-        elif line.startswith("-----"):
-            raise ValueError("the %s block has no END line" % label)
-        elif ":" in line:
-            raise ValueError("PEM headers are not supported (an encrypted key?)")
-        else:
-            body.append(line)
-    if label is not None:
-        raise ValueError("the %s block has no END line" % label)
-    if not blocks:
-        raise ValueError("no PEM block")
-    return blocks
-
-
-def _der_sequence(der):
-    """True when der is exactly one DER SEQUENCE (certificates and keys all are)."""
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    n = der[1]
-    head = 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 1 <= k <= 3 or len(der) < 2 + k:
-            return False
-        n = int.from_bytes(der[2:2 + k], "big")
-        head = 2 + k
-    return head + n == len(der)
-
-
-def pem_text(label, der):
-    """The canonical PEM of one DER block: 64 base64 characters a line."""
-    import binascii
-    b64 = binascii.b2a_base64(der).decode().replace("\n", "")
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return ("-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines),
-                                                            label)).encode()
-
-
-def _tls_unusable(prefix):
-    """None when this runtime's TLS stack loads the staged files, else why not."""
-    from device.mqtt_client import LinkError, tls_context
-    try:
-        tls_context({"tls": True, "ca": prefix + "ca.pem", "cert": prefix + "cert.pem",
-                     "key": prefix + "key.pem"})
-    except LinkError as e:
-        return str(e)
-    return None
-
-
 # -- helpers -----------------------------------------------------------------------------------
-_NONE = object()
-
-
 def _dirname(path):
     i = path.rfind("/")
     return path[:i] if i > 0 else ""
@@ -629,162 +455,3 @@ def _charge(rec):
     return {"cid": rec["cid"].hex(), "n": rec["n"], "kind": rec["kind"], "gross": rec["gross"],
             "amt": rec["amt"], "cur": rec["cur"], "at": rec["at"], "off": rec["off"],
             "clerk": rec["clerk"], "coupons": len(rec["cpn"])}
-
-
-def _driver_state(a, name, started, errors):
-    if a.cfg.get(name) is None:
-        return {"configured": False}
-    if name in errors:
-        return {"configured": True, "open": False, "error": errors[name]}
-    if not started:
-        return {"configured": True, "open": False, "error": None, "note": "agent not running"}
-    st = None
-    if name == "display" and a.display is not None:
-        st = a.display.state()
-    elif name == "printer" and a.printer is not None:
-        st = a.printer.state()
-    elif name in a.drivers:
-        st = a.drivers[name][0].state()
-        framer = {"scanner": "scan_framer", "keypad": "key_framer"}.get(name)
-        if framer and getattr(a, framer, None) is not None:
-            st.update(getattr(a, framer).state())
-    if st is None:
-        return {"configured": True, "open": False, "error": "not open"}
-    st["configured"] = True
-    st["open"] = st.get("open", True)
-    st["error"] = None if st["open"] else "closed"
-    return st
-
-
-def split_total(arg):
-    """`TOKEN [TOTAL]` -> (token, total). A space is a base45 digit, so TOTAL is the last word
-    only when it is all digits and the text before it is a well-formed COSE token; otherwise
-    the whole argument is the token. Without a total (None) the check is the clerk's idle-screen
-    check: there is no cart, so the minimum spend is not applied and there is no discount."""
-    i = arg.rfind(" ")
-    if i > 0:
-        tail = arg[i + 1:]
-        if tail.isdigit() and len(tail) <= 12 and _well_formed(arg[:i]):
-            return arg[:i], int(tail)
-    return arg, None
-
-
-def _well_formed(token):
-    from device.trust import decode_sign1
-    from protocol import base45
-    if not token.startswith("PC1:"):
-        return False
-    try:
-        decode_sign1(base45.decode(token[4:]))
-    except ValueError:
-        return False
-    return True
-
-
-def settable(parts):
-    top = parts[0]
-    if top == "broker":
-        return len(parts) == 2 and parts[1] in BROKER_KEYS
-    if top in config.DRIVER_KEYS:
-        return len(parts) <= 2 and all(parts)
-    if top == "limits":
-        return len(parts) == 2 and parts[1] in config.DEFAULT_LIMITS
-    return parts == ["status_interval_s"]
-
-
-def parse_value(text):
-    """JSON when it parses (numbers, true/false/null, objects, "quoted text"), else the text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def set_path(obj, parts, value):
-    cur = obj
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            if p in config.DRIVER_KEYS:
-                raise ValueError("%s is not configured: set the whole driver object first" % p)
-            nxt = {}
-            cur[p] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-def lookup(obj, key):
-    cur = obj
-    for p in key.split("."):
-        if not isinstance(cur, dict) or p not in cur:
-            return _NONE
-        cur = cur[p]
-    return cur
-
-
-def redact(cfg):
-    """A copy of cfg with the device secret, the broker password and the PIN hashes hidden."""
-    out = json.loads(json.dumps(cfg))
-    out["secret_hex"] = SECRET
-    if out.get("broker", {}).get("password") is not None:
-        out["broker"]["password"] = SECRET
-    out["pins"] = {role: SECRET for role in out.get("pins", {})}
-    return out
-
-
-def unsafe_dir(path):
-    """True for data_dir values a wipe must never touch: empty, the root, or climbing up."""
-    if type(path) is not str:
-        return True
-    parts = [p for p in path.split("/") if p and p != "."]
-    return not parts or ".." in parts
-
-
-def schedule_factory_reset(fs, config_path, data_dir):
-    """Makes the reset durable: a marker beside the config naming the data to wipe. The wipe
-    itself is finish_factory_reset(), run once the agent has stopped (device/main.py does it at
-    exit and again at every start, so a cut at any point still ends in a clean terminal)."""
-    fs.write_atomic(config_path + RESET_SUFFIX, json.dumps({"data_dir": data_dir}).encode())
-
-
-def finish_factory_reset(fs, config_path):
-    """Completes a scheduled reset: wipes data_dir, removes the config, then the marker.
-    Returns True when there was one. Run before anything opens the data."""
-    raw = fs.read(config_path + RESET_SUFFIX)
-    if raw is None:
-        return False
-    try:
-        data_dir = json.loads(raw)["data_dir"]
-    except (ValueError, KeyError, TypeError):
-        data_dir = None
-    if not unsafe_dir(data_dir):
-        wipe_tree(data_dir)
-    fs.remove(config_path)
-    fs.remove(config_path + ".tmp")
-    fs.remove(config_path + RESET_SUFFIX)
-    return True
-
-
-def _is_dir(path):
-    st = (getattr(os, "lstat", None) or os.stat)(path)
-    return st[0] & 0xF000 == 0x4000  # S_IFDIR; with lstat a symlink is removed, not followed
-
-
-def wipe_tree(path):
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return
-    for name in names:
-        full = path + "/" + name
-        try:
-            if _is_dir(full):
-                wipe_tree(full)
-            else:
-                os.remove(full)
-        except OSError:
-            pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -7,9 +7,11 @@ from device import config, pins, technician
 from device.agent import Agent
 from device.clock import FixedClock
 from device.console import MAX_LINE, Console
+from device.coupon_text import split_total
+from device.factory_reset import finish_factory_reset
 from device.sale import make_sale
 from device.storage import PosixFS
-from device.technician import EXIT_REBOOT, Commands, finish_factory_reset, split_total
+from device.technician import EXIT_REBOOT, Commands
 from tests.both.util import tmpdir
 
 NOW = 1795400000
