@@ -28,8 +28,6 @@ DEVICE = "T-0001"
 STORE = "S-001"
 MERCHANT = "M-ACME"
 CURRENCY = "CNY"
-# The public test root key of shared/vectors (its trust list signs the demo coupons there).
-DEMO_ROOT_KEY = "6b302cf1c2a95a0f2791d08a3db8949042ac04ab98a163ae605a2e70418feffe"
 
 KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
         "m": "MENU", "\x1b[A": "UP", "\x1b[B": "DOWN", "\x1bOP": "F1", "\x1bOQ": "F2",
@@ -37,8 +35,28 @@ KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CA
         "\x1b[14~": "F4"}
 for _d in "0123456789":
     KEYS[_d] = _d
-HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4  "
-        "s=scan  n=network  q=quit")
+HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4\r\n"
+        "s=paste a scan  v=scan a demo coupon  n=cut/restore network  q=quit")
+
+
+def split_keys(data):
+    """One read of the keyboard -> key sequences: typed ahead or pasted keys come together."""
+    out = []
+    i = 0
+    while i < len(data):
+        if data[i] == "\x1b":
+            for n in (5, 3):  # ESC [ 1 1 ~  /  ESC O P, ESC [ A
+                if data[i:i + n] in KEYS:
+                    out.append(data[i:i + n])
+                    i += n
+                    break
+            else:
+                out.append(data[i])
+                i += 1
+        else:
+            out.append(data[i])
+            i += 1
+    return out
 
 
 class AmqttBroker:
@@ -94,6 +112,7 @@ class Sim:
         self.frame = {"screen": "(starting)", "lines": []}
         self.frame_pos = 0
         self.message = ""
+        self.demo = []
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self):
@@ -108,12 +127,13 @@ class Sim:
             tty.setraw(s)
             self.ptys[name] = (m, s, os.ttyname(s))
         db = os.path.join(self.dir, "host.db")
-        cfg_path = self._register(db)
+        root_key, trust_path = self._issuer()
+        cfg_path = self._register(db, root_key)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
         host_log = open(os.path.join(self.dir, "host.log"), "a")
         self.procs.append(subprocess.Popen(
             [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db, "--broker-host",
-             "127.0.0.1", "--broker-port", str(self.broker.port)],
+             "127.0.0.1", "--broker-port", str(self.broker.port), "--trustlist", trust_path],
             cwd=ROOT, stdout=host_log, stderr=subprocess.STDOUT))
         if self.args.runtime == "micropython":
             cmd = [os.path.join(os.path.dirname(sys.executable), "micropython")]
@@ -140,14 +160,32 @@ class Sim:
             print(self.message)
             return AmqttBroker(self.dir)
 
-    def _register(self, db):
+    def _issuer(self):
+        """A root key, an issuer key and a batch of demo coupons (key `v` scans the next one)."""
+        from host_sim.issuance import Keystore, write_text
+        kdir = os.path.join(self.dir, "keys")
+        ks = Keystore(kdir, create=not os.path.isdir(kdir))
+        try:
+            if not ks.root_keys():
+                ks.create_root("eddsa")
+                ks.create_issuer(MERCHANT)
+            self.demo = ks.create_campaign("DEMO", "Demo 10% off", "pct", 10, quantity=10,
+                                           iss=MERCHANT)
+            path = write_text(os.path.join(self.dir, "trustlist.txt"), "PT1:", ks.trustlist())
+            with open(os.path.join(self.dir, "coupons.txt"), "w") as f:
+                f.write("\n".join(self.demo) + "\n")
+            return ks.root_keys()[0], path
+        finally:
+            ks.close()
+
+    def _register(self, db, root_key):
         reg = Registry(db)
         try:
             if reg.device(DEVICE) is None:
                 reg.register(DEVICE, STORE, MERCHANT)
             data_dir = os.path.join(self.dir, DEVICE)
             cfg = reg.device_config(
-                DEVICE, {"host": "127.0.0.1", "port": self.net.port}, data_dir, [DEMO_ROOT_KEY],
+                DEVICE, {"host": "127.0.0.1", "port": self.net.port}, data_dir, [root_key],
                 CURRENCY,
                 scanner={"driver": "serial", "port": self.ptys["scanner"][2], "baud": 9600},
                 keypad={"driver": "serial", "port": self.ptys["keypad"][2]},
@@ -224,6 +262,10 @@ class Sim:
             else:
                 self.net.restore()
                 self.message = "network restored"
+        elif seq == "v":
+            if self.demo:
+                self.send("scanner", self.demo.pop(0))
+                self.message = "scanned a demo coupon (%d left)" % len(self.demo)
         elif seq == "s":
             text = self.read_scan()
             if text:
@@ -246,9 +288,10 @@ class Sim:
                 if not r:
                     self._check_children()
                     continue
-                seq = os.read(fd, 16).decode(errors="replace")
-                if not self.key(seq):
-                    return
+                data = os.read(fd, 64).decode(errors="replace")
+                for seq in split_keys(data):
+                    if not self.key(seq):
+                        return
                 self.render()
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
@@ -286,6 +329,10 @@ class Sim:
                     pass
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m host_sim.sim")
     ap.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython")
@@ -297,7 +344,9 @@ def main(argv=None):
                     help="print frames as JSON lines for SECONDS instead of drawing")
     args = ap.parse_args(argv)
     sim = Sim(args)
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM, and SIGHUP when the terminal window closes: stop everything like Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         sim.start()
         if args.headless is not None or not sys.stdin.isatty():

@@ -45,3 +45,10 @@ def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path, broker):
     alive = [k for k in kids if os.path.exists("/proc/%d" % k)
              and "zombie" not in open("/proc/%d/status" % k).read()]
     assert alive == [], "left behind: %r" % alive
+
+
+def test_keys_typed_ahead_are_split():
+    from host_sim.sim import split_keys
+    assert split_keys("1250\r") == ["1", "2", "5", "0", "\r"]
+    assert split_keys("\x1b[A9\x1bOP\x1b[11~c") == ["\x1b[A", "9", "\x1bOP", "\x1b[11~", "c"]
+    assert split_keys("\x1b") == ["\x1b"]
