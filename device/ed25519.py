@@ -9,6 +9,7 @@
 # B's comb table is built once at first use; a key's table is built at its first verify and
 # kept with the decoded key (callers cache decoded keys). Field inverses use the extended
 # Euclidean algorithm, about 6x faster than pow(x, p - 2, p) on MicroPython.
+from device import comb
 from device.sha512 import sha512
 
 P = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED
@@ -23,11 +24,9 @@ _Y_MASK = (1 << 255) - 1
 # Comb geometry: TEETH * SPACING >= 254 bits (scalars go up to s + L < 2^254); the table holds
 # 2^(TEETH-1) points. 7 teeth: 64 points, 13.9 KB per table on the unix port (8 teeth would
 # save ~10% of a verify for twice the memory).
-TEETH = 7
-SPACING = 37
-_HALF = 1 << (TEETH - 1)
-_COL_MASK = (1 << SPACING) - 1
-_ALL_ONES = (1 << (TEETH * SPACING)) - 1
+TEETH = comb.TEETH
+SPACING = comb.SPACING
+_HALF = comb.HALF
 
 _base_table = None
 
@@ -152,27 +151,7 @@ def _add(p1, p2):
 
 
 def _digits(k):
-    """Comb digits of an odd 0 < k < 2^(TEETH*SPACING), top column first: each is 3 * index
-    into the table, negated minus one for a negative entry. With k = sum(c_i 2^i), c_i = +-1,
-    bit i of (k + 2^n - 1) / 2 says c_i = +1. Written out for TEETH = 7."""
-    k = (k + _ALL_ONES) >> 1
-    m = _COL_MASK
-    r0 = k & m
-    r1 = (k >> SPACING) & m
-    r2 = (k >> (2 * SPACING)) & m
-    r3 = (k >> (3 * SPACING)) & m
-    r4 = (k >> (4 * SPACING)) & m
-    r5 = (k >> (5 * SPACING)) & m
-    r6 = k >> (6 * SPACING)
-    out = []
-    for col in range(SPACING - 1, -1, -1):
-        j = (((r0 >> col) & 1) | (((r1 >> col) & 1) << 1) | (((r2 >> col) & 1) << 2)
-             | (((r3 >> col) & 1) << 3) | (((r4 >> col) & 1) << 4) | (((r5 >> col) & 1) << 5))
-        if (r6 >> col) & 1:
-            out.append(3 * j)
-        else:
-            out.append(-3 * (_HALF - 1 - j) - 1)
-    return out
+    return comb.digits(k, 3)
 
 
 def _double_comb(ta, ka, tb, kb):

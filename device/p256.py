@@ -8,6 +8,8 @@
 # inversion (s mod n) uses the extended Euclidean algorithm.
 from hashlib import sha256
 
+from device import comb
+
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -16,11 +18,9 @@ _GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 # Comb geometry: TEETH * SPACING >= 257 bits (scalars go up to u + n < 2^257); the table holds
 # 2^(TEETH-1) affine points: 64 points, 9.2 KB per table on the unix port.
-TEETH = 7
-SPACING = 37
-_HALF = 1 << (TEETH - 1)
-_COL_MASK = (1 << SPACING) - 1
-_ALL_ONES = (1 << (TEETH * SPACING)) - 1
+TEETH = comb.TEETH
+SPACING = comb.SPACING
+_HALF = comb.HALF
 
 _base_table = None
 
@@ -177,26 +177,7 @@ def _compact(v):
 
 
 def _digits(k):
-    """Comb digits of an odd 0 < k < 2^(TEETH*SPACING), top column first: each is 2 * index
-    into the table, negated minus one for a negative entry (see device/ed25519.py)."""
-    k = (k + _ALL_ONES) >> 1
-    m = _COL_MASK
-    r0 = k & m
-    r1 = (k >> SPACING) & m
-    r2 = (k >> (2 * SPACING)) & m
-    r3 = (k >> (3 * SPACING)) & m
-    r4 = (k >> (4 * SPACING)) & m
-    r5 = (k >> (5 * SPACING)) & m
-    r6 = k >> (6 * SPACING)
-    out = []
-    for col in range(SPACING - 1, -1, -1):
-        j = (((r0 >> col) & 1) | (((r1 >> col) & 1) << 1) | (((r2 >> col) & 1) << 2)
-             | (((r3 >> col) & 1) << 3) | (((r4 >> col) & 1) << 4) | (((r5 >> col) & 1) << 5))
-        if (r6 >> col) & 1:
-            out.append(2 * j)
-        else:
-            out.append(-2 * (_HALF - 1 - j) - 1)
-    return out
+    return comb.digits(k, 2)
 
 
 def _double_comb(ta, ka, tb, kb):
