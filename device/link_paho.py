@@ -1,6 +1,6 @@
 # The MQTT link on CPython: paho-mqtt 2.x behind the interface of device/link.py. CPython only,
 # so it lives apart from link.py and boards never carry it.
-from device.mqtt_client import Backoff, LinkError, new_stats, tls_context
+from device.mqtt_client import Backoff, LinkError, new_stats, run_on_connect, tls_context
 
 
 class PahoLink:
@@ -212,18 +212,7 @@ class PahoLink:
         self.stats["connects"] += 1
         if self._on_connect_task is not None:
             self._on_connect_task.cancel()  # still busy with an older connection
-        self._on_connect_task = self._asyncio.ensure_future(self._run_on_connect())
-
-    async def _run_on_connect(self):
-        if self.on_connect is None:
-            return
-        try:
-            await self.on_connect(self)
-        except LinkError:
-            pass  # the connection went away meanwhile; the next CONNACK calls it again
-        except Exception as e:  # the agent's bug must not stop the link
-            self.stats["handler_errors"] += 1
-            self.last_error = "on_connect: %r" % (e,)
+        self._on_connect_task = self._asyncio.ensure_future(run_on_connect(self))
 
     def _connect_failed(self, why):
         self.stats["connect_failures"] += 1

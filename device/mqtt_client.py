@@ -40,6 +40,19 @@ class LinkError(Exception):
         self.code = code
 
 
+async def run_on_connect(link):
+    """Awaits the owner's on_connect after a CONNACK (both links)."""
+    if link.on_connect is None:
+        return
+    try:
+        await link.on_connect(link)
+    except LinkError:
+        pass  # the connection went away meanwhile; the next CONNACK calls it again
+    except Exception as e:  # the agent's bug must not stop the link
+        link.stats["handler_errors"] += 1
+        link.last_error = "on_connect: %r" % (e,)
+
+
 def new_stats():
     return {"connects": 0, "connect_failures": 0, "drops": 0, "ping_timeouts": 0, "rx": 0,
             "tx": 0, "bad_packets": 0, "retransmits": 0, "handler_errors": 0}
@@ -429,15 +442,7 @@ class MQTTClient:
             self.stats["retransmits"] += 1
 
     async def _run_on_connect(self):
-        if self.on_connect is None:
-            return
-        try:
-            await self.on_connect(self)
-        except LinkError:
-            pass  # the connection went away meanwhile; the next CONNACK calls it again
-        except Exception as e:  # the agent's bug must not stop the link
-            self.stats["handler_errors"] += 1
-            self.last_error = "on_connect: %r" % (e,)
+        await run_on_connect(self)
 
     def _drop(self, reason):
         self.connected = False  # at once: no new publish may start on a dying connection
