@@ -12,11 +12,13 @@ except ImportError:  # pragma: no cover - boards ship it as uasyncio
 from device import build, crypto, rt
 from device.clock import Clock, ticks_diff, ticks_ms
 from device.counters import Counters
+from device.coupon import Verifier
 from device.eventlog import EventLog
 from device.metrics import Metrics
 from device.queue import ChargeQueue
 from device.sale import charge_body
 from device.storage import PosixFS, RecordLog
+from device.trust import TrustError, TrustStore
 from protocol import cbor, envelope, messages, topics
 
 # Downlink types whose replay would do harm: their seq is written to flash before they act.
@@ -45,9 +47,9 @@ class Agent:
         self.counters = Counters(self.fs, self.data_dir + "/counters.json").open()
         self.guard = envelope.SeqGuard({"host": self.counters.host_seq})
         self.queue = ChargeQueue(RecordLog(self.fs, self.data_dir + "/queue.log")).open()
-        self.trust = None
-        self.verifier = None
-        self._open_trust()
+        roots = [bytes.fromhex(k) for k in cfg["root_keys"]]
+        self.trust = TrustStore(self.fs, self.data_dir, roots).open()
+        self.verifier = Verifier(self.trust)
         self.link = None
         self.started_ms = ticks_ms()
         self._kick = None
@@ -57,28 +59,16 @@ class Agent:
         self.printer = None
         self.drivers = {}
 
-    def _open_trust(self):
-        # The verifier needs the trust store; both arrive with the coupon feature.
-        try:
-            from device.coupon import Verifier
-            from device.trust import TrustStore
-        except ImportError:
-            return
-        roots = [bytes.fromhex(k) for k in self.cfg["root_keys"]]
-        self.trust = TrustStore(self.fs, self.data_dir, roots)
-        self.trust.open()
-        self.verifier = Verifier(self.trust)
-
     # -- facts for hello, status and the console ----------------------------------------------
     @property
     def online(self):
         return self.link is not None and self.link.connected
 
     def trust_ver(self):
-        return self.trust.trust_ver if self.trust else 0
+        return self.trust.trust_ver
 
     def rev_ver(self):
-        return self.trust.rev_ver if self.trust else 0
+        return self.trust.rev_ver
 
     def uptime(self):
         return ticks_diff(ticks_ms(), self.started_ms) // 1000
@@ -204,10 +194,6 @@ class Agent:
                                                   self.cfg["status_interval_s"])
 
     def _on_fleet(self, what, payload):
-        if self.trust is None:
-            self.metrics.inc("drop_fleet_unsupported")
-            return
-        from device.trust import TrustError
         try:
             if what == "trustlist":
                 ver = self.trust.install_trustlist(payload)

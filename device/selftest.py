@@ -32,8 +32,8 @@ def run(a, fs):
     return {"passed": not failures, "failures": failures, "warnings": warnings,
             "drivers": drivers, "link": link, "storage": storage, "clock": clock,
             "trust_ver": a.trust_ver(), "rev_ver": a.rev_ver(),
-            "trust_keys": a.trust.keys_count() if a.trust else 0,
-            "revoked": a.trust.revoked_count() if a.trust else 0}
+            "trust_keys": a.trust.keys_count(),
+            "revoked": a.trust.revoked_count()}
 
 
 def storage_check(fs, data_dir):

@@ -226,8 +226,6 @@ class Commands:
 
     def cmd_coupon_check(self, arg):
         a = self.agent
-        if a.verifier is None:
-            return reply_error("unsupported", "this firmware has no coupon support")
         if not arg:
             return reply_error("bad_argument", "usage: coupon check TOKEN [TOTAL]")
         token, total = split_total(arg)
