@@ -297,10 +297,13 @@ class Clerk:
             self.screen = REFUSED
             return [self._show()]
         self.screen = COMMITTED
-        actions = [self._show()]
+        # The receipt goes to the printer first: whoever sees `committed` (the clerk, a test)
+        # can take it that the receipt is out.
+        actions = []
         receipt = r.get("receipt")
         if receipt:
             actions.append(("print", receipt))
+        actions.append(self._show())
         return actions
 
     # -- idle and coupon ---------------------------------------------------------------------

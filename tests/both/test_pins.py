@@ -259,7 +259,7 @@ def test_clerk_login_and_clerk_id_on_the_charge():
     act = keys(clerk, ["1", "1", "1", "1", "ENTER"])
     assert act[0][1] == "idle" and act[0][2][-1] == messages.LOGGED_IN
     act = keys(clerk, ["2", "5", "0", "ENTER", "ENTER"])
-    assert act[0][1] == "committed"
+    assert act[-1][1] == "committed"
     rec = a.queue.pending[-1]
     assert rec["amt"] == 250 and rec["clerk"] == svc.clerk_id()
     assert rec["clerk"].startswith("clerk-")
