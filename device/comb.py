@@ -1,6 +1,7 @@
-# Signed comb digits for the pure verifiers' fixed-key scalar multiplication (device/ed25519.py,
-# device/p256.py). TEETH * SPACING = 259 bits covers both curves' scalars (Ed25519 s + L < 2^254,
-# P-256 u + n < 2^257); a table holds 2^(TEETH-1) = 64 points.
+# What the pure verifiers (device/ed25519.py, device/p256.py) share: the decoded-key Point that
+# carries its comb table, a modular inverse, and the signed comb digits of a scalar.
+# TEETH * SPACING = 259 bits covers both curves' scalars (Ed25519 s + L < 2^254, P-256
+# u + n < 2^257); a table holds 2^(TEETH-1) = 64 points.
 TEETH = 7
 SPACING = 37
 HALF = 1 << (TEETH - 1)
@@ -31,3 +32,24 @@ def digits(k, stride):
         else:
             out.append(-stride * (HALF - 1 - j) - 1)
     return out
+
+
+class Point:
+    """A decoded public key: affine (x, y); its comb table is built at the first verify."""
+
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+        self.table = None
+
+
+def inv(a, m):
+    """a^-1 mod m for a != 0 mod m, m prime (extended Euclid: far faster than pow on
+    MicroPython, whose pow(x, -1, m) also returns 0)."""
+    x0, x1 = 1, 0
+    r0, r1 = a % m, m
+    while r1:
+        q = r0 // r1
+        r0, r1 = r1, r0 - q * r1
+        x0, x1 = x1, x0 - q * x1
+    return x0 % m

@@ -31,26 +31,6 @@ _HALF = comb.HALF
 _base_table = None
 
 
-def _inv(a):
-    """a^-1 mod P for a != 0 mod P (extended Euclid)."""
-    x0, x1 = 1, 0
-    r0, r1 = a % P, P
-    while r1:
-        q = r0 // r1
-        r0, r1 = r1, r0 - q * r1
-        x0, x1 = x1, x0 - q * x1
-    return x0 % P
-
-
-class Point:
-    """A decoded public key: affine (x, y); its comb table is built at the first verify."""
-
-    def __init__(self, x, y):
-        self.x = x
-        self.y = y
-        self.table = None
-
-
 def decode_point(pub):
     """The point a 32-byte public key encodes, or None when it is not on the curve."""
     if not isinstance(pub, (bytes, bytearray)) or len(pub) != 32:
@@ -73,7 +53,7 @@ def decode_point(pub):
         x = x * _SQRT_M1 % P
     if x & 1 != sign:
         x = (P - x) % P
-    return Point(x, y)
+    return comb.Point(x, y)
 
 
 def _comb_table(x, y):
@@ -115,7 +95,7 @@ def _comb_table(x, y):
     for j in range(n):
         prefix[j] = acc
         acc = acc * pts[j][2] % p
-    inv = _inv(acc)
+    inv = comb.inv(acc, P)
     table = [0] * (3 * n)
     for j in range(n - 1, -1, -1):
         X, Y, Z, _ = pts[j]
@@ -269,7 +249,7 @@ def verify_point(A, pub, msg, sig):
     X, Y, Z, T = _double_comb(A.table, k + fix, _base_table, s)
     if fix:
         X, Y, Z, T = _add((X, Y, Z, T), (A.x, A.y, 1, A.x * A.y % P))
-    zi = _inv(Z)
+    zi = comb.inv(Z, P)
     x = X * zi % P
     y = Y * zi % P
     return (y | ((x & 1) << 255)) == _scalar(sig[:32])

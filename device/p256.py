@@ -25,26 +25,6 @@ _HALF = comb.HALF
 _base_table = None
 
 
-def _inv(a, m):
-    """a^-1 mod m for a != 0 mod m, m prime (extended Euclid)."""
-    x0, x1 = 1, 0
-    r0, r1 = a % m, m
-    while r1:
-        q = r0 // r1
-        r0, r1 = r1, r0 - q * r1
-        x0, x1 = x1, x0 - q * x1
-    return x0 % m
-
-
-class Point:
-    """A decoded public key: affine (x, y); its comb table is built at the first verify."""
-
-    def __init__(self, x, y):
-        self.x = x
-        self.y = y
-        self.table = None
-
-
 def _on_curve(x, y):
     return (y * y - (x * x * x - 3 * x + _B)) % P == 0
 
@@ -59,7 +39,7 @@ def decode_point(pub):
         y = int.from_bytes(pub[33:], "big")
         if x >= P or y >= P or not _on_curve(x, y):
             return None
-        return Point(x, y)
+        return comb.Point(x, y)
     if len(pub) == 33 and pub[0] in (2, 3):
         x = int.from_bytes(pub[1:], "big")
         if x >= P:
@@ -70,7 +50,7 @@ def decode_point(pub):
             return None
         if y & 1 != pub[0] & 1:
             y = P - y
-        return Point(x, y)
+        return comb.Point(x, y)
     return None
 
 
@@ -120,7 +100,7 @@ def _affine(pts):
     for j in range(n):
         prefix[j] = acc
         acc = acc * pts[j][2] % p
-    inv = _inv(acc, p)
+    inv = comb.inv(acc, p)
     out = [None] * n
     for j in range(n - 1, -1, -1):
         X, Y, Z = pts[j]
@@ -237,7 +217,7 @@ def verify_point(Q, msg, sig):
     if not (0 < r < N and 0 < s < N):
         return False
     e = int.from_bytes(sha256(msg).digest(), "big")
-    w = _inv(s, N)
+    w = comb.inv(s, N)
     u1 = e * w % N
     u2 = r * w % N
     if _base_table is None:

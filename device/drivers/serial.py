@@ -87,6 +87,17 @@ class _Port:
         if not self.is_open:
             raise SerialError(self.port, "closed")
 
+    def write(self, data):
+        self._check_open()
+        data = _as_bytes(data)
+        try:
+            self._write(data)
+        except self._WRITE_ERRORS as e:
+            raise self._fail("write", e) from None
+        self.tx += len(data)
+
+    _WRITE_ERRORS = (OSError,)
+
 
 class _PyserialPort(_Port):
     IMPL = "pyserial"
@@ -95,6 +106,7 @@ class _PyserialPort(_Port):
         _Port.__init__(self, port, baud)
         import serial as pyserial  # the pyserial package (absolute import), CPython only
         self._exc = pyserial.SerialException
+        self._WRITE_ERRORS = (OSError, self._exc)
         try:
             self._s = pyserial.Serial(port, baud, timeout=0, write_timeout=2)
         except (OSError, ValueError, self._exc) as e:
@@ -113,15 +125,9 @@ class _PyserialPort(_Port):
         self.rx += len(data)
         return data
 
-    def write(self, data):
-        self._check_open()
-        data = _as_bytes(data)
-        try:
-            self._s.write(data)
-            self._s.flush()
-        except (OSError, self._exc) as e:
-            raise self._fail("write", e) from None
-        self.tx += len(data)
+    def _write(self, data):
+        self._s.write(data)
+        self._s.flush()
 
     def close(self):
         if self.is_open:
@@ -199,14 +205,8 @@ class _TtyPort(_Port):
         self.rx += len(out)
         return bytes(out)
 
-    def write(self, data):
-        self._check_open()
-        data = _as_bytes(data)
-        try:
-            self._f.write(data)
-        except OSError as e:
-            raise self._fail("write", e) from None
-        self.tx += len(data)
+    def _write(self, data):
+        self._f.write(data)
 
     def close(self):
         if self.is_open:
@@ -241,14 +241,8 @@ class _UartPort(_Port):
         self.rx += len(data)
         return data
 
-    def write(self, data):
-        self._check_open()
-        data = _as_bytes(data)
-        try:
-            self._u.write(data)
-        except OSError as e:
-            raise self._fail("write", e) from None
-        self.tx += len(data)
+    def _write(self, data):
+        self._u.write(data)
 
     def close(self):
         if self.is_open:
