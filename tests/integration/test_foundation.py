@@ -7,7 +7,6 @@
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from host_sim.registry import Registry
 from protocol import envelope, topics
-from tests.support.terminal import DeviceProcess, Pty, wait_until
+from tests.support.terminal import DeviceProcess, Pty, start_host, stop_process, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROOT_KEY = "6b302cf1c2a95a0f2791d08a3db8949042ac04ab98a163ae605a2e70418feffe"
@@ -26,22 +25,10 @@ ROOT_KEY = "6b302cf1c2a95a0f2791d08a3db8949042ac04ab98a163ae605a2e70418feffe"
 @pytest.fixture
 def host(broker, tmp_path):
     db = str(tmp_path / "host.db")
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db,
-         "--broker-host", "127.0.0.1", "--broker-port", str(broker.port),
-         "--client-id", "host-" + tmp_path.name],
-        cwd=ROOT, stdout=open(tmp_path / "host.log", "w"), stderr=subprocess.STDOUT)
-    # A hello sent before the host has subscribed is not kept for it: wait until it listens.
-    wait_until(lambda: "host up" in (tmp_path / "host.log").read_text() or proc.poll() is not None,
-               30)
-    assert proc.poll() is None, (tmp_path / "host.log").read_text()
+    proc = start_host(ROOT, db, broker.port, tmp_path / "host.log",
+                      "--client-id", "host-" + tmp_path.name)
     yield db
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 def _register(db, tmp_path, device_id, broker, console_port):

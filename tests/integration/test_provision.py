@@ -15,7 +15,6 @@ makes the terminal's certificate, pushes it with `tls install`, adds the account
 import json
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from host_sim.mosquitto import Mosquitto, check_password_entry, free_port, write
 from host_sim.provision import QR_BORDER, QR_SCALE
 from host_sim.registry import Registry
 from tests.support.broker import mosquitto_path
-from tests.support.terminal import Pty, runtime_cmd, wait_until
+from tests.support.terminal import Pty, runtime_cmd, start_host, stop_process, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,18 +66,10 @@ class Bridge:
 @pytest.fixture
 def host(broker, tmp_path):
     db = str(tmp_path / "host.db")
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db,
-         "--broker-host", "127.0.0.1", "--broker-port", str(broker.port),
-         "--client-id", "host-" + tmp_path.name],
-        cwd=ROOT, stdout=open(tmp_path / "host.log", "w"), stderr=subprocess.STDOUT)
+    proc = start_host(ROOT, db, broker.port, tmp_path / "host.log",
+                      "--client-id", "host-" + tmp_path.name)
     yield db
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -217,12 +208,7 @@ def test_provision_a_fresh_terminal_over_serial(runtime, broker, host, lists, tm
         st = wait_until(lambda: _try(tool_side, "status"), 30, tail)
         assert st["provisioned"] is False
     finally:
-        dev.send_signal(signal.SIGTERM)
-        try:
-            dev.wait(10)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait()
+        stop_process(dev)
         log.close()
         bridge.close()
         term_side.close()
@@ -285,13 +271,7 @@ class Supervised:
         with self.lock:
             self.stopping = True
             proc = self.proc
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         self.thread.join(10)
 
 
@@ -332,12 +312,7 @@ def secure_shop(tmp_path_factory):
         yield {"base": base, "certs": certs, "db": db, "port": port, "broker": broker,
                "broker_dir": str(base / "broker"), "host_tail": host_tail}
     finally:
-        host.send_signal(signal.SIGTERM)
-        try:
-            host.wait(10)
-        except subprocess.TimeoutExpired:
-            host.kill()
-            host.wait()
+        stop_process(host)
         broker.stop()
 
 

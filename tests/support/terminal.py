@@ -21,6 +21,38 @@ def wait_until(fn, timeout, tail=None, interval=0.1):
         time.sleep(interval)
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL if it does not go within timeout; always reaps it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def start_host(root, db, broker_port, log_path, *extra):
+    """`python -m host_sim serve` as a child; returns once it has subscribed ("host up"): a
+    device's hello sent before that is not kept for the host."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "host_sim", "serve", "--db", str(db),
+                             "--broker-host", "127.0.0.1", "--broker-port", str(broker_port)]
+                            + list(extra), cwd=root, stdout=open(log_path, "w"),
+                            stderr=subprocess.STDOUT)
+
+    def log():
+        with open(log_path) as f:
+            return f.read()
+
+    try:
+        wait_until(lambda: "host up" in log() or proc.poll() is not None, 30, log)
+        assert proc.poll() is None, log()
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
 class Pty:
     """A pseudo-terminal pair: the device opens slave_path, the test talks on the master."""
 
@@ -97,11 +129,5 @@ class DeviceProcess:
     def stop(self):
         if self._log.closed:
             return
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self._log.close()
