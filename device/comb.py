@@ -53,3 +53,19 @@ def inv(a, m):
         r0, r1 = r1, r0 - q * r1
         x0, x1 = x1, x0 - q * x1
     return x0 % m
+
+
+def inverses(zs, m):
+    """[z^-1 mod m for z in zs] with a single inversion (Montgomery's trick); no z is 0."""
+    n = len(zs)
+    prefix = [1] * n
+    acc = 1
+    for j in range(n):
+        prefix[j] = acc
+        acc = acc * zs[j] % m
+    rest = inv(acc, m)  # the inverse of the product of zs[0..j]
+    out = [0] * n
+    for j in range(n - 1, -1, -1):
+        out[j] = rest * prefix[j] % m
+        rest = rest * zs[j] % m
+    return out

@@ -88,19 +88,13 @@ def _comb_table(x, y):
         twice = _add(teeth[i], teeth[i])
         for j in range(1 << i):
             pts.append(_add(pts[j], twice))
-    # to affine with one inversion (Montgomery's trick)
+    # to affine with one inversion
     n = len(pts)
-    prefix = [1] * n
-    acc = 1
-    for j in range(n):
-        prefix[j] = acc
-        acc = acc * pts[j][2] % p
-    inv = comb.inv(acc, P)
+    zis = comb.inverses([pt[2] for pt in pts], p)
     table = [0] * (3 * n)
-    for j in range(n - 1, -1, -1):
-        X, Y, Z, _ = pts[j]
-        zi = inv * prefix[j] % p
-        inv = inv * Z % p
+    for j in range(n):
+        X, Y, _, _ = pts[j]
+        zi = zis[j]
         ax = X * zi % p
         ay = Y * zi % p
         table[3 * j] = _compact((ay + ax) % p)

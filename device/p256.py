@@ -94,18 +94,11 @@ def _madd(X1, Y1, Z1, x2, y2):
 def _affine(pts):
     """Affine (x, y) of Jacobian points (none at infinity) with one inversion (Montgomery)."""
     p = P
-    n = len(pts)
-    prefix = [1] * n
-    acc = 1
-    for j in range(n):
-        prefix[j] = acc
-        acc = acc * pts[j][2] % p
-    inv = comb.inv(acc, p)
-    out = [None] * n
-    for j in range(n - 1, -1, -1):
-        X, Y, Z = pts[j]
-        zi = inv * prefix[j] % p
-        inv = inv * Z % p
+    zis = comb.inverses([pt[2] for pt in pts], p)
+    out = [None] * len(pts)
+    for j in range(len(pts)):
+        X, Y, _ = pts[j]
+        zi = zis[j]
         zi2 = zi * zi % p
         out[j] = (X * zi2 % p, Y * zi2 % p * zi % p)
     return out
