@@ -2,6 +2,9 @@
 # Every error names the bad key, e.g. "broker.port: must be an integer 1..65535".
 import json
 
+from protocol.messages import LIMIT_KEYS
+from protocol.schema import MAX_PIN_ITERATIONS
+
 DEFAULT_LIMITS = {
     "offline_max_charge": 50000,
     "offline_max_total": 500000,
@@ -63,8 +66,8 @@ def check_pin_hash(v, name):
         iters = int(parts[1])
     except ValueError:
         iters = 0
-    if iters < 1 or iters > 10000000:
-        raise ConfigError(name, "iterations must be 1..10000000")
+    if iters < 1 or iters > MAX_PIN_ITERATIONS:
+        raise ConfigError(name, "iterations must be 1..%d" % MAX_PIN_ITERATIONS)
     if not parts[2] or len(parts[2]) % 2 or any(c not in _HEX for c in parts[2]):
         raise ConfigError(name, "salt must be lowercase hex")
     _hex(parts[3], name + " hash", (64,))
@@ -123,7 +126,7 @@ def parse(obj):
         raise ConfigError("limits", "must be an object")
     cfg["limits"] = dict(DEFAULT_LIMITS)
     for k in limits:
-        if k not in DEFAULT_LIMITS:
+        if k not in LIMIT_KEYS:
             raise ConfigError("limits." + k, "unknown limit")
         cfg["limits"][k] = _int(limits, k, "limits." + k, 0)
 

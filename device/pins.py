@@ -6,10 +6,11 @@
 import json
 
 from device import crypto
+from protocol.schema import MAX_PIN_ITERATIONS
 
 ROLES = ("tech", "supervisor", "clerk")
 MAX_PIN = 32
-MAX_ITERATIONS = 10000000  # the same bound device/config.py puts on a provisioned hash
+MAX_ITERATIONS = MAX_PIN_ITERATIONS  # one bound for device.json, host config and this check
 MAX_FAILURES = 5
 LOCK_S = 300
 

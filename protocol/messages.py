@@ -1,211 +1,31 @@
-# Message bodies of SPEC 3.2. check(mtype, body) accepts a body or raises MessageError naming the
-# first bad field as a path ("cpn[0].cti"). Rules: bool is not int; uint is an int in 0..2**64-1
-# (the CBOR unsigned range); optional fields may be absent; unknown extra keys are ignored so
-# newer hosts and devices can add fields.
-UP_TYPES = ("hello", "charge", "status")
-DOWN_TYPES = ("charge_result", "redeemed", "config")
+# Message bodies of SPEC 3.2 and SPEC 8. check(mtype, body) accepts a body or raises MessageError
+# naming the first bad field as a path ("cpn[0].cti"). Field rules are in protocol/schema.py;
+# optional fields may be absent; unknown extra keys are ignored so newer hosts and devices can
+# add fields (the device's host settings count unknown `config` keys: device/host_settings.py).
+#
+# Each type is registered once with its direction; the SPEC 8 bodies live in
+# protocol/store_messages.py, which registers itself below.
+from protocol import schema as s
+from protocol.schema import MessageError  # noqa: F401 - the error callers catch
 
 RUNTIMES = ("cpython", "micropython")
 CHARGE_KINDS = ("sale", "member", "topup", "vip")
 RESULT_STATES = ("approved", "declined")
 COUPON_STATES = ("ok", "conflict")
-LIMIT_KEYS = ("offline_max_charge", "offline_max_total", "offline_max_count", "offline_max_age_s")
+LICENCE_STATES = ("none", "ok", "expiring", "grace", "restricted")
 PIN_ROLES = ("tech", "supervisor", "clerk")
 MIN_STATUS_INTERVAL_S = 5
+MAX_STATUS_INTERVAL_S = 86400
 
-_UINT_END = 1 << 64
-_HEX = "0123456789abcdef"
-
-
-class MessageError(ValueError):
-    def __init__(self, field, reason):
-        super().__init__(field + ": " + reason)
-        self.field = field
-        self.reason = reason
-
-    def __str__(self):
-        return self.field + ": " + self.reason
+UP_TYPES = []
+DOWN_TYPES = []
+_CHECKS = {}
 
 
-_MISSING = object()
-
-
-def _field(body, key, path, optional=False):
-    v = body.get(key, _MISSING)
-    if v is _MISSING and not optional:
-        raise MessageError(path, "required")
-    return v
-
-
-def _uint(v, path):
-    if type(v) is not int or not 0 <= v < _UINT_END:
-        raise MessageError(path, "must be uint")
-    return v
-
-
-def _text(v, path):
-    if type(v) is not str:
-        raise MessageError(path, "must be text")
-    return v
-
-
-def _bool(v, path):
-    if v is not True and v is not False:
-        raise MessageError(path, "must be bool")
-    return v
-
-
-def _bytes(v, path, lo, hi):
-    if type(v) is not bytes or not lo <= len(v) <= hi:
-        size = "%d" % lo if lo == hi else "%d..%d" % (lo, hi)
-        raise MessageError(path, "must be bytes of " + size)
-    return v
-
-
-def _choice(v, path, choices):
-    if type(v) is not str or v not in choices:
-        raise MessageError(path, "must be one of " + "|".join(choices))
-    return v
-
-
-def _list(v, path):
-    if type(v) is not list:
-        raise MessageError(path, "must be a list")
-    return v
-
-
-def _map(v, path):
-    if type(v) is not dict:
-        raise MessageError(path, "must be a map")
-    return v
-
-
-def _opt_text(body, key):
-    v = _field(body, key, key, True)
-    if v is not _MISSING:
-        _text(v, key)
-
-
-def _cti(v, path):
-    # Coupon serial, SPEC 2.1: bstr of 1..32 bytes.
-    return _bytes(v, path, 1, 32)
-
-
-def _all_in(s, chars):
-    for ch in s:
-        if ch not in chars:
-            return False
-    return True
-
-
-def _hex(s):
-    # Whole bytes of lowercase hex (SPEC 1: hex is lowercase).
-    return bool(s) and len(s) % 2 == 0 and _all_in(s, _HEX)
-
-
-def _pin_hash(v, path):
-    # pbkdf2-sha256$ITERATIONS$SALT_HEX$HASH_HEX (SPEC 5.2): PBKDF2-HMAC-SHA256, 32-byte output.
-    reason = "must be pbkdf2-sha256$ITER$SALTHEX$HASHHEX"
-    if type(v) is not str:
-        raise MessageError(path, reason)
-    parts = v.split("$")
-    if len(parts) != 4 or parts[0] != "pbkdf2-sha256":
-        raise MessageError(path, reason)
-    it = parts[1]
-    if not it or it[0] == "0" or not _all_in(it, "0123456789"):
-        raise MessageError(path, "iterations must be a positive decimal")
-    if not _hex(parts[2]):
-        raise MessageError(path, "salt must be lowercase hex bytes")
-    if len(parts[3]) != 64 or not _hex(parts[3]):
-        raise MessageError(path, "hash must be 64 lowercase hex digits")
-
-
-def _hello(b):
-    _text(_field(b, "fw", "fw"), "fw")
-    _choice(_field(b, "rt", "rt"), "rt", RUNTIMES)
-    for key in ("boot", "queue", "trust_ver", "rev_ver"):
-        _uint(_field(b, key, key), key)
-
-
-def _charge(b):
-    _bytes(_field(b, "cid", "cid"), "cid", 16, 16)
-    _choice(_field(b, "kind", "kind"), "kind", CHARGE_KINDS)
-    gross = _uint(_field(b, "gross", "gross"), "gross")
-    amt = _uint(_field(b, "amt", "amt"), "amt")
-    _text(_field(b, "cur", "cur"), "cur")
-    _uint(_field(b, "at", "at"), "at")
-    _bool(_field(b, "off", "off"), "off")
-    _text(_field(b, "clerk", "clerk"), "clerk")
-    disc = 0
-    for i, c in enumerate(_list(_field(b, "cpn", "cpn"), "cpn")):
-        p = "cpn[%d]" % i
-        _map(c, p)
-        _cti(_field(c, "cti", p + ".cti"), p + ".cti")
-        _text(_field(c, "cmp", p + ".cmp"), p + ".cmp")
-        disc += _uint(_field(c, "disc", p + ".disc"), p + ".disc")
-    _opt_text(b, "mem")
-    _opt_text(b, "ref")
-    if amt > gross:
-        raise MessageError("amt", "must not exceed gross (%d > %d)" % (amt, gross))
-    if gross - amt != disc:
-        raise MessageError("amt", "gross - amt must equal the sum of cpn disc (%d != %d)"
-                           % (gross - amt, disc))
-
-
-def _status(b):
-    for key in ("queue", "queue_amt", "drops", "uptime", "declined_unseen"):
-        _uint(_field(b, key, key), key)
-    oldest = _field(b, "oldest_at", "oldest_at")
-    if oldest is not None:
-        _uint(oldest, "oldest_at")
-
-
-def _charge_result(b):
-    _bytes(_field(b, "cid", "cid"), "cid", 16, 16)
-    _choice(_field(b, "st", "st"), "st", RESULT_STATES)
-    _opt_text(b, "code")
-    _opt_text(b, "auth")
-    for i, c in enumerate(_list(_field(b, "cpn", "cpn"), "cpn")):
-        p = "cpn[%d]" % i
-        _map(c, p)
-        _cti(_field(c, "cti", p + ".cti"), p + ".cti")
-        _choice(_field(c, "st", p + ".st"), p + ".st", COUPON_STATES)
-
-
-def _redeemed(b):
-    for i, c in enumerate(_list(_field(b, "cti", "cti"), "cti")):
-        _cti(c, "cti[%d]" % i)
-
-
-def _config(b):
-    limits = _field(b, "limits", "limits", True)
-    if limits is not _MISSING:
-        _map(limits, "limits")
-        for key in LIMIT_KEYS:
-            v = _field(limits, key, "", True)
-            if v is not _MISSING:
-                _uint(v, "limits." + key)
-    pins = _field(b, "pins", "pins", True)
-    if pins is not _MISSING:
-        _map(pins, "pins")
-        for role in PIN_ROLES:
-            v = _field(pins, role, "", True)
-            if v is not _MISSING:
-                _pin_hash(v, "pins." + role)
-    interval = _field(b, "status_interval_s", "", True)
-    if interval is not _MISSING:
-        if _uint(interval, "status_interval_s") < MIN_STATUS_INTERVAL_S:
-            raise MessageError("status_interval_s", "must be >= %d" % MIN_STATUS_INTERVAL_S)
-
-
-_CHECKS = {
-    "hello": _hello,
-    "charge": _charge,
-    "status": _status,
-    "charge_result": _charge_result,
-    "redeemed": _redeemed,
-    "config": _config,
-}
+def register(mtype, direction, fn):
+    """Adds a message type: direction "up" (device -> host) or "down"; fn(body) checks it."""
+    (UP_TYPES if direction == "up" else DOWN_TYPES).append(mtype)
+    _CHECKS[mtype] = fn
 
 
 def check(mtype, body):
@@ -213,5 +33,211 @@ def check(mtype, body):
     fn = _CHECKS.get(mtype) if type(mtype) is str else None
     if fn is None:
         raise MessageError("t", "unknown type")
-    _map(body, "body")
+    s.mapping(body, "body")
     fn(body)
+
+
+# ---------------------------------------------------------------- up
+
+
+def lic_state(v, path):
+    """`lic` of hello and status (SPEC 8.5): {"st", "exp": int|null, "days": int|null}."""
+    s.mapping(v, path)
+    s.choice(s.field(v, "st", path + ".st"), path + ".st", LICENCE_STATES)
+    for k in ("exp", "days"):
+        x = s.field(v, k, path + "." + k)
+        if x is not None:
+            s.integer(x, path + "." + k)
+    return v
+
+
+def _hello(b):
+    s.req(b, "fw", s.text)
+    s.req(b, "rt", s.choice, RUNTIMES)
+    for key in ("boot", "queue", "trust_ver", "rev_ver"):
+        s.req(b, key, s.uint)
+    s.opt(b, "lic", lic_state)
+
+
+def _coupons(b):
+    disc = 0
+    for i, c in enumerate(s.req(b, "cpn", s.array)):
+        p = "cpn[%d]" % i
+        s.mapping(c, p)
+        s.cti(s.field(c, "cti", p + ".cti"), p + ".cti")
+        s.text(s.field(c, "cmp", p + ".cmp"), p + ".cmp")
+        disc += s.amount(s.field(c, "disc", p + ".disc"), p + ".disc")
+    return disc
+
+
+def _charge(b):
+    s.req(b, "cid", s.id16)
+    kind = s.req(b, "kind", s.choice, CHARGE_KINDS)
+    gross = s.req(b, "gross", s.amount)
+    amt = s.req(b, "amt", s.amount)
+    s.req(b, "cur", s.text, 1, 8)
+    s.req(b, "at", s.uint)
+    s.req(b, "off", s.boolean)
+    s.req(b, "clerk", s.text)
+    disc = _coupons(b)
+    mem = s.opt(b, "mem", s.text, 1, 64)
+    s.opt(b, "ref", s.text)
+    s.opt(b, "mcti", s.cti)
+    tier = s.opt(b, "tier", s.text, 1, 32)
+    if amt > gross:
+        raise MessageError("amt", "must not exceed gross (%d > %d)" % (amt, gross))
+    if gross - amt != disc:
+        raise MessageError("amt", "gross - amt must equal the sum of cpn disc (%d != %d)"
+                           % (gross - amt, disc))
+    if kind != "sale" and mem is s.MISSING:
+        raise MessageError("mem", "required for a %s charge" % kind)
+    if kind == "vip" and tier is s.MISSING:
+        raise MessageError("tier", "required for a vip charge")
+    if kind in ("topup", "vip") and disc:
+        raise MessageError("cpn", "no coupons on a %s charge" % kind)
+
+
+def journal_state(v, path):
+    """`journal` of status: records the device could not read back (docs/formats.md)."""
+    s.mapping(v, path)
+    for k in ("bad_records", "skipped_bytes"):
+        s.uint(s.field(v, k, path + "." + k), path + "." + k)
+    return v
+
+
+def _status(b):
+    for key in ("queue", "drops", "uptime", "declined_unseen"):
+        s.req(b, key, s.uint)
+    s.req(b, "queue_amt", s.amount)
+    oldest = s.field(b, "oldest_at", "oldest_at")
+    if oldest is not None:
+        s.uint(oldest, "oldest_at")
+    s.opt(b, "lic", lic_state)
+    s.opt(b, "journal", journal_state)
+
+
+register("hello", "up", _hello)
+register("charge", "up", _charge)
+register("status", "up", _status)
+
+
+# ---------------------------------------------------------------- down
+
+
+def _charge_result(b):
+    s.req(b, "cid", s.id16)
+    s.req(b, "st", s.choice, RESULT_STATES)
+    s.opt(b, "code", s.text, 1, 64)
+    s.opt(b, "auth", s.text, 1, 64)
+    for i, c in enumerate(s.req(b, "cpn", s.array)):
+        p = "cpn[%d]" % i
+        s.mapping(c, p)
+        s.cti(s.field(c, "cti", p + ".cti"), p + ".cti")
+        s.choice(s.field(c, "st", p + ".st"), p + ".st", COUPON_STATES)
+    s.opt(b, "bal", s.amount)
+    s.opt(b, "pts", s.amount)
+    vip = s.opt(b, "vip", s.mapping)
+    if vip is not s.MISSING:
+        s.text(s.field(vip, "tier", "vip.tier"), "vip.tier", 1, 32)
+        s.uint(s.field(vip, "start", "vip.start"), "vip.start")
+        s.uint(s.field(vip, "end", "vip.end"), "vip.end")
+
+
+def _redeemed(b):
+    for i, c in enumerate(s.req(b, "cti", s.array)):
+        s.cti(c, "cti[%d]" % i)
+    # Redemptions are keyed by this id on the device, so a replay adds nothing (optional for
+    # hosts that predate it: then the envelope seq guards alone).
+    s.opt(b, "rid", s.id16)
+
+
+# The host-managed settings (`config` downlink, SPEC 3.2/8): key -> checker. The device keeps
+# exactly these (device/host_settings.py); anything else is refused there and counted.
+LIMIT_KEYS = ("offline_max_charge", "offline_max_total", "offline_max_count",
+              "offline_max_age_s", "offline_member_max", "offline_member_total",
+              "refund_pin_over")
+VIP_CYCLES = ("month", "quarter", "year")
+MAX_VIP_TIERS = 9  # F4 then a digit 1..9 picks one
+
+
+def _limits(v, path):
+    s.mapping(v, path)
+    for key in LIMIT_KEYS:
+        x = s.field(v, key, "", True)
+        if x is not s.MISSING:
+            s.amount(x, path + "." + key)
+    return v
+
+
+def _pins(v, path):
+    s.mapping(v, path)
+    for role in PIN_ROLES:
+        x = s.field(v, role, "", True)
+        if x is not s.MISSING:
+            s.pin_hash(x, path + "." + role)
+    return v
+
+
+def _status_interval(v, path):
+    if not MIN_STATUS_INTERVAL_S <= s.uint(v, path) <= MAX_STATUS_INTERVAL_S:
+        raise MessageError(path, "must be >= %d and <= %d" % (MIN_STATUS_INTERVAL_S,
+                                                     MAX_STATUS_INTERVAL_S))
+    return v
+
+
+def _tier_disc(v, path):
+    s.mapping(v, path)
+    for tier, pct in v.items():
+        s.text(tier, path + " key", 1, 32)
+        if type(pct) is not int or not 0 <= pct <= 100:
+            raise MessageError(path + "." + tier, "must be a percent 0..100")
+    return v
+
+
+def _vip_tiers(v, path):
+    s.array(v, path, MAX_VIP_TIERS)
+    for i, t in enumerate(v):
+        p = "%s[%d]" % (path, i)
+        s.mapping(t, p)
+        s.text(s.field(t, "name", p + ".name"), p + ".name", 1, 32)
+        s.amount(s.field(t, "fee", p + ".fee"), p + ".fee")
+        s.choice(s.field(t, "cycle", p + ".cycle"), p + ".cycle", VIP_CYCLES)
+    return v
+
+
+CONFIG_KEYS = {
+    "limits": _limits,
+    "pins": _pins,
+    "status_interval_s": _status_interval,
+    "tier_disc": _tier_disc,
+    "vip_tiers": _vip_tiers,
+    "bookings": s.boolean,
+}
+CONFIG_SUBKEYS = {"limits": LIMIT_KEYS, "pins": PIN_ROLES}
+
+
+def _config(b):
+    for key in CONFIG_KEYS:
+        x = s.field(b, key, key, True)
+        if x is not s.MISSING:
+            CONFIG_KEYS[key](x, key)
+
+
+def config_unknown(body):
+    """The keys of a config body the device does not keep ("limits.foo", "colour")."""
+    out = []
+    for key in body:
+        if key not in CONFIG_KEYS:
+            out.append(str(key)[:40])
+        elif key in CONFIG_SUBKEYS:
+            for sub in body[key]:
+                if sub not in CONFIG_SUBKEYS[key]:
+                    out.append("%s.%s" % (key, str(sub)[:40]))
+    return out
+
+
+register("charge_result", "down", _charge_result)
+register("redeemed", "down", _redeemed)
+register("config", "down", _config)
+
+from protocol import store_messages  # noqa: E402,F401 - registers the SPEC 8 types

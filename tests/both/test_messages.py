@@ -68,8 +68,12 @@ def changed(mtype, path, value):
 
 
 def test_type_lists():
-    assert UP_TYPES == ("hello", "charge", "status")
-    assert DOWN_TYPES == ("charge_result", "redeemed", "config")
+    for t in ("hello", "charge", "status", "member_query", "refund", "booking_update"):
+        assert t in UP_TYPES
+    for t in ("charge_result", "redeemed", "config", "member_info", "refund_result", "bookings",
+              "booking_result", "licence"):
+        assert t in DOWN_TYPES
+    assert not set(UP_TYPES) & set(DOWN_TYPES)
 
 
 def test_valid_bodies():
@@ -102,7 +106,7 @@ def test_error_is_value_error_with_field_path():
 
 
 def test_unknown_type_and_non_map_body():
-    reject("refund", {}, "t", "unknown type")
+    reject("refund_request", {}, "t", "unknown type")
     reject(None, {}, "t", "unknown type")
     reject(b"hello", {}, "t", "unknown type")
     for mtype in VALID:
@@ -231,3 +235,55 @@ def test_config_rejections():
     reject("config", {"status_interval_s": 4}, "status_interval_s", ">= 5")
     reject("config", {"status_interval_s": "60"}, "status_interval_s", "uint")
     reject("config", {"status_interval_s": -60}, "status_interval_s", "uint")
+
+
+def test_config_bounds_match_the_device():
+    # A PIN hash the device could never verify in time, or a heartbeat that overflows a timer,
+    # is refused at the schema (issue 16: the host must not be able to lock a terminal out).
+    reject("config", {"pins": {"tech": "pbkdf2-sha256$1000001$ab$" + "0f" * 32}}, "pins.tech",
+           "iterations")
+    check("config", {"pins": {"tech": "pbkdf2-sha256$1000000$ab$" + "0f" * 32}})
+    reject("config", {"status_interval_s": 86401}, "status_interval_s", "<= 86400")
+    reject("config", {"status_interval_s": 1 << 40}, "status_interval_s", "<= 86400")
+    reject("config", {"limits": {"offline_max_charge": 1 << 63}}, "limits.offline_max_charge",
+           "uint")
+
+
+def test_config_unknown_keys_are_listed():
+    from protocol.messages import config_unknown
+    body = {"limits": {"offline_max_charge": 1, "colour": 2}, "pins": {"root": "x"},
+            "bookings": True, "extra": 1}
+    check("config", {"limits": {"offline_max_charge": 1}, "bookings": True})
+    assert sorted(config_unknown(body)) == ["extra", "limits.colour", "pins.root"]
+
+
+def test_store_service_bodies():
+    rid = bytes(range(16))
+    check("refund", {"rid": rid, "cid": rid, "amt": 5, "cur": "CNY", "reason": "defective",
+                     "at": 1, "clerk": "clerk", "off": False})
+    reject("refund", {"rid": rid, "cid": rid, "amt": 0, "cur": "CNY", "reason": "defective",
+                      "at": 1, "clerk": "clerk", "off": False}, "amt", "at least")
+    check("refund_result", {"rid": rid, "st": "review"})
+    reject("refund_result", {"rid": rid, "st": "pending"}, "st", "review")
+    item = {"bid": "B1", "at": 10, "dur": 1800, "name": "Li", "svc": "cut", "st": "booked",
+            "v": 1}
+    check("bookings", {"ver": 3, "items": [item]})
+    reject("bookings", {"ver": 3, "items": [dict(item, st="gone")]}, "items[0].st", "booked")
+    check("booking_update", {"uid": rid, "bid": "B1", "op": "check_in", "v": 1, "at": 2,
+                             "clerk": "c"})
+    reject("booking_update", {"uid": rid, "bid": "B1", "op": "cancel", "v": 1, "at": 2,
+                              "clerk": "c"}, "reason", "required")
+    check("booking_result", {"uid": rid, "st": "conflict", "booking": item})
+    check("member_query", {"qid": rid, "mid": "M1"})
+    check("member_info", {"qid": rid, "mid": "M1", "bal": 10, "pts": 0, "tier": "gold",
+                          "vip_exp": None, "st": "active"})
+    check("licence", {"lic": b"\x84"})
+    base = {"cid": rid, "gross": 100, "amt": 100, "cur": "CNY", "at": 1, "off": False,
+            "clerk": "c", "cpn": []}
+    reject("charge", dict(base, kind="member"), "mem", "required")
+    reject("charge", dict(base, kind="vip", mem="M1"), "tier", "required")
+    check("charge", dict(base, kind="vip", mem="M1", tier="gold"))
+    check("charge_result", {"cid": rid, "st": "approved", "cpn": [], "bal": 5,
+                            "vip": {"tier": "gold", "start": 1, "end": 2}})
+    check("hello", {"fw": "x", "rt": "cpython", "boot": 1, "queue": 0, "trust_ver": 0,
+                    "rev_ver": 0, "lic": {"st": "grace", "exp": 5, "days": -1}})

@@ -1,0 +1,215 @@
+# The host's database behind one interface: SQLite (a file path: the embedded default of
+# `make sim` and the tests) or PostgreSQL (a "postgresql://..." URL: fleets, several workers).
+#
+# SQL is written once, in the subset both engines run, with `?` placeholders:
+#   - types INTEGER (64-bit on both: written BIGINT for PostgreSQL), TEXT, BLOB (BYTEA);
+#   - INSERT ... ON CONFLICT (...) DO NOTHING / DO UPDATE, and RETURNING, never INSERT OR IGNORE;
+#   - `SELECT ... FOR UPDATE` locks rows on PostgreSQL; SQLite drops the clause (its write
+#     transactions are already exclusive: BEGIN IMMEDIATE);
+#   - no engine functions beyond COUNT/SUM/MIN/MAX/COALESCE.
+# Every write runs inside `with store.transaction() as tx:`; tx.execute(sql, args) returns a
+# cursor (fetchone/fetchall/rowcount); rows read as tuples. Uniqueness that exactly-once rests
+# on is a key in the database, never a check in a worker's memory.
+import re
+import sqlite3
+import threading
+
+_PG_TYPES = ((re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bBLOB\b"), "BYTEA"))
+_FOR_UPDATE = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?\b", re.I)
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def open_store(where):
+    """A Store for a file path (SQLite) or a postgresql:// URL."""
+    if isinstance(where, str) and where.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(where)
+    return SqliteStore(str(where))
+
+
+class _Tx:
+    def __init__(self, conn, translate):
+        self._conn = conn
+        self._translate = translate
+
+    def execute(self, sql, args=()):
+        cur = self._conn.cursor()
+        cur.execute(self._translate(sql), tuple(args))
+        return cur
+
+    def executemany(self, sql, rows):
+        cur = self._conn.cursor()
+        cur.executemany(self._translate(sql), [tuple(r) for r in rows])
+        return cur
+
+
+class SqliteStore:
+    """One connection shared by the threads of one process (serialised by a lock); other
+    processes on the same file wait for the write lock (busy timeout)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.RLock()
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed charge survives a power cut, not only a crash.
+        self.conn.execute("PRAGMA synchronous=FULL")
+
+    def _translate(self, sql):
+        return _FOR_UPDATE.sub("", sql)
+
+    def schema(self, ddl):
+        """Runs CREATE TABLE/INDEX IF NOT EXISTS statements (';'-separated)."""
+        with self.lock:
+            self.conn.executescript(ddl)
+
+    def columns(self, table):
+        with self.lock:
+            return [r[1] for r in self.conn.execute("PRAGMA table_info(%s)" % table)]
+
+    def transaction(self):
+        return _SqliteTx(self)
+
+    def read(self):
+        """A read-only view without a write lock (reports)."""
+        return _SqliteRead(self)
+
+    def close(self):
+        with self.lock:
+            self.conn.close()
+
+
+class _SqliteTx:
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.store.lock.acquire()
+        try:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store.lock.release()
+            raise
+        return _Tx(self.store.conn, self.store._translate)
+
+    def __exit__(self, exc_type, exc, tb):
+        conn = self.store.conn
+        try:
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O error) leaves the transaction open.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            self.store.lock.release()
+        return False
+
+
+class _SqliteRead:
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.store.lock.acquire()
+        return _Tx(self.store.conn, self.store._translate)
+
+    def __exit__(self, *exc):
+        self.store.lock.release()
+        return False
+
+
+class PostgresStore:
+    """psycopg 3; one connection per store object (one per worker thread that writes)."""
+
+    kind = "postgres"
+
+    def __init__(self, url):
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL needs psycopg (pip install 'psycopg[binary]')")
+        self.url = url
+        self.lock = threading.RLock()
+        self._psycopg = psycopg
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def _translate(self, sql):
+        # %s is psycopg's placeholder; a literal % must be doubled first.
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def _ddl(self, ddl):
+        for pattern, repl in _PG_TYPES:
+            ddl = pattern.sub(repl, ddl)
+        return ddl
+
+    def schema(self, ddl):
+        with self.lock:
+            # Two workers creating the same tables at once: serialise on an advisory lock.
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(424242)")
+                for stmt in self._ddl(ddl).split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+
+    def columns(self, table):
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name=%s"
+                " ORDER BY ordinal_position", (table,)).fetchall()
+        return [r[0] for r in rows]
+
+    def transaction(self):
+        return _PgTx(self)
+
+    def read(self):
+        return _PgTx(self)
+
+    def close(self):
+        with self.lock:
+            self.conn.close()
+
+
+class _PgTx:
+    def __init__(self, store):
+        self.store = store
+        self._tx = None
+
+    def __enter__(self):
+        self.store.lock.acquire()
+        try:
+            self._tx = self.store.conn.transaction()
+            self._tx.__enter__()
+        except BaseException:
+            self.store.lock.release()
+            raise
+        return _PgCursorTx(self.store.conn, self.store._translate)
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            return self._tx.__exit__(exc_type, exc, tb)
+        finally:
+            self.store.lock.release()
+
+
+class _PgCursorTx(_Tx):
+    def execute(self, sql, args=()):
+        cur = self._conn.cursor()
+        cur.execute(self._translate(sql), tuple(_pg_arg(a) for a in args))
+        return cur
+
+
+def _pg_arg(a):
+    # bytearray/memoryview go as bytea; bytes already do.
+    if isinstance(a, (bytearray, memoryview)):
+        return bytes(a)
+    return a
