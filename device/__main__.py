@@ -15,7 +15,7 @@ def main(argv):
         return 2
     cmd, args = argv[0], argv[1:]
     if cmd == "coupon-check":
-        from device.coupon_check import main as check_main
+        from device.coupons.check_command import main as check_main
         return check_main(args)
     if cmd in ("run", "console"):
         from device.main import main as run_main

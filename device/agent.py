@@ -9,16 +9,18 @@ try:
 except ImportError:  # pragma: no cover - boards ship it as uasyncio
     import uasyncio as asyncio
 
-from device import build, crypto, rt
-from device.clock import Clock, ticks_diff, ticks_ms
+from device import crypto
+from device import firmware as build
 from device.counters import Counters
-from device.coupon import Verifier
+from device.coupons.verifier import Verifier
 from device.eventlog import EventLog
 from device.metrics import Metrics
-from device.queue import ChargeQueue
-from device.sale import charge_body
-from device.storage import PosixFS, RecordLog
-from device.trust import TrustError, TrustStore
+from device.ports import runtime as rt
+from device.ports.clock import Clock, ticks_diff, ticks_ms
+from device.ports.storage import PosixFS, RecordLog
+from device.sales.queue import ChargeQueue
+from device.sales.sale import charge_body
+from device.trust.lists import TrustError, TrustStore
 from protocol import cbor, envelope, messages, topics
 
 # Downlink types whose replay would do harm: their seq is written to flash before they act.
@@ -308,15 +310,15 @@ class Agent:
                 self.metrics.inc("bad_keys")
 
     def open_drivers(self):
-        from device.console import Console
+        from device.console.commands import Commands
+        from device.console.lines import Console
         from device.drivers.display import NullDisplay, open_display
         from device.drivers.keypad import KeyFramer
         from device.drivers.printer import open_printer
         from device.drivers.scanner import ScanFramer
         from device.drivers.serial import open_serial
+        from device.sales.till import Till
         from device.screens.clerk import Clerk
-        from device.technician import Commands
-        from device.till import Till
         cfg = self.cfg
         self.driver_errors = {}
         if self.console is None:
@@ -389,7 +391,7 @@ class Agent:
         raise SystemExit(code)
 
     async def run(self):
-        from device.link import make_link
+        from device.ports.link import make_link
         self._kick = asyncio.Event()
         self.load_host_settings()
         self.open_drivers()

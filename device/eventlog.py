@@ -1,6 +1,6 @@
 # A bounded ring of the agent's recent log lines in RAM, for the console's `log tail N`.
 # Boards have no log files to read back; a fixed number of short lines keeps memory bounded.
-from device.clock import gmtime
+from device.ports.clock import gmtime
 
 SIZE = 200
 MAX_TEXT = 160

@@ -20,7 +20,7 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
-from device.factory_reset import finish_factory_reset
+from device.console.factory_reset import finish_factory_reset
 
 USAGE = """usage:
   python -m device run --config device.json [--console PORT]
@@ -74,7 +74,7 @@ def new_agent(cfg, path, log_out=None):
 
 
 def run_path(path, console_port=None):
-    from device.storage import PosixFS
+    from device.ports.storage import PosixFS
     fs = PosixFS()
     finish_factory_reset(fs, path)
     cfg, err = load(path, fs)
@@ -93,8 +93,8 @@ def run_path(path, console_port=None):
 
 
 def _unprovisioned(path, fs, console_cfg):
-    from device.console import Console
-    from device.technician import Commands
+    from device.console.commands import Commands
+    from device.console.lines import Console
     # With the console on stdin/stdout, log lines go to stderr (stdout carries only replies).
     log_out = sys.stderr if console_cfg is None else None
     cmds = Commands(None, path, fs=fs, console_cfg=console_cfg, log_out=log_out,
@@ -147,9 +147,9 @@ def _serve_stdio(con, cmds, until_agent=False):
 
 def console_path(path):
     """The console on stdin/stdout (replies on stdout, logs on stderr)."""
-    from device.console import Console
-    from device.storage import PosixFS
-    from device.technician import Commands
+    from device.console.commands import Commands
+    from device.console.lines import Console
+    from device.ports.storage import PosixFS
     fs = PosixFS()
     finish_factory_reset(fs, path)
     cfg, err = load(path, fs)

@@ -44,7 +44,7 @@ from host_sim.registry import Registry, RegistryError
 from protocol import topics
 
 DEFAULT_TIMEOUT = 20.0
-TLS_DIR = "/tls"  # under the terminal's data dir, as device/tls_files.py writes it
+TLS_DIR = "/tls"  # under the terminal's data dir, as device/console/tls_files.py writes it
 POLL_S = 0.5
 
 

@@ -1,5 +1,6 @@
 # MQTT 3.1.1 packet codec, sans-I/O: encoders return bytes, Parser turns bytes into packet tuples.
-# No sockets, no clocks: the connection owner (device/mqtt_client.py, test brokers) does the I/O
+# No sockets, no clocks: the connection owner (device/ports/mqtt_client.py, test brokers) does the
+# I/O
 # and drops the link when a packet is malformed (MQTTError).
 import struct
 

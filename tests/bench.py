@@ -42,9 +42,9 @@ HEAP_PROBE = """
 import gc
 import json
 
-from device import trust
-from device.coupon import Verifier
-from device.trust import TrustStore
+from device.trust import lists as trust
+from device.coupons.verifier import Verifier
+from device.trust.lists import TrustStore
 
 with open("../shared/vectors/coupons.json") as f:
     v = json.load(f)
@@ -169,9 +169,9 @@ def _load():
 # -- coupons -------------------------------------------------------------------------------------
 def _coupon_material():
     """(verifier, args, {alg: (token, key, tbs, sig)}) from the shared vectors."""
-    from device import trust
-    from device.coupon import Verifier
-    from device.trust import TrustStore
+    from device.coupons.verifier import Verifier
+    from device.trust import lists as trust
+    from device.trust.lists import TrustStore
     from protocol import base45
 
     with open(VECTORS) as f:
@@ -224,7 +224,8 @@ def pure_on_cpython(verifier, args, material, n=100):
     device/crypto.py picks its backend at import from the runtime; here its two backend hooks
     are swapped for the pure modules' (the same code as its MicroPython branch) and put back.
     """
-    from device import crypto, ed25519, p256
+    from device import crypto
+    from device.crypto import ed25519, p256
 
     def decode(alg, pub):
         return ed25519.decode_point(pub) if alg == crypto.EDDSA else p256.decode_point(pub)
@@ -329,7 +330,8 @@ def coupon_doc(r, meta):
             "On CPython `tests/bench.py` also times `cryptography`'s own `verify` of the same "
             "key, message and signature (key object and DER signature made once, outside the "
             "timing), and the same check with device.crypto switched in-process to the pure "
-            "verifiers (device/ed25519.py, device/p256.py: what MicroPython runs). Heap on "
+            "verifiers (device/crypto/ed25519.py, device/crypto/p256.py: what MicroPython runs). "
+            "Heap on "
             "MicroPython: the smallest free heap with which one warm check still succeeds "
             "(ballast fills the rest; binary search to 256 B), beside the bytes one check "
             "allocates with the GC off (bench_coupon, an upper bound). Ratio: value / baseline "
@@ -415,8 +417,9 @@ def queue_rows(r):
 def queue_doc(r, meta):
     b = r["cpython"]["bytes"]
     text = ["## Charge queue: commits, flash bytes, boot (issue 4, item 8)", "",
-            "The pending-charge journal (device/queue.py over device/storage.py) on a real file "
-            "in var/bench with PosixFS, on both runtimes, by `tests/bench_queue.py`.", "",
+            "The pending-charge journal (device/sales/queue.py over device/ports/storage.py) on a "
+            "real file in var/bench with PosixFS, on both runtimes, by `tests/bench_queue.py`.",
+            "",
             "**Method.** Commits: ChargeQueue.commit of a one-coupon sale (one append, one "
             "fsync; on MicroPython `flush()`, which fsyncs) and a raw append + fsync of the same "
             "framed bytes to a file beside it, one of each in turn, %d batches of %d, medians. "
@@ -455,7 +458,7 @@ def _replay_notes(r):
         c = r["cpython"]["boot"][key] if "CPython" in where else r["micropython"]["boot"][key]
         notes.append(
             "- **Replay lost data** (%s; %s): open() skipped %d bytes (torn %d, bad records "
-            "%d) and came up with %d ledger entries. A record longer than device/storage.py "
+            "%d) and came up with %d ledger entries. A record longer than device/ports/storage.py "
             "MAX_RECORD (65 536 B) is written but never read back: here the compaction "
             "snapshot of the ledger, so the coupon uses it held are forgotten at boot." % (
                 label, " and ".join(where), c["skipped"], c["torn"], c["bad_records"],
@@ -529,8 +532,9 @@ def drain_doc(r, meta):
             "**Method.** `tests/bench_drain.py`: mosquitto %s on a loopback port of its own "
             "(tests/support/broker.py), `python -m host_sim serve` on a fresh database, one "
             "terminal registered with host_sim.registry whose journal holds %d pending "
-            "one-coupon sales (%s) made by device.queue and device.sale, then `python -m device "
-            "run` (%s). Timed from starting the terminal process to the host database holding "
+            "one-coupon sales (%s) made by device.sales.queue and device.sales.sale, then "
+            "`python -m device run` (%s). Timed from starting the terminal process to the host "
+            "database holding "
             "all %d charges (polled every 0.1 s). An observer client on the broker (QoS 0) "
             "times each charge's round trip. Baseline, same broker, same run: a paho "
             "publisher process sends %d QoS 1 messages of the size of one sealed `charge` "
@@ -554,7 +558,7 @@ def drain_doc(r, meta):
         text.append(
             "**Cause.** The rate sits at the forwarding poll's ceiling: the forwarder "
             "(device/agent.py `_forward_loop`) sends at most `window` = %d unresolved charges "
-            "(device/queue.py, `ChargeQueue(window=...)`) and then waits for its next poll, "
+            "(device/sales/queue.py, `ChargeQueue(window=...)`) and then waits for its next poll, "
             "%.1f s later: %.0f charges/s whatever the broker and host could take."
             % (r["window"], r["forward_poll_s"], cap))
     elif pred:

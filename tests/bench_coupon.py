@@ -12,9 +12,10 @@ import os
 import sys
 import time
 
-from device import crypto, trust
-from device.coupon import Verifier
-from device.trust import RevokedSet, TrustStore
+from device import crypto
+from device.coupons.verifier import Verifier
+from device.trust import lists as trust
+from device.trust.lists import RevokedSet, TrustStore
 from protocol import base45
 
 MICRO = sys.implementation.name == "micropython"

@@ -12,7 +12,8 @@ import gc
 import json
 import sys
 
-from device import crypto, ed25519, p256
+from device import crypto
+from device.crypto import ed25519, p256
 
 MICRO = sys.implementation.name == "micropython"
 if MICRO:

@@ -6,7 +6,8 @@
 Everything real, on one machine: mosquitto (tests/support/broker.py) on a loopback port of its
 own, `python -m host_sim serve` on a fresh database, and one registered terminal
 (`python -m device run`, or micropython) whose journal was filled beforehand with N pending
-one-coupon sales by device.queue and device.sale. The figure is the time from starting the
+one-coupon sales by device.sales.queue and device.sales.sale. The figure is the time from starting
+the
 terminal process to the host database holding all N charges (polled every POLL_S). An observer
 client on the broker times each charge's round trip: host (charge seen -> its charge_result
 seen) and terminal (charge_result seen -> the charge `window` places later seen).
@@ -35,8 +36,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from device.agent import FORWARD_POLL_S
-from device.queue import RETRY_BASE_MS, ChargeQueue
-from device.sale import charge_body
+from device.sales.queue import RETRY_BASE_MS, ChargeQueue
+from device.sales.sale import charge_body
 from host_sim.registry import Registry
 from protocol import envelope, topics
 from tests.bench_queue import BuildFS, fill

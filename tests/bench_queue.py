@@ -22,9 +22,9 @@ import gc
 import os
 import sys
 
-from device.queue import ChargeQueue
-from device.sale import make_sale
-from device.storage import PosixFS, RecordLog, frame
+from device.ports.storage import PosixFS, RecordLog, frame
+from device.sales.queue import ChargeQueue
+from device.sales.sale import make_sale
 from protocol import cbor
 
 MICRO = sys.implementation.name == "micropython"

@@ -5,7 +5,7 @@
 #   MicroPython boards  machine.UART when the port is "uart:N"
 import sys
 
-from device import rt
+from device.ports import runtime as rt
 
 DEFAULT_BAUD = 9600
 READ_CHUNK = 256

@@ -41,14 +41,14 @@ services (provided by the agent):
   commit_sale(gross, coupons) -> {"ok": True, "amount", "sent", "receipt", "cid"} or
       {"ok": False, "reason": [text]}; coupons are the check_coupon results added to the sale,
       in scan order. It returns only once the record is durable, so `committed` is shown after.
-Optional (device/supervisor.py; without them there is no login and MENU does nothing):
+Optional (device/staff/roles.py; without them there is no login and MENU does nothing):
   clerk_login_required() -> bool; clerk_login(pin) -> "ok" | "wrong" | "locked" | "no_pin";
   clerk_logout(); check_pin(role, pin) -> the same codes; declined_lines() -> [text];
   ack_declined() -> int acknowledged; print_declined() -> ESC/POS bytes or None.
 Services are trusted not to raise; the agent wraps its cores so that they do not.
 """
 from device.drivers.keypad import KEYS
-from device.escpos import format_amount
+from device.sales.escpos import format_amount
 from device.screens import messages
 
 IDLE = "idle"

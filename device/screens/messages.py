@@ -68,7 +68,7 @@ ACK_FAILED = "not saved: try again"
 
 
 def pin_verdict_text(verdict):
-    """The line for a PIN that was not accepted (device/pins.py verdict codes)."""
+    """The line for a PIN that was not accepted (device/staff/pins.py verdict codes)."""
     if verdict == "locked":
         return PIN_LOCKED
     if verdict == "no_pin":

@@ -2,7 +2,7 @@ import json
 
 from device import config
 from device.counters import Counters
-from device.storage import PosixFS
+from device.ports.storage import PosixFS
 from tests.both.util import raises, tmpdir
 
 GOOD = {

@@ -3,15 +3,17 @@
 # checks, the queue, selftest, config, log, reboot, factory reset, and malformed input.
 import json
 
-from device import config, pins, technician
+from device import config
 from device.agent import Agent
-from device.clock import FixedClock
-from device.console import MAX_LINE, Console
-from device.coupon_text import split_total
-from device.factory_reset import finish_factory_reset
-from device.sale import make_sale
-from device.storage import PosixFS
-from device.technician import EXIT_REBOOT, Commands
+from device.console import commands as technician
+from device.console.commands import EXIT_REBOOT, Commands
+from device.console.coupon_args import split_total
+from device.console.factory_reset import finish_factory_reset
+from device.console.lines import MAX_LINE, Console
+from device.ports.clock import FixedClock
+from device.ports.storage import PosixFS
+from device.sales.sale import make_sale
+from device.staff import pins
 from tests.both.util import tmpdir
 
 NOW = 1795400000
@@ -576,8 +578,8 @@ def _pem(label, der):
 def test_tls_install_writes_pem_and_der_twins_the_link_can_load():
     import os
 
-    from device import rt
-    from device.mqtt_client import pem_to_der, tls_context
+    from device.ports import runtime as rt
+    from device.ports.mqtt_client import pem_to_der, tls_context
     r, tls, bundle = _tls_rig("con-tls")
     err(r("tls install " + json.dumps(bundle)), "login_required")
     r.login()
@@ -666,7 +668,7 @@ def test_tls_install_refuses_what_is_not_one_pem_block_of_its_kind():
 
 
 def test_tls_install_refuses_a_key_that_is_not_the_certificates_on_cpython():
-    from device import rt
+    from device.ports import runtime as rt
     if rt.MICROPYTHON:
         return  # Mbed TLS loads a mismatched pair; the broker's handshake refuses it
     from tests.both.test_mqtt_client import CERT_B

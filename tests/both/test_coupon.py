@@ -2,9 +2,10 @@
 # tests/both/fixtures/coupon_cases.json (made by `python -m tests.support.coupons`).
 import json
 
-from device import coupon, trust
-from device.coupon import VERDICTS, Verifier
-from device.trust import TrustStore
+from device.coupons import verifier as coupon
+from device.coupons.verifier import VERDICTS, Verifier
+from device.trust import lists as trust
+from device.trust.lists import TrustStore
 from protocol import cbor
 from tests.both.util import load_vectors, raises
 

@@ -1,10 +1,12 @@
 # The crypto port (device/crypto.py) and the pure modules behind it on MicroPython
-# (device/sha512.py, device/ed25519.py, device/p256.py): FIPS 180-4, RFC 8032, RFC 4231 and
+# (device/crypto/sha512.py, device/crypto/ed25519.py, device/crypto/p256.py): FIPS 180-4, RFC 8032,
+# RFC 4231 and
 # RFC 7914 vectors and every Wycheproof vector, on both runtimes. On CPython the pure modules
 # run the Wycheproof vectors too, next to `cryptography`.
 import binascii
 
-from device import crypto, ed25519, p256, sha512
+from device import crypto
+from device.crypto import ed25519, p256, sha512
 from tests.both.util import load_vectors, raises
 
 PURE = crypto.backend == "pure"
@@ -383,5 +385,5 @@ def test_random_bytes_and_consteq():
 
 
 def test_backend_matches_runtime():
-    from device import rt
+    from device.ports import runtime as rt
     assert crypto.backend == ("pure" if rt.MICROPYTHON else "cryptography")

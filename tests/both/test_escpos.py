@@ -1,5 +1,5 @@
 # ESC/POS builder: exact command bytes (Epson ESC/POS reference) and integer money formatting.
-from device.escpos import EscPosError, Receipt, ascii_text, format_amount
+from device.sales.escpos import EscPosError, Receipt, ascii_text, format_amount
 from tests.both.util import raises
 
 INIT = b"\x1b\x40"

@@ -1,6 +1,6 @@
 # Every released on-flash format version must stay readable by the current code.
-from device.queue import ChargeQueue
-from device.storage import PosixFS, RecordLog
+from device.ports.storage import PosixFS, RecordLog
+from device.sales.queue import ChargeQueue
 from tests.both.util import tmpdir
 
 

@@ -1,11 +1,19 @@
-# device/mqtt_client.py helpers on both runtimes: reconnect backoff, PEM -> DER, the DER twins
+# device/ports/mqtt_client.py helpers on both runtimes: reconnect backoff, PEM -> DER, the DER
+# twins
 # MicroPython loads, and tls_context with a client certificate. Real TLS connections are in
 # tests/integration/test_tls_e2e.py and test_link.py.
 import binascii
 import hashlib
 
-from device import rt
-from device.mqtt_client import Backoff, LinkError, der_twin, load_der, pem_to_der, tls_context
+from device.ports import runtime as rt
+from device.ports.mqtt_client import (
+    Backoff,
+    LinkError,
+    der_twin,
+    load_der,
+    pem_to_der,
+    tls_context,
+)
 from tests.both.util import raises, tmpdir
 
 # Two throwaway self-signed P-256 certificates (valid 2020..2120) with their keys, made with

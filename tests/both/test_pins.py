@@ -2,17 +2,18 @@
 # restart), the supervisor's declined-charges menu and the clerk login on the clerk screens.
 import json
 
-from device import config, pins
+from device import config
 from device.agent import Agent
-from device.clock import FixedClock
-from device.pins import Lockout, PinError
-from device.queue import QueueError
-from device.sale import make_sale
+from device.ports.clock import FixedClock
+from device.ports.storage import PosixFS
+from device.sales.queue import QueueError
+from device.sales.sale import make_sale
+from device.sales.till import Till
 from device.screens import messages
 from device.screens.clerk import Clerk
-from device.storage import PosixFS
-from device.supervisor import Supervisor
-from device.till import Till
+from device.staff import pins
+from device.staff.pins import Lockout, PinError
+from device.staff.roles import Supervisor
 from tests.both.util import raises, tmpdir
 
 NOW = 1795400000

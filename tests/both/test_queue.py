@@ -1,6 +1,6 @@
-from device.queue import ChargeQueue, QueueError
-from device.sale import charge_body, make_sale
-from device.storage import PosixFS, RecordLog
+from device.ports.storage import PosixFS, RecordLog
+from device.sales.queue import ChargeQueue, QueueError
+from device.sales.sale import charge_body, make_sale
 from tests.both.util import raises, tmpdir
 
 LIMITS = {"offline_max_charge": 5000, "offline_max_total": 9000, "offline_max_count": 3,
@@ -155,7 +155,7 @@ def test_duplicate_cid_refused():
 
 
 def test_ledger_snapshot_in_parts_survives_reopen():
-    import device.queue as queue_mod
+    import device.sales.queue as queue_mod
     saved = queue_mod.SNAP_ROWS
     queue_mod.SNAP_ROWS = 3  # 10 coupons -> 4 snapshot records
     try:
@@ -187,7 +187,7 @@ def test_a_long_backlog_is_not_compacted_while_it_drains():
 
 
 def test_oversized_record_refused_before_flash():
-    from device.storage import MAX_RECORD, StorageError
+    from device.ports.storage import MAX_RECORD, StorageError
     q, path = _queue()
     raises(StorageError, q.log.append, [b"x" * (MAX_RECORD + 1)])
     q.commit(_sale(q, 1))

@@ -1,4 +1,4 @@
-from device.storage import LOG_MAGIC, PosixFS, RecordLog, StorageError, frame, scan
+from device.ports.storage import LOG_MAGIC, PosixFS, RecordLog, StorageError, frame, scan
 from tests.both.util import raises, tmpdir
 
 

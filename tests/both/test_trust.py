@@ -2,8 +2,8 @@
 # tests/both/fixtures/coupon_cases.json (made by `python -m tests.support.coupons`).
 import json
 
-from device.storage import PosixFS
-from device.trust import REVOCATIONS, TRUST, RevokedSet, TrustError, TrustStore, parse_text
+from device.ports.storage import PosixFS
+from device.trust.lists import REVOCATIONS, TRUST, RevokedSet, TrustError, TrustStore, parse_text
 from tests.both.util import raises, tmpdir
 
 _fx = []

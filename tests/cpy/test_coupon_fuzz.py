@@ -11,8 +11,8 @@ import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.coupon import VERDICTS, Verifier
-from device.trust import TrustStore
+from device.coupons.verifier import VERDICTS, Verifier
+from device.trust.lists import TrustStore
 from protocol import base45
 from tests.support import coupons as gen
 
@@ -188,8 +188,8 @@ def _sample(n=200):
 
 MP_SCRIPT = """
 import json, sys
-from device.coupon import Verifier, VERDICTS
-from device.trust import TrustStore
+from device.coupons.verifier import Verifier, VERDICTS
+from device.trust.lists import TrustStore
 data = json.load(open(sys.argv[1]))
 fx = json.load(open("tests/both/fixtures/coupon_cases.json"))
 s = TrustStore(None, None, [bytes.fromhex(fx["root_pub_hex"])])

@@ -1,4 +1,5 @@
-"""The pure modules (device/ed25519.py, device/p256.py, device/sha512.py and the hashlib-only
+"""The pure modules (device/crypto/ed25519.py, device/crypto/p256.py, device/crypto/sha512.py and
+the hashlib-only
 HMAC/PBKDF2 in device/crypto.py, which are what MicroPython runs) and device.crypto against
 `cryptography`, hashlib and hmac: random keys and messages, valid and tampered signatures."""
 import hashlib
@@ -18,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device import crypto, ed25519, p256, sha512
+from device import crypto
+from device.crypto import ed25519, p256, sha512
 
 N = p256.N
 L = ed25519.L

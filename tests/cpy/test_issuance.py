@@ -1,6 +1,6 @@
 # Coupon issuance (host_sim/issuance.py, host_sim/issue.py): every token, trust list and revocation
-# list the tool makes is checked twice, by the device's own verifier (device.coupon.Verifier over
-# device.trust.TrustStore) and by an independent reading written here with cbor2 + cryptography.
+# list the tool makes is checked twice, by the device's own verifier (device.coupons.verifier
+# over device.trust.lists) and by an independent reading written here with cbor2 + cryptography.
 import csv
 import hashlib
 import json
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from device.coupon import Verifier
-from device.trust import TrustStore
+from device.coupons.verifier import Verifier
+from device.trust.lists import TrustStore
 from host_sim import issuance, issue, qrsheet
 from host_sim.issuance import IssuanceError, Keystore
 
@@ -312,7 +312,7 @@ def test_trust_list_version_strictly_increases_and_persists(ks, clock, tmp_path)
     assert [k["iss"] for k in p["keys"]] == [MERCHANT, "M-OTHER", MERCHANT, "M-THIRD"]
     assert set(p) == {"ver", "iat", "keys"}
     assert p["keys"][1]["alg"] == -7 and len(p["keys"][1]["pub"]) == 65
-    from device.trust import TrustError
+    from device.trust.lists import TrustError
     with pytest.raises(TrustError) as e:
         store.install_trustlist(first)
     assert e.value.code == "rollback"

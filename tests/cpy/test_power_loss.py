@@ -14,9 +14,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from device.queue import ChargeQueue
-from device.sale import charge_body, make_sale
-from device.storage import RecordLog
+from device.ports.storage import RecordLog
+from device.sales.queue import ChargeQueue
+from device.sales.sale import charge_body, make_sale
 from tests.support.flash import FlashModelFS, PowerCut
 
 FAR = 4 * 10 ** 9

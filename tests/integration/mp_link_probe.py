@@ -23,8 +23,8 @@ import os
 import sys
 import time
 
-from device.link import LinkError, make_link
-from device.mqtt_client import Backoff
+from device.ports.link import LinkError, make_link
+from device.ports.mqtt_client import Backoff
 
 try:
     from time import ticks_diff, ticks_ms

@@ -22,14 +22,14 @@ import time
 
 import pytest
 
-from device.queue import ChargeQueue
-from device.sale import make_sale
-from device.storage import PosixFS, RecordLog
+from device.ports.storage import PosixFS, RecordLog
+from device.sales.queue import ChargeQueue
+from device.sales.sale import make_sale
 from tests.support.shop import CUR, DAY
 from tests.support.terminal import wait_until
 
 # charges to drain per runtime: the acceptance's 2 000 through the paho link; a shorter run
-# through the MicroPython link (device/mqtt_client.py), which reconnects on its own code
+# through the MicroPython link (device/ports/mqtt_client.py), which reconnects on its own code
 CHARGES = {"cpython": 2000, "micropython": 200}
 FLAPS = 10
 DRAIN_TIMEOUT_S = 300

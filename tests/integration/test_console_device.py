@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from device.pins import hash_pin
-from device.technician import EXIT_REBOOT
+from device.console.commands import EXIT_REBOOT
+from device.staff.pins import hash_pin
 from host_sim import issuance
 from tests.support.terminal import DeviceProcess, Pty, runtime_cmd, wait_until
 

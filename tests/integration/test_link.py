@@ -1,6 +1,7 @@
 """The MQTT link against real mosquitto, on both links and both runtimes.
 
-- in-process (asyncio on CPython): the paho link and the native client (device/mqtt_client.py),
+- in-process (asyncio on CPython): the paho link and the native client
+  (device/ports/mqtt_client.py),
 - the native client on MicroPython: tests/integration/mp_link_probe.py in a subprocess, driven
   through a control topic, reporting JSON lines on stdout (the same probe on CPython runs the
   paho link for the SIGKILL/will test),
@@ -20,8 +21,8 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from device.link import LinkError, make_link
-from device.mqtt_client import Backoff
+from device.ports.link import LinkError, make_link
+from device.ports.mqtt_client import Backoff
 from protocol import mqtt
 from tests.support.broker import Broker, free_port
 

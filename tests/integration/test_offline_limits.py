@@ -18,8 +18,8 @@ import time
 
 import pytest
 
+from device.sales.till import LIMIT_TEXT
 from device.screens import messages
-from device.till import LIMIT_TEXT
 from host_sim.host import Host
 from host_sim.netcut import NetCut
 from tests.support.shop import CUR

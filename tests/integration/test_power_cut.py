@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from device.escpos import format_amount
+from device.sales.escpos import format_amount
 from host_sim.netcut import NetCut
 from tests.support.shop import CUR
 

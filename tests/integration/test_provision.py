@@ -24,7 +24,7 @@ import zlib
 
 import pytest
 
-from device.technician import EXIT_REBOOT
+from device.console.commands import EXIT_REBOOT
 from host_sim import issuance
 from host_sim.certs import CertStore
 from host_sim.mosquitto import Mosquitto, check_password_entry, free_port, write_secure_broker

@@ -1,6 +1,6 @@
 # A storage double for power-loss tests: a model of flash plus the writes not yet synced.
 #
-# It implements the FS interface of device/storage.py. `arm(n)` makes the n-th mutating step
+# It implements the FS interface of device/ports/storage.py. `arm(n)` makes the n-th mutating step
 # from now the moment of the power cut: that step is torn (a random prefix of its bytes reaches
 # flash, the rest never does), PowerCut is raised, and every later call raises too until
 # `reboot()`, which also drops whatever was written but not synced.

@@ -1,4 +1,5 @@
-# asyncio MQTT 3.1.1 client over protocol/mqtt.py: the MicroPython MQTT link (device/link.py).
+# asyncio MQTT 3.1.1 client over protocol/mqtt.py: the MicroPython MQTT link
+# (device/ports/link.py).
 # Uses only the asyncio subset MicroPython and CPython share (open_connection, read, write, drain,
 # wait_for, sleep, create_task, Event, Lock), so the same code is tested on both.
 #
@@ -16,7 +17,7 @@ import asyncio
 import random
 import time
 
-from device import rt
+from device.ports import runtime as rt
 from protocol import mqtt
 from protocol.mqtt import MQTTError
 
@@ -205,7 +206,7 @@ class _Waiter:
 
 
 class MQTTClient:
-    """One broker connection kept alive by run(); see device/link.py for the interface."""
+    """One broker connection kept alive by run(); see device/ports/link.py for the interface."""
 
     def __init__(self, broker, client_id, will=None, on_connect=None, on_message=None,
                  keepalive=30, clean_session=True, backoff=None, max_inflight=20,

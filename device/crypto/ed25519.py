@@ -9,8 +9,8 @@
 # B's comb table is built once at first use; a key's table is built at its first verify and
 # kept with the decoded key (callers cache decoded keys). Field inverses use the extended
 # Euclidean algorithm, about 6x faster than pow(x, p - 2, p) on MicroPython.
-from device import comb
-from device.sha512 import sha512
+from device.crypto import curve as comb
+from device.crypto.sha512 import sha512
 
 P = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED
 L = 0x1000000000000000000000000000000014DEF9DEA2F79CD65812631A5CF5D3ED

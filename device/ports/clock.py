@@ -1,7 +1,7 @@
 # Clock port: Unix seconds on every runtime, and whether the time can be trusted yet.
 import time
 
-from device import build
+from device import firmware as build
 
 # Boards whose native epoch is 2000 (most MicroPython ports) count from here.
 EPOCH_2000_OFFSET = 946684800

@@ -2,9 +2,9 @@
 # facts, the declined-charge notice), answered from the verifier, the queue and the link state.
 # PINs, the clerk's login and the supervisor's declined list come from Supervisor.
 from device import crypto
-from device.receipt import build_receipt
-from device.sale import make_sale
-from device.supervisor import Supervisor
+from device.sales.receipt import build_receipt
+from device.sales.sale import make_sale
+from device.staff.roles import Supervisor
 
 LIMIT_TEXT = {
     "offline_max_charge": "over offline max charge",

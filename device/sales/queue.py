@@ -3,14 +3,14 @@
 #
 # Sans-I/O apart from the RecordLog it appends to: the agent asks `due()` what to send, reports
 # `sent()`, and hands over results with `on_result()`. Journal records (CBOR maps, key "r"):
-#   sale     the charge and its redemptions (device/sale.py)        -> pending
+#   sale     the charge and its redemptions (device/sales/sale.py)        -> pending
 #   result   the host's charge_result for a cid                     -> resolved
 #   ack      a supervisor acknowledged a declined charge
 #   redeemed coupons the host saw redeemed at other terminals      -> ledger
 #   snap     written by compaction: ledger image + receipt counter, in parts of at most
 #            SNAP_ROWS coupons; part 0 replaces the ledger on replay, later parts add to it
-from device.ledger import Ledger
-from device.sale import RECORD_VERSION
+from device.coupons.ledger import Ledger
+from device.sales.sale import RECORD_VERSION
 from protocol import cbor
 
 # Ledger rows per snapshot record: keeps each record far below storage.MAX_RECORD

@@ -1,4 +1,5 @@
-# What the pure verifiers (device/ed25519.py, device/p256.py) share: the decoded-key Point that
+# What the pure verifiers (device/crypto/ed25519.py, device/crypto/p256.py) share: the decoded-key
+# Point that
 # carries its comb table, a modular inverse, and the signed comb digits of a scalar.
 # TEETH * SPACING = 259 bits covers both curves' scalars (Ed25519 s + L < 2^254, P-256
 # u + n < 2^257); a table holds 2^(TEETH-1) = 64 points.

@@ -1,7 +1,7 @@
 # The sale receipt in ESC/POS: header, totals, coupon lines, a QR of the receipt number, cut.
-from device.clock import gmtime
-from device.escpos import Receipt, format_amount
-from device.sale import receipt_no
+from device.ports.clock import gmtime
+from device.sales.escpos import Receipt, format_amount
+from device.sales.sale import receipt_no
 
 
 def build_receipt(rec, cfg, coupons=(), width=42):

@@ -1,14 +1,15 @@
 # ECDSA P-256 / SHA-256 verification in pure Python, for MicroPython where no library provides
 # it. Signatures are raw r || s (COSE ES256); high s is accepted (no low-s rule, SPEC 2.1).
 #
-# Speed: as in device/ed25519.py, the cost is big-int multiplies, so both scalars run through
+# Speed: as in device/crypto/ed25519.py, the cost is big-int multiplies, so both scalars run
+# through
 # signed combs (7 teeth, 37 columns) in Jacobian coordinates: 36 doublings and 74 mixed
 # additions. G's table is built once at first use, a key's at its first verify (kept with the
 # decoded key). r is compared with X / Z^2 as r * Z^2 == X (mod p): no field inversion; the one
 # inversion (s mod n) uses the extended Euclidean algorithm.
 from hashlib import sha256
 
-from device import comb
+from device.crypto import curve as comb
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -16,7 +16,7 @@ def split_total(arg):
 
 
 def _well_formed(token):
-    from device.trust import decode_sign1
+    from device.trust.lists import decode_sign1
     from protocol import base45
     if not token.startswith("PC1:"):
         return False

@@ -7,10 +7,11 @@
 # the start of SHA-256 of the PIN hash in force ("clerk-3fa9", or "supervisor-07c2" when a
 # supervisor rings sales). When the host rotates a PIN the id changes, so the host can tell
 # charges made under the old credential from the new.
-from device import crypto, pins
-from device.escpos import Receipt, format_amount
+from device import crypto
 from device.eventlog import stamp
-from device.sale import receipt_no
+from device.sales.escpos import Receipt, format_amount
+from device.sales.sale import receipt_no
+from device.staff import pins
 
 LOCK_FILE = "/keypad_lock.json"
 ANONYMOUS = "clerk"

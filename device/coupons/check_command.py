@@ -11,8 +11,8 @@
 import binascii
 import sys
 
-from device.coupon import Verifier
-from device.trust import REVOCATIONS, TRUST, TrustError, TrustStore
+from device.coupons.verifier import Verifier
+from device.trust.lists import REVOCATIONS, TRUST, TrustError, TrustStore
 
 _SINGLE = ("--trustlist", "--revocations", "--store", "--currency", "--now", "--total")
 _REQUIRED = ("--trustlist", "--store", "--currency", "--now", "--total")

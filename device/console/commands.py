@@ -9,12 +9,16 @@
 import json
 import os
 
-from device import build, config, config_rules, pins, rt, selftest, tls_files
-from device.console import reply_error, reply_ok
-from device.coupon_text import split_total
+from device import config
+from device import firmware as build
+from device.console import config_rules, selftest, tls_files
+from device.console.coupon_args import split_total
+from device.console.factory_reset import schedule_factory_reset, unsafe_dir
+from device.console.lines import reply_error, reply_ok
 from device.eventlog import EventLog
-from device.factory_reset import schedule_factory_reset, unsafe_dir
-from device.storage import PosixFS
+from device.ports import runtime as rt
+from device.ports.storage import PosixFS
+from device.staff import pins
 
 EXIT_REBOOT = 3        # process exit status meaning "restart me" (desktop; boards reset)
 SESSION_IDLE_S = 600
@@ -25,7 +29,7 @@ LOCK_FILE = "/console_lock.json"
 
 
 class Commands:
-    """cmd_<name>(arg) -> reply dict, for device/console.py's Console.
+    """cmd_<name>(arg) -> reply dict, for device/console/lines.py's Console.
 
     agent: the running Agent, or None while unprovisioned. config_path: the config file that
     `provision`, `config set` and `factory-reset` write. console_cfg: the serial config of the
@@ -42,7 +46,7 @@ class Commands:
         self.agent = None
         self.fs = fs or PosixFS()
         if clock is None:
-            from device.clock import Clock
+            from device.ports.clock import Clock
             clock = Clock()
         self.clock = clock
         self.lockout = None
@@ -200,7 +204,7 @@ class Commands:
 
     # -- lists and coupons -----------------------------------------------------------------------
     def _install(self, arg, kind):
-        from device.trust import TrustError
+        from device.trust.lists import TrustError
         t = self.agent.trust
         if t is None:
             return reply_error("unsupported", "this firmware has no coupon support")

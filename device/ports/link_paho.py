@@ -1,6 +1,7 @@
-# The MQTT link on CPython: paho-mqtt 2.x behind the interface of device/link.py. CPython only,
+# The MQTT link on CPython: paho-mqtt 2.x behind the interface of device/ports/link.py. CPython
+# only,
 # so it lives apart from link.py and boards never carry it.
-from device.mqtt_client import Backoff, LinkError, new_stats, run_on_connect, tls_context
+from device.ports.mqtt_client import Backoff, LinkError, new_stats, run_on_connect, tls_context
 
 
 class PahoLink:

@@ -1,7 +1,8 @@
 # Offline coupon verifier (SPEC 2.3): one pass over a scanned "PC1:" text, checks in the spec's
 # order, the first failure is the verdict. Sans-I/O: the trust store, the clock reading and the
 # ledger's use count come in as arguments.
-from device import crypto, trust
+from device import crypto
+from device.trust import lists as trust
 from protocol import base45, cbor
 
 OK = "ok"

@@ -1,5 +1,6 @@
-# The MQTT link port. make_link() returns the paho-mqtt link on CPython (device/link_paho.py) and
-# the asyncio client (device/mqtt_client.py) on MicroPython; both offer the same interface:
+# The MQTT link port. make_link() returns the paho-mqtt link on CPython (device/ports/link_paho.py)
+# and
+# the asyncio client (device/ports/mqtt_client.py) on MicroPython; both offer the same interface:
 #
 #   link = make_link(broker, client_id, will, on_connect, on_message, keepalive=30)
 #     broker      {"host", "port", "tls", "username", "password", "root"}, and with tls:
@@ -24,25 +25,25 @@
 # does not come in time. Sessions are persistent (clean_session=False, client id = device id):
 # the broker keeps QoS 1 downlinks while the device is offline, and unacknowledged uplinks are
 # sent again after a reconnect.
-from device import rt
-from device.mqtt_client import LinkError
+from device.ports import runtime as rt
+from device.ports.mqtt_client import LinkError
 
 __all__ = ["LinkError", "make_link"]
 
 
 def make_link(broker, client_id, will, on_connect, on_message, keepalive=30, impl=None,
               **options):
-    """impl: None (the runtime's own), "paho" (CPython) or "native" (device/mqtt_client.py,
+    """impl: None (the runtime's own), "paho" (CPython) or "native" (device/ports/mqtt_client.py,
     either runtime). options go to the link: clean_session, backoff, max_inflight, ..."""
     if impl is None:
         impl = "native" if rt.MICROPYTHON else "paho"
     options.setdefault("clean_session", False)
     if impl == "native":
-        from device.mqtt_client import MQTTClient
+        from device.ports.mqtt_client import MQTTClient
 
         return MQTTClient(broker, client_id, will, on_connect, on_message, keepalive, **options)
     if impl == "paho" and not rt.MICROPYTHON:
-        from device.link_paho import PahoLink
+        from device.ports.link_paho import PahoLink
 
         return PahoLink(broker, client_id, will, on_connect, on_message, keepalive, **options)
     raise LinkError("config", "no MQTT link %r on %s" % (impl, rt.NAME))

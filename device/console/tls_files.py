@@ -133,7 +133,7 @@ def pem_text(label, der):
 
 def _tls_unusable(prefix):
     """None when this runtime's TLS stack loads the staged files, else why not."""
-    from device.mqtt_client import LinkError, tls_context
+    from device.ports.mqtt_client import LinkError, tls_context
     try:
         tls_context({"tls": True, "ca": prefix + "ca.pem", "cert": prefix + "cert.pem",
                      "key": prefix + "key.pem"})

@@ -1,11 +1,12 @@
 # The crypto port: coupon and list signatures (SPEC 2.1/2.2), SHA-256, HMAC, PBKDF2, randomness;
-# one API on both runtimes. The backend is chosen once at import from device.rt: `cryptography`
-# (OpenSSL) on CPython, the pure modules device/ed25519.py and device/p256.py on MicroPython,
-# which accept and reject exactly what OpenSSL does (tests/cpy/test_crypto_vs_cryptography.py).
+# one API on both runtimes. The backend is chosen once at import from device.ports.runtime:
+# `cryptography` (OpenSSL) on CPython, the pure modules device/crypto/ed25519.py and
+# device/crypto/p256.py on MicroPython, which accept and reject exactly what OpenSSL does
+# (tests/cpy/test_crypto_vs_cryptography.py).
 import hashlib
 import os
 
-from device import rt
+from device.ports import runtime as rt
 from protocol import mac
 
 ES256 = -7  # ECDSA P-256 + SHA-256, signature raw r || s
@@ -60,7 +61,7 @@ def _pbkdf2_pure(password, salt, iterations, dklen):
 
 
 if rt.MICROPYTHON:
-    from device import ed25519, p256
+    from device.crypto import ed25519, p256
 
     backend = "pure"
     # each decoded key carries its comb table (about 14 KB for Ed25519, 9 KB for P-256 on the
