@@ -26,8 +26,8 @@ def main(argv):
 
 def _argv():
     # The MicroPython launcher passes long arguments in a file (scripts/micropython-launcher).
-    import os
-    path = os.getenv("MICROPY_ARGV_FILE") if hasattr(os, "getenv") else None
+    from device.ports import runtime
+    path = runtime.env("MICROPY_ARGV_FILE")
     if not path:
         return sys.argv[1:]
     import json

@@ -10,8 +10,10 @@ SEQ_BLOCK = 1000
 
 
 class Counters:
-    def __init__(self, fs, path, block=SEQ_BLOCK):
+    def __init__(self, fs, path, block=SEQ_BLOCK, log=None):
         self.fs = fs
+        self.log = log
+        self.unsaved = 0  # saves that failed (a full disk): retried at the next flush
         self.path = path
         self.block = block
         self.boot = 0
@@ -45,9 +47,20 @@ class Counters:
         self._save()
 
     def _save(self):
-        self.fs.write_atomic(self.path, json.dumps({
-            "boot": self.boot, "seq_reserved": self._reserved, "host_seq": self.host_seq,
-        }).encode())
+        try:
+            self.fs.write_atomic(self.path, json.dumps({
+                "boot": self.boot, "seq_reserved": self._reserved, "host_seq": self.host_seq,
+            }).encode())
+        except OSError as e:
+            # A full disk must not stop the terminal (it still forwards what it holds): the
+            # numbers stay valid in memory and the save is tried again at the next flush. A
+            # reboot before that may reuse up to one block of seqs, which the host drops as
+            # stale until numbering passes them (the forwarder simply retries).
+            self.unsaved += 1
+            if self.log is not None:
+                self.log("counters not saved: %s" % e)
+            return
+        self.unsaved = 0
         self._host_seq_saved = self.host_seq
 
     def next_seq(self):
@@ -64,7 +77,7 @@ class Counters:
             self._save()
 
     def flush(self):
-        if self.host_seq != self._host_seq_saved:
+        if self.host_seq != self._host_seq_saved or self.unsaved:
             self._save()
 
 

@@ -12,13 +12,9 @@
 #
 # Exit status: 0 done, 2 bad arguments or a broken config, technician.EXIT_REBOOT (3) after
 # `reboot` or `factory-reset`: restart the process (boards reset instead).
+import asyncio
 import sys
 import time
-
-try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    import uasyncio as asyncio
 
 from device.console.factory_reset import finish_factory_reset
 
@@ -53,9 +49,9 @@ def load(path, fs):
         return None, str(e)
 
 
-def run_agent(agent):
+def run_agent(agent, console_port=None, console=None):
     try:
-        asyncio.run(agent.run())
+        asyncio.run(agent.run(console_port, console))
     except KeyboardInterrupt:
         pass
     except SystemExit as e:  # Agent.restart(): reboot or factory reset
@@ -66,11 +62,7 @@ def run_agent(agent):
 
 def new_agent(cfg, path, log_out=None):
     from device.agent import Agent
-    agent = Agent(cfg)
-    agent.config_path = path
-    if log_out is not None:
-        agent.log_out = log_out
-    return agent
+    return Agent(cfg, config_path=path, log_out=log_out)
 
 
 def run_path(path, console_port=None):
@@ -111,7 +103,7 @@ def _unprovisioned(path, fs, console_cfg):
         except (SerialError, ValueError) as e:
             sys.stderr.write("unprovisioned and no console: %s\n" % e)
             return 2
-        while cmds.agent is None and cmds.exit_code is None:
+        while cmds.started is None and cmds.exit_code is None:
             try:
                 data = port.read_available()
                 for out in con.feed(data):
@@ -122,12 +114,10 @@ def _unprovisioned(path, fs, console_cfg):
                 time.sleep(0.5)
             if not data:
                 time.sleep(BOOT_POLL_S)
-    if cmds.exit_code is not None or cmds.agent is None:
+    if cmds.exit_code is not None or cmds.started is None:
         return cmds.exit_code or 0
-    agent = cmds.agent
-    agent.console = con
-    agent.console_port = port
-    return run_agent(agent)
+    # The console the terminal was provisioned on goes on serving it, session and all.
+    return run_agent(cmds.started, port, con)
 
 
 def _serve_stdio(con, cmds, until_agent=False):
@@ -141,7 +131,7 @@ def _serve_stdio(con, cmds, until_agent=False):
             sys.stdout.flush()
         if cmds.exit_code is not None:
             return cmds.exit_code
-        if until_agent and cmds.agent is not None:
+        if until_agent and cmds.started is not None:
             return 0
 
 
@@ -157,11 +147,12 @@ def console_path(path):
         sys.stderr.write("config error: %s\n" % err)
         return 2
     agent = new_agent(cfg, path, sys.stderr) if cfg is not None else None
-    cmds = Commands(agent, path, fs=fs, log_out=sys.stderr,
+    cmds = Commands(agent.view if agent else None, path, fs=fs, log_out=sys.stderr,
                     on_provisioned=lambda c: new_agent(c, path, sys.stderr))
     code = _serve_stdio(Console(cmds), cmds)
-    if cmds.agent is not None and not cmds.reset_done:
-        cmds.agent.counters.flush()
+    agent = agent or cmds.started
+    if agent is not None and not cmds.reset_done:
+        agent.counters.flush()
     finish_factory_reset(fs, path)
     return code
 

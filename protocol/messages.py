@@ -84,10 +84,14 @@ def _charge(b):
     s.opt(b, "ref", s.text)
     s.opt(b, "mcti", s.cti)
     tier = s.opt(b, "tier", s.text, 1, 32)
+    mdisc = s.opt(b, "mdisc", s.amount)  # the member's tier discount (SPEC 8.1)
+    if mdisc is not s.MISSING:
+        disc += mdisc
     if amt > gross:
         raise MessageError("amt", "must not exceed gross (%d > %d)" % (amt, gross))
     if gross - amt != disc:
-        raise MessageError("amt", "gross - amt must equal the sum of cpn disc (%d != %d)"
+        raise MessageError("amt", "gross - amt must equal the sum of cpn disc and mdisc"
+                           " (%d != %d)"
                            % (gross - amt, disc))
     if kind != "sale" and mem is s.MISSING:
         raise MessageError("mem", "required for a %s charge" % kind)

@@ -1,17 +1,16 @@
-# The technician console's commands (SPEC 6), run against a live agent, or against no agent at
-# all while the terminal is unprovisioned (then only `status` and `provision` exist).
+# The technician console's commands (SPEC 6), run against a running terminal (its ConsoleView),
+# or against none while the terminal is unprovisioned (then only `status` and `provision` exist).
 #
 # Access: `status` and `login` are always open once provisioned; every other command needs a
 # technician session (tech PIN, SPEC 5.2), which ends on `logout`, on a failed login, or after
 # SESSION_IDLE_S without a command. Five wrong PINs lock logins for five minutes, across restarts.
-# The work behind some commands lives in its own module: config_rules, coupon_text, selftest,
+# The work behind some commands lives in its own module: config_rules, coupon_args, selftest,
 # tls_files, factory_reset.
 import json
-import os
 
-from device import config
+from device import config, crypto
 from device import firmware as build
-from device.console import config_rules, selftest, tls_files
+from device.console import config_rules, tls_files
 from device.console.coupon_args import split_total
 from device.console.factory_reset import schedule_factory_reset, unsafe_dir
 from device.console.lines import reply_error, reply_ok
@@ -28,45 +27,79 @@ LOG_TAIL_DEFAULT = 20
 LOCK_FILE = "/console_lock.json"
 
 
+class ConsoleView:
+    """What the console uses of a running terminal, each part named (device/agent.py builds it;
+    a test builds only the parts the commands it runs touch). Services add commands to
+    `commands`: name -> fn(arg) -> reply dict (all need a technician login)."""
+
+    def __init__(self, cfg=None, data_dir=None, status=None, settings=None, queue=None,
+                 trust=None, till=None, events=None, lockout=None, selftest=None, log=None):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.status = status
+        self.settings = settings
+        self.queue = queue
+        self.trust = trust
+        self.till = till
+        self.events = events
+        self.lockout = lockout
+        self.selftest = selftest
+        self.log = log
+        self.commands = {}
+
+
 class Commands:
     """cmd_<name>(arg) -> reply dict, for device/console/lines.py's Console.
 
-    agent: the running Agent, or None while unprovisioned. config_path: the config file that
-    `provision`, `config set` and `factory-reset` write. console_cfg: the serial config of the
-    port this console runs on; a provisioned config without a console keeps this one.
-    on_provisioned(cfg) -> Agent or None: called after a first `provision`; the agent it returns
-    serves the following commands at once."""
+    terminal: the ConsoleView of the running terminal, or None while unprovisioned.
+    config_path: the config file that `provision`, `config set` and `factory-reset` write.
+    console_cfg: the serial config of the port this console runs on; a provisioned config
+    without a console keeps this one. on_provisioned(cfg) -> a started terminal or None: called
+    after a first `provision`; when it returns one, its `view` serves the following commands at
+    once and `started` holds it for the caller."""
 
-    def __init__(self, agent=None, config_path=None, fs=None, clock=None, console_cfg=None,
+    def __init__(self, terminal=None, config_path=None, fs=None, clock=None, console_cfg=None,
                  on_provisioned=None, log_out=None):
         self.config_path = config_path
         self.console_cfg = console_cfg
         self.on_provisioned = on_provisioned
         self.log_out = log_out
-        self.agent = None
+        self.t = None
+        self.started = None
         self.fs = fs or PosixFS()
         if clock is None:
             from device.ports.clock import Clock
             clock = Clock()
         self.clock = clock
-        self.lockout = None
         self.session_at = None
         self.exit_code = None   # set by reboot / factory-reset: the caller restarts after replying
         self.reset_done = False
         self._confirm = None
-        self.events = EventLog(32)  # until an agent (with its own ring) is attached
-        if agent is not None:
-            self.attach(agent)
+        self.events = EventLog(32)  # until a terminal (with its own ring) is attached
+        if terminal is not None:
+            self.attach(terminal)
 
-    def attach(self, agent):
-        self.agent = agent
-        self.fs = agent.fs
-        self.clock = agent.clock
-        self.lockout = pins.Lockout(agent.fs, agent.data_dir + LOCK_FILE, agent.clock).open()
+    def attach(self, terminal):
+        self.t = terminal
+        if terminal.events is not None:
+            self.events = terminal.events
+
+    def lookup(self, name):
+        """The function behind a command name, or None."""
+        fn = getattr(self, "cmd_" + name, None)
+        if fn is None and self.t is not None:
+            fn = self.t.commands.get(name)
+        return fn
+
+    def groups(self):
+        """The two-word command groups services added ("licence" for `licence load`)."""
+        if self.t is None:
+            return ()
+        return [n.split("_")[0] for n in self.t.commands if "_" in n]
 
     def log(self, text):
-        if self.agent is not None:
-            self.agent.log("console: " + text)
+        if self.t is not None and self.t.log is not None:
+            self.t.log("console: " + text)
             return
         self.events.add(self.clock.now(), "console: " + text)
         line = "[unprovisioned] console: %s" % text
@@ -77,12 +110,12 @@ class Commands:
 
     # -- access --------------------------------------------------------------------------------
     def gate(self, name):
-        if self.agent is None:
-            if name in ("status", "provision"):
+        if self.t is None:
+            if name in ("status", "provision", "help"):
                 return None
             return reply_error("not_provisioned",
                                "not provisioned: only status and provision are available")
-        if name in ("status", "login"):
+        if name in ("status", "login", "help"):
             return None
         if self.session_live():
             self.session_at = self.clock.now()
@@ -102,32 +135,27 @@ class Commands:
 
     # -- status and login ------------------------------------------------------------------------
     def cmd_status(self, arg):
-        a = self.agent
-        if a is None:
+        t = self.t
+        if t is None:
             return reply_ok(provisioned=False, device_id=None, store_id=None, fw=build.FW,
                             rt=rt.NAME, online=False,
                             queue={"pending": 0, "amount": 0, "oldest_at": None},
                             trust_ver=0, rev_ver=0, declined_unseen=0)
-        count, amount, oldest = a.queue.totals()
-        return reply_ok(
-            provisioned=True, device_id=a.device_id, store_id=a.cfg["store_id"], fw=build.FW,
-            rt=rt.NAME, online=a.online,
-            queue={"pending": count, "amount": amount, "oldest_at": oldest},
-            trust_ver=a.trust_ver(), rev_ver=a.rev_ver(),
-            declined_unseen=len(a.queue.unacked), boot=a.counters.boot,
-            uptime=a.uptime(), drops=a.metrics.drops(), metrics=a.metrics.snapshot(),
-            session=self.session_at is not None and self.session_live(),
-            locked_for=self.lockout.locked_for())
+        fields = t.status.console_fields()
+        fields["session"] = self.session_at is not None and self.session_live()
+        fields["locked_for"] = t.lockout.locked_for()
+        return reply_ok(**fields)
 
     def cmd_login(self, arg):
         pin = arg.strip(" ")
         if not pin:
             return reply_error("bad_argument", "usage: login PIN")
-        left = self.lockout.locked_for()
+        lockout = self.t.lockout
+        left = lockout.locked_for()
         if left:
             return reply_error("locked", "too many wrong PINs: try again in %d s" % left,
                                retry_in=left)
-        verdict = pins.check(self.agent.cfg["pins"], "tech", pin, self.lockout)
+        verdict = pins.check(self.t.settings.pins(), "tech", pin, lockout)
         if verdict == pins.OK:
             self.session_at = self.clock.now()
             self.log("technician logged in")
@@ -136,15 +164,15 @@ class Commands:
         if verdict == pins.NO_PIN:
             return reply_error("no_pin", "no technician PIN is configured")
         if verdict == pins.LOCKED:
-            left = self.lockout.locked_for()
+            left = lockout.locked_for()
             return reply_error("locked", "too many wrong PINs: try again in %d s" % left,
                                retry_in=left)
-        locked = self.lockout.locked_for()
+        locked = lockout.locked_for()
         self.log("wrong technician PIN%s" % (" (console locked)" if locked else ""))
         if locked:
             return reply_error("wrong_pin", "wrong PIN: console locked for %d s" % locked,
                                attempts_left=0, locked_for=locked)
-        return reply_error("wrong_pin", "wrong PIN", attempts_left=self.lockout.attempts_left())
+        return reply_error("wrong_pin", "wrong PIN", attempts_left=lockout.attempts_left())
 
     def cmd_logout(self, arg):
         self.session_at = None
@@ -172,12 +200,12 @@ class Commands:
         if "tech" not in cfg["pins"]:
             return reply_error("bad_config", "pins.tech: a technician PIN hash is required",
                                key="pins.tech")
-        a = self.agent
-        if a is not None and a.queue.pending and any(
-                cfg[k] != a.cfg[k] for k in ("device_id", "secret_hex", "data_dir")):
-            return reply_error("pending_charges", "%d charges not yet sent: they would be "
-                               "stranded under the old identity" % len(a.queue.pending),
-                               pending=len(a.queue.pending))
+        t = self.t
+        if t is not None and t.queue.count() and any(
+                cfg[k] != t.cfg[k] for k in ("device_id", "secret_hex", "data_dir")):
+            return reply_error("pending_charges", "%d records not yet sent: they would be "
+                               "stranded under the old identity" % t.queue.count(),
+                               pending=t.queue.count())
         try:
             self.fs.makedirs(cfg["data_dir"])
             d = _dirname(self.config_path)
@@ -187,27 +215,26 @@ class Commands:
         except OSError as e:
             return reply_error("storage", "cannot write the config: %s" % e)
         self.log("provisioned as %s (store %s)" % (cfg["device_id"], cfg["store_id"]))
-        if a is not None:
+        if t is not None:
             return reply_ok(device_id=cfg["device_id"], provisioned=True, reboot_needed=True)
-        agent = None
+        started = None
         if self.on_provisioned is not None:
             try:
-                agent = self.on_provisioned(cfg)
+                started = self.on_provisioned(cfg)
             except Exception as e:
                 self.log("cannot start the agent: %s: %s" % (type(e).__name__, e))
                 return reply_error("start_failed", "config saved, agent not started: %s" % e,
                                    provisioned=True)
-        if agent is not None:
-            self.attach(agent)
+        if started is not None:
+            self.started = started
+            self.attach(started.view)
         return reply_ok(device_id=cfg["device_id"], provisioned=True,
-                        reboot_needed=agent is None)
+                        reboot_needed=started is None)
 
     # -- lists and coupons -----------------------------------------------------------------------
     def _install(self, arg, kind):
         from device.trust.lists import TrustError
-        t = self.agent.trust
-        if t is None:
-            return reply_error("unsupported", "this firmware has no coupon support")
+        t = self.t.trust
         if not arg:
             return reply_error("bad_argument", "usage: %s load %s..." % (
                 "trust" if kind == "trustlist" else "revocations",
@@ -229,18 +256,16 @@ class Commands:
         return self._install(arg, "revocations")
 
     def cmd_coupon_check(self, arg):
-        a = self.agent
         if not arg:
             return reply_error("bad_argument", "usage: coupon check TOKEN [TOTAL]")
         token, total = split_total(arg)
-        r = a.verifier.check(token, total, a.cfg["store_id"], a.cfg["currency"], a.clock.now(),
-                             a.clock.trusted(), a.queue.ledger.uses)
+        r = self.t.till.check_coupon(token, total, True)
         cti = r.get("cti")
         return reply_ok(verdict=r["verdict"], discount=r.get("discount"),
                         cti=cti.hex() if isinstance(cti, (bytes, bytearray)) else None,
                         campaign=r.get("campaign"), name=r.get("name"), kind=r.get("kind"),
                         val=r.get("val"), sku=r.get("sku"), total=total,
-                        clock_trusted=a.clock.trusted())
+                        clock_trusted=self.clock.trusted())
 
     # -- broker TLS files ------------------------------------------------------------------------
     def cmd_tls_install(self, arg):
@@ -260,7 +285,7 @@ class Commands:
             files = tls_files.tls_files(obj)
         except tls_files.TlsFileError as e:
             return reply_error("bad_pem", str(e), key=e.key)
-        d = self.agent.data_dir + tls_files.TLS_DIR
+        d = self.t.data_dir + tls_files.TLS_DIR
         try:
             unusable = tls_files.install(self.fs, d, files)
         except OSError as e:
@@ -269,9 +294,9 @@ class Commands:
             return reply_error("tls_unusable", "the TLS stack refuses them (nothing changed): %s"
                                % unusable)
         paths = {k: d + "/" + k + ".pem" for k in ("ca", "cert", "key")}
-        b = self.agent.cfg["broker"]
+        b = self.t.cfg["broker"]
         self.log("TLS files installed in %s" % d)
-        chmod = hasattr(os, "chmod")
+        chmod = rt.CAN_CHMOD
         return reply_ok(files=[d + "/" + name for name, _ in files], paths=paths,
                         key_mode="0600" if chmod else None,
                         key_note=None if chmod else "this runtime cannot set file modes: the "
@@ -281,24 +306,39 @@ class Commands:
 
     # -- queue -----------------------------------------------------------------------------------
     def cmd_queue_list(self, arg):
-        q = self.agent.queue
+        q = self.t.queue
         count, amount, oldest = q.totals()
-        pending = [_charge(r) for r in q.pending[:LIST_MAX]]
+        pending = []
+        others = []
+        for r in q.pending:
+            if r["r"] == "sale":
+                if len(pending) < LIST_MAX:
+                    pending.append(_charge(r))
+            elif len(others) < LIST_MAX:
+                others.append(_record(q, r, None))
+        waiting = [_record(q, rec, answer) for rec, answer in q.waiting[:LIST_MAX]]
         declined = []
-        for sale, result in q.resolved:
-            if result.get("st") == "declined":
-                d = _charge(sale)
-                d["code"] = result.get("code")
-                d["declined_at"] = result.get("at")
-                d["acked"] = sale["cid"] not in q.unacked
+        notices = []
+        for rec, answer in q.resolved:
+            kind = q.kinds[rec["r"]]
+            if not kind.bad(answer):
+                continue
+            if rec["r"] == "sale":
+                d = _charge(rec)
+                d["code"] = answer.get("code")
+                d["declined_at"] = answer.get("at")
+                d["acked"] = rec["cid"] not in q.unacked
                 declined.append(d)
+            else:
+                notices.append(_record(q, rec, answer))
         return reply_ok(pending=pending, pending_count=count, pending_amount=amount,
                         oldest_at=oldest, declined=declined[-LIST_MAX:],
-                        declined_unseen=len(q.unacked))
+                        declined_unseen=len(q.unacked), others=others, waiting=waiting,
+                        notices=notices[-LIST_MAX:])
 
     # -- selftest --------------------------------------------------------------------------------
     def cmd_selftest(self, arg):
-        return reply_ok(**selftest.run(self.agent, self.fs))
+        return reply_ok(**self.t.selftest())
 
     # -- config ----------------------------------------------------------------------------------
     def _saved(self):
@@ -321,7 +361,7 @@ class Commands:
             saved = config.parse(saved) if saved is not None else None
         except config.ConfigError:
             saved = None
-        running = config_rules.redact(self.agent.cfg)
+        running = config_rules.redact(self._running())
         saved = config_rules.redact(saved) if saved is not None else None
         if not key:
             rep = reply_ok(value=running)
@@ -371,21 +411,21 @@ class Commands:
         self.log("config set %s" % key)
         return reply_ok(key=key, value=shown, reboot_needed=not live)
 
+    def _running(self):
+        """The running config with the host-managed keys as they are in force."""
+        cfg = dict(self.t.cfg)
+        for key in config_rules.LIVE_KEYS + ("pins",):
+            cfg[key] = self.t.settings.get(key)
+        return cfg
+
     def _apply_live(self, top, cfg):
-        a = self.agent
-        if top == "limits":
-            a.cfg["limits"].update(cfg["limits"])
-        else:
-            a.cfg["status_interval_s"] = cfg["status_interval_s"]
-        if self.fs.exists(a.data_dir + "/host_settings.json"):
-            # The host's last settings are reloaded at boot over the config file: keep the
-            # technician's value there too, until the host sends another.
-            a._save_host_settings()
+        # The technician's value stands until the host sends the key again.
+        self.t.settings.set_provisioned(top, cfg[top])
 
     # -- log, reboot, factory reset --------------------------------------------------------------
     def cmd_log_tail(self, arg):
         arg = arg.strip(" ")
-        ev = self.agent.events
+        ev = self.events
         n = LOG_TAIL_DEFAULT
         if arg:
             if not arg.isdigit() or len(arg) > 6 or int(arg) < 1:
@@ -401,11 +441,11 @@ class Commands:
         return reply_ok(rebooting=True)
 
     def cmd_factory_reset(self, arg):
-        a = self.agent
+        t = self.t
         now = self.clock.now()
         code = arg.strip(" ")
         if not code:
-            token = "CONFIRM-" + os.urandom(3).hex()
+            token = "CONFIRM-" + crypto.random_bytes(3).hex()
             self._confirm = (token, now, "erase")
             return reply_error("confirm", "this erases the config and every record on this "
                                "terminal; to go on send within %d s: factory-reset %s"
@@ -415,10 +455,10 @@ class Commands:
         if c is None or code != c[0] or not 0 <= now - c[1] < CONFIRM_S:
             return reply_error("bad_confirmation", "wrong or expired confirmation code: start "
                                "again with factory-reset")
-        pending = len(a.queue.pending)
+        pending = t.queue.count()
         if c[2] == "erase" and pending:
-            amount = a.queue.totals()[1]
-            token = "DISCARD-%d-CHARGES-%s" % (pending, os.urandom(3).hex())
+            amount = t.queue.totals()[1]
+            token = "DISCARD-%d-CHARGES-%s" % (pending, crypto.random_bytes(3).hex())
             self._confirm = (token, now, "discard")
             return reply_error("pending_charges", "%d charges (%d in minor units) have not "
                                "reached the host and would be lost; to erase them anyway send "
@@ -427,10 +467,10 @@ class Commands:
                                pending=pending, amount=amount, confirm=token)
         if not self.config_path:
             return reply_error("no_config_path", "this console has no config file to erase")
-        if unsafe_dir(a.data_dir):
-            return reply_error("unsafe_data_dir", "refusing to wipe data_dir %r" % a.data_dir)
+        if unsafe_dir(t.data_dir):
+            return reply_error("unsafe_data_dir", "refusing to wipe data_dir %r" % t.data_dir)
         try:
-            schedule_factory_reset(self.fs, self.config_path, a.data_dir)
+            schedule_factory_reset(self.fs, self.config_path, t.data_dir)
         except OSError as e:
             return reply_error("storage", "cannot start the reset: %s" % e)
         self.log("factory reset (%d pending charges discarded)" % pending)
@@ -451,6 +491,22 @@ def _split_word(text):
     if i < 0:
         return text, ""
     return text[:i], text[i + 1:].strip(" ")
+
+
+def _record(q, rec, answer):
+    """A queued record of a service (refund, booking update) for `queue list`."""
+    kind = q.kinds[rec["r"]]
+    out = {"kind": rec["r"], "id": rec[kind.key].hex(), "at": rec["at"], "clerk": rec["clerk"]}
+    for k in ("amt", "cur", "bid", "op", "reason"):
+        if k in rec:
+            out[k] = rec[k]
+    if "cid" in rec and kind.key != "cid":
+        out["cid"] = rec["cid"].hex()
+    if answer is not None:
+        out["st"] = answer.get("st")
+        out["code"] = answer.get("code")
+        out["acked"] = rec[kind.key] not in q.unacked
+    return out
 
 
 def _charge(rec):

@@ -109,7 +109,8 @@ class Console:
             return reply_error("bad_characters", "control characters in the command")
         name, arg = _split(text)
         name = name.lower()
-        if name in GROUPS:
+        groups = getattr(self.commands, "groups", None)
+        if name in GROUPS or (groups is not None and name in groups()):
             sub, arg = _split(arg)
             if not sub:
                 return reply_error("bad_argument", "usage: %s SUBCOMMAND ..." % name)
@@ -117,7 +118,9 @@ class Console:
         attr = name.replace("-", "_")
         fn = None
         if attr.replace("_", "").isalpha():
-            fn = getattr(self.commands, "cmd_" + attr, None)
+            lookup = getattr(self.commands, "lookup", None)
+            fn = lookup(attr) if lookup is not None else getattr(self.commands, "cmd_" + attr,
+                                                                   None)
         if fn is None:
             return reply_error("unknown_command", "unknown command: %s" % text[:40])
         gate = getattr(self.commands, "gate", None)

@@ -1,44 +1,44 @@
-# The terminal's self-test for the console's `selftest`: each peripheral driver's state, a
-# storage write/read-back probe, the clock, the broker link and the trust lists.
-import os
-
-from device import config
+# The terminal's self-test for the console's `selftest`: each peripheral's state, a storage
+# write/read-back probe, the clock, the broker link, the trust lists and the journal's health.
+from device import config, crypto
 
 
-def run(a, fs):
-    """The self-test of agent a (fs: its storage) as reply fields: passed is False when a
-    driver, storage or the clock fails; an offline link or no trust list only warns."""
+def run(peripherals, fs, data_dir, clock, link_state, trust, journal):
+    """The self-test as reply fields: passed is False when a driver, storage, the clock or the
+    journal fails (damage not yet acknowledged); an offline link or no trust list only warns.
+    journal() -> {"bad_records", "skipped_bytes", "unacknowledged"}."""
     failures = []
     warnings = []
     drivers = {}
-    started = bool(a.drivers) or a.display is not None or a.printer is not None
-    errors = getattr(a, "driver_errors", None) or {}
     for name in config.DRIVER_KEYS:
-        st = driver_state(a, name, started, errors)
+        st = peripherals.state(name)
         drivers[name] = st
         if st.get("error"):
             failures.append(name)
-    storage = storage_check(fs, a.data_dir)
+    storage = storage_check(fs, data_dir)
     if not storage["writable"]:
         failures.append("storage")
-    clock = {"now": a.clock.now(), "trusted": a.clock.trusted()}
-    if not clock["trusted"]:
+    clk = {"now": clock.now(), "trusted": clock.trusted()}
+    if not clk["trusted"]:
         failures.append("clock")
-    link = {"connected": a.online}
-    if not a.online:
+    link = {"connected": link_state.online}
+    if not link_state.online:
         warnings.append("link")
-    if not a.trust_ver():
+    if not trust.trust_ver:
         warnings.append("trustlist")
+    jr = journal()
+    if jr.get("unacknowledged"):
+        failures.append("journal")
     return {"passed": not failures, "failures": failures, "warnings": warnings,
-            "drivers": drivers, "link": link, "storage": storage, "clock": clock,
-            "trust_ver": a.trust_ver(), "rev_ver": a.rev_ver(),
-            "trust_keys": a.trust.keys_count(),
-            "revoked": a.trust.revoked_count()}
+            "drivers": drivers, "link": link, "storage": storage, "clock": clk,
+            "trust_ver": trust.trust_ver, "rev_ver": trust.rev_ver,
+            "trust_keys": trust.keys_count(), "revoked": trust.revoked_count(),
+            "journal": jr}
 
 
 def storage_check(fs, data_dir):
     path = data_dir + "/selftest.tmp"
-    probe = os.urandom(16)
+    probe = crypto.random_bytes(16)
     try:
         fs.write_atomic(path, probe)
         ok = fs.read(path) == probe
@@ -46,28 +46,3 @@ def storage_check(fs, data_dir):
     except OSError as e:
         return {"writable": False, "error": str(e)}
     return {"writable": ok, "error": None if ok else "read back differs"}
-
-
-def driver_state(a, name, started, errors):
-    if a.cfg.get(name) is None:
-        return {"configured": False}
-    if name in errors:
-        return {"configured": True, "open": False, "error": errors[name]}
-    if not started:
-        return {"configured": True, "open": False, "error": None, "note": "agent not running"}
-    st = None
-    if name == "display" and a.display is not None:
-        st = a.display.state()
-    elif name == "printer" and a.printer is not None:
-        st = a.printer.state()
-    elif name in a.drivers:
-        st = a.drivers[name][0].state()
-        framer = {"scanner": "scan_framer", "keypad": "key_framer"}.get(name)
-        if framer and getattr(a, framer, None) is not None:
-            st.update(getattr(a, framer).state())
-    if st is None:
-        return {"configured": True, "open": False, "error": "not open"}
-    st["configured"] = True
-    st["open"] = st.get("open", True)
-    st["error"] = None if st["open"] else "closed"
-    return st

@@ -1,7 +1,7 @@
 # The broker TLS files a technician pushes with `tls install`: checking the CA, client
 # certificate and key PEM texts, and installing them under <data_dir>/tls/ only once this
 # runtime's TLS stack has loaded them from a staging copy.
-import os
+from device.ports import runtime
 
 TLS_DIR = "/tls"
 TLS_STAGE = "new-"     # staging names keep .pem/.der, so the link's DER-twin rule finds them
@@ -50,16 +50,15 @@ def install(fs, d, files):
     unusable = None
     try:
         fs.makedirs(d)
-        if hasattr(os, "chmod"):
-            os.chmod(d, 0o700)  # the staged key lands in a directory only we can enter
+        runtime.make_private(d, 0o700)  # the staged key lands in a directory only we enter
         for name, data in files:
             fs.write_atomic(d + "/" + TLS_STAGE + name, data)
         unusable = _tls_unusable(d + "/" + TLS_STAGE)
         if unusable is None:
             for name, data in files:
                 fs.write_atomic(d + "/" + name, data)
-                if name.startswith("key.") and hasattr(os, "chmod"):
-                    os.chmod(d + "/" + name, 0o600)
+                if name.startswith("key."):
+                    runtime.make_private(d + "/" + name, 0o600)
     finally:
         for name, _ in files:
             fs.remove(d + "/" + TLS_STAGE + name)

@@ -13,25 +13,6 @@ VERDICTS = (MALFORMED, "unsupported_alg", "unknown_key", "bad_signature", "wrong
             "key_not_valid", "revoked", "clock_unset", "not_yet_valid", "expired", "wrong_store",
             "wrong_currency", "below_min_spend", "already_redeemed", OK)
 
-# What the clerk reads for each verdict.
-MESSAGES = {
-    OK: "Coupon accepted",
-    MALFORMED: "Unreadable coupon",
-    "unsupported_alg": "Coupon format not supported",
-    "unknown_key": "Coupon issuer not trusted",
-    "bad_signature": "Coupon is forged or damaged",
-    "wrong_issuer": "Coupon from another merchant",
-    "key_not_valid": "Coupon signed outside key validity",
-    "revoked": "Coupon withdrawn",
-    "clock_unset": "Terminal clock not set",
-    "not_yet_valid": "Coupon not valid yet",
-    "expired": "Coupon expired",
-    "wrong_store": "Coupon not valid in this store",
-    "wrong_currency": "Coupon in another currency",
-    "below_min_spend": "Minimum spend not reached",
-    "already_redeemed": "Coupon already used",
-}
-
 PREFIX = "PC1:"
 MAX_TOKEN = 1200
 KINDS = ("pct", "amt", "item")
@@ -247,5 +228,3 @@ class Verifier:
             return "already_redeemed"
         return OK
 
-    def message(self, verdict):
-        return MESSAGES.get(verdict, verdict)

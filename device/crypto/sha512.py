@@ -6,7 +6,8 @@
 # allocates every int anyway and runs whole words 2.3x faster. Both engines are tested on both
 # runtimes. The round code is unrolled and written out (generated once, kept as source).
 import struct
-import sys
+
+from device.ports import runtime
 
 _K = (
     0x428a2f98d728ae22, 0x7137449123ef65cd, 0xb5c0fbcfec4d3b2f, 0xe9b5dba58189dbbc,
@@ -510,7 +511,7 @@ def _state_words():
 
 # halves pay off only where small ints are tagged values wider than 32 bits (MicroPython on a
 # 64-bit machine); CPython allocates every int anyway and runs whole words 2.3x faster
-if sys.implementation.name == "micropython" and sys.maxsize > 0xFFFFFFFF:
+if runtime.WIDE_SMALL_INTS:
     _compress, _initial, _FMT = compress_halves, _state_halves, ">16I"
 else:
     _compress, _initial, _FMT = compress_words, _state_words, ">8Q"

@@ -1,5 +1,38 @@
-# Which runtime we are on; ports are chosen once from this at start-up.
+# The runtime port: which Python this is and the few things only the runtime can do. Every other
+# module asks here instead of testing sys.implementation, os or machine itself.
+import os
 import sys
 
 NAME = "micropython" if sys.implementation.name == "micropython" else "cpython"
 MICROPYTHON = NAME == "micropython"
+# A board (not the unix port): resets instead of exiting, has no directory fsync.
+BOARD = MICROPYTHON and sys.platform not in ("linux", "darwin", "win32")
+# Small ints wider than 32 bits are tagged values (MicroPython on a 64-bit machine).
+WIDE_SMALL_INTS = MICROPYTHON and sys.maxsize > 0xFFFFFFFF
+
+
+def restart(code):
+    """Stops the terminal so it starts again: a board resets; the unix and desktop runtimes exit
+    with `code` (device/main.py finishes a factory reset, a supervisor starts us again)."""
+    if BOARD:
+        import machine
+
+        machine.reset()
+    raise SystemExit(code)
+
+
+def make_private(path, mode):
+    """chmod where the filesystem has modes; False where it has none (littlefs on a board)."""
+    chmod = getattr(os, "chmod", None)
+    if chmod is None:
+        return False
+    chmod(path, mode)
+    return True
+
+
+CAN_CHMOD = getattr(os, "chmod", None) is not None
+
+
+def env(name):
+    getenv = getattr(os, "getenv", None)
+    return getenv(name) if getenv is not None else None

@@ -1,17 +1,28 @@
-# The sale receipt in ESC/POS: header, totals, coupon lines, a QR of the receipt number, cut.
+# The sale receipt in ESC/POS: header, totals, coupon and member lines, a QR of the receipt (the
+# text a refund scans, SPEC 8.3: DEVICE_ID/RECEIPT_NO/CID_HEX), cut.
 from device.ports.clock import gmtime
 from device.sales.escpos import Receipt, format_amount
 from device.sales.sale import receipt_no
 
+KIND_TITLE = {"member": "Paid from member balance", "topup": "Member balance top-up",
+              "vip": "VIP membership"}
 
-def build_receipt(rec, cfg, coupons=(), width=42):
-    """rec: the committed sale record; coupons: the verifier results (for names), same order."""
+
+def header(r, shop, at, width):
+    r.align("center").bold(True).double(True).text(shop["merchant_id"]).double(False)
+    r.bold(False).text("Store %s  Terminal %s" % (shop["store_id"], shop["device_id"]))
+    r.text(_when(at)).align("left").text("-" * width)
+
+
+def build_receipt(rec, shop, coupons=(), member=None, answer=None, width=42):
+    """rec: the committed sale record; coupons: the verifier results (for names), same order;
+    member: the member code's reading; answer: the host's charge_result when it is known."""
     cur = rec["cur"]
     no = receipt_no(rec)
     r = Receipt(width)
-    r.align("center").bold(True).double(True).text(cfg["merchant_id"]).double(False)
-    r.bold(False).text("Store %s  Terminal %s" % (cfg["store_id"], cfg["device_id"]))
-    r.text(_when(rec["at"])).align("left").text("-" * width)
+    header(r, shop, rec["at"], width)
+    if rec["kind"] in KIND_TITLE:
+        r.bold(True).text(KIND_TITLE[rec["kind"]]).bold(False)
     r.columns("Receipt", no).columns("Clerk", rec["clerk"]).columns("Sale", format_amount(
         rec["gross"], cur))
     for i, c in enumerate(rec["cpn"]):
@@ -20,9 +31,24 @@ def build_receipt(rec, cfg, coupons=(), width=42):
     for c in coupons:
         if c.get("kind") == "item":
             r.columns("  free: %s x%d" % (c.get("sku"), c.get("val", 1)), "0.00")
+    if rec.get("mdisc"):
+        r.columns("  Member discount", "-" + format_amount(rec["mdisc"], cur))
+    if "mem" in rec:
+        name = member.get("name") if member else None
+        r.columns("Member", (name + " " if name else "") + rec["mem"])
+    if "tier" in rec:
+        r.columns("VIP tier", rec["tier"])
+    answer = answer or {}
+    vip = answer.get("vip")
+    if vip:
+        r.columns("VIP period", "%s - %s" % (_when(vip["start"])[:10], _when(vip["end"])[:10]))
+    if "bal" in answer:
+        r.columns("Balance", format_amount(answer["bal"], cur))
+    if "pts" in answer:
+        r.columns("Points", "%d" % answer["pts"])
     r.text("-" * width).bold(True).columns("TOTAL", format_amount(rec["amt"], cur)).bold(False)
     r.text("Approved offline - sent when online" if rec["off"] else "Sent to host")
-    r.align("center").qr("%s/%s/%s" % (cfg["device_id"], no, rec["cid"].hex()), module=4)
+    r.align("center").qr("%s/%s/%s" % (shop["device_id"], no, rec["cid"].hex()), module=4)
     r.text(no).feed(3).cut()
     return r.bytes()
 

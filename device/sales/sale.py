@@ -5,9 +5,12 @@ RECORD_VERSION = 1
 KINDS = ("sale", "member", "topup", "vip")
 
 
-def make_sale(cid, n, gross, coupons, cur, at, off, clerk, kind="sale", mem=None, ref=None):
-    """coupons: list of dicts with cti, cmp, disc, exp (from the verifier's ok verdicts)."""
-    disc = 0
+def make_sale(cid, n, gross, coupons, cur, at, off, clerk, kind="sale", mem=None, ref=None,
+              extra=None):
+    """coupons: list of dicts with cti, cmp, disc, exp (from the verifier's ok verdicts).
+    extra: the kind's own fields (mdisc: the member's tier discount; member payments: mcti +
+    mexp, the dynamic code paying; VIP sales: tier)."""
+    disc = extra.get("mdisc", 0) if extra else 0
     cpn = []
     for c in coupons:
         disc += c["disc"]
@@ -20,6 +23,9 @@ def make_sale(cid, n, gross, coupons, cur, at, off, clerk, kind="sale", mem=None
         rec["mem"] = mem
     if ref is not None:
         rec["ref"] = ref
+    if extra:
+        for k, v in extra.items():
+            rec[k] = v
     return rec
 
 
@@ -28,7 +34,7 @@ def charge_body(rec):
     body = {"cid": rec["cid"], "kind": rec["kind"], "gross": rec["gross"], "amt": rec["amt"],
             "cur": rec["cur"], "at": rec["at"], "off": rec["off"], "clerk": rec["clerk"],
             "cpn": [{"cti": c["cti"], "cmp": c["cmp"], "disc": c["disc"]} for c in rec["cpn"]]}
-    for k in ("mem", "ref"):
+    for k in ("mem", "ref", "mcti", "tier", "mdisc"):
         if k in rec:
             body[k] = rec[k]
     return body

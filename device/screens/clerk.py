@@ -3,51 +3,51 @@
 Events in: key(name, now), scan(text, now), bad_scan(code, now), tick(now), refresh(now).
 Actions out (a list, in order): ("show", screen, lines) and ("print", receipt_bytes).
 
-Screens (these names are the `screen` field of the display frames):
-  idle       store/device/link/queue lines from services.idle_lines(); a digit starts `amount`,
-             a scan opens `coupon`, other keys only clear a message.
+Core screens (these names are the `screen` field of the display frames):
+  idle       store/device/link/queue lines from till.idle_lines() and any service's idle lines;
+             a digit starts `amount`, a scan is routed by its prefix (a coupon opens `coupon`),
+             other keys only clear a message unless a service claims them (F2: bookings).
   amount     digits type the amount in minor units (at most 9); CLEAR deletes the last digit,
              CANCEL goes back to idle, ENTER with an amount opens `sale` (with 0 it says so).
-  sale       scans are checked (stateful) against the current total and ok coupons are added,
-             once per cti; CLEAR removes the last coupon; CANCEL abandons the sale (nothing is
-             recorded); ENTER calls services.commit_sale.
-  committed  the amount and "sent" / "queued offline"; the receipt is printed with it.
-  refused    an offline limit refused the sale: the reason lines; nothing was recorded.
+  sale       scans are routed by prefix (coupons are checked, stateful, against the current total
+             and ok ones added once per cti; services attach a member...); CLEAR removes the last
+             coupon; CANCEL abandons the sale (nothing is recorded); ENTER commits it through
+             till.commit_sale; services may claim other keys (F2/F3/F4 with a member).
+  committed  the amount and "sent" / "queued offline" (or a service's lines); printed with it.
+  refused    the sale was refused (an offline limit, the licence): the reason; nothing recorded.
   coupon     a scan on idle: the verdict, checked only (never redeemed).
-  login      when a clerk PIN is configured and nobody is logged in (services.
-             clerk_login_required()), in place of idle: digits type the PIN (shown masked),
-             CLEAR deletes, CANCEL clears, ENTER calls services.clerk_login(pin); MENU opens `pin`.
-  pin        MENU on idle or login: the supervisor PIN, masked; ENTER checks it with
-             services.check_pin("supervisor", pin) and opens `declined`; CANCEL goes back.
-  declined   the declined charges no supervisor has acknowledged (services.declined_lines());
-             ENTER acknowledges them all (services.ack_declined()) and goes back, F1 prints the
-             list (services.print_declined()), CANCEL goes back without acknowledging.
+  login      when a clerk PIN is configured and nobody is logged in (roles.clerk_login_required()),
+             in place of idle: digits type the PIN (masked), CLEAR deletes, CANCEL clears, ENTER
+             calls roles.clerk_login(pin); MENU opens `pin`.
+  pin        a PIN prompt (masked): MENU on idle or login asks the supervisor PIN for `declined`;
+             services ask it for their own steps (a refund above refund_pin_over); ENTER checks
+             it with roles.check_pin(role, pin); CANCEL goes back.
+  declined   the notices no supervisor has acknowledged (roles.declined_lines()): declined
+             charges, rejected refunds...; ENTER acknowledges them all (roles.ack_declined()),
+             F1 prints the list (roles.print_declined()), CANCEL goes back.
 committed, refused and coupon go back to idle on the next key (which is consumed) or after
-timeout_s; a scan there is handled as on idle. A message on idle (sale cancelled, unreadable
-code) clears after timeout_s too. pin and declined go back after menu_timeout_s without a key, so
-an unlocked supervisor menu does not stay open. F4 on idle logs the clerk out. Keys without a
-meaning on a screen (UP, DOWN, F2, ...) leave it as it is; "back"/"idle" means login when a clerk
-must log in.
+timeout_s; a scan there is handled as on idle. A message on idle clears after timeout_s too. pin,
+declined and the services' menu screens go back after menu_timeout_s without a key. F4 on idle
+logs the clerk out. Keys without a meaning leave the screen as it is; "back"/"idle" means login
+when a clerk must log in.
 
-A persistent notice (services.notice(), declined charges) is shown while present: its first line
-on top of every screen, all of its lines on idle.
+A persistent notice (roles.notice()) is shown while present: its first line on top of every
+screen, all of its lines on idle.
 
-services (provided by the agent):
-  idle_lines() -> [text]
-  notice() -> [text] or None
-  check_coupon(token, total, stateful) -> {"verdict", "discount", "cti", "campaign", "name",
-      "kind", "val", "sku", ...}; total is None for a check on idle: there is no cart yet, so
-      the minimum-spend rule has nothing to apply to (the discount shown is then None).
-  commit_sale(gross, coupons) -> {"ok": True, "amount", "sent", "receipt", "cid"} or
-      {"ok": False, "reason": [text]}; coupons are the check_coupon results added to the sale,
-      in scan order. It returns only once the record is durable, so `committed` is shown after.
-Optional (device/staff/roles.py; without them there is no login and MENU does nothing):
-  clerk_login_required() -> bool; clerk_login(pin) -> "ok" | "wrong" | "locked" | "no_pin";
-  clerk_logout(); check_pin(role, pin) -> the same codes; declined_lines() -> [text];
-  ack_declined() -> int acknowledged; print_declined() -> ESC/POS bytes or None.
-Services are trusted not to raise; the agent wraps its cores so that they do not.
+Collaborators:
+  till: idle_lines() -> [text]; check_coupon(token, total, stateful) -> verdict dict;
+      commit_sale(gross, coupons, **terms) -> {"ok": True, "amount", "sent", "receipt", "cid"}
+      or {"ok": False, "reason": [text]}; returns once the record is durable.
+  roles (optional; without it there is no login, no notice and MENU does nothing):
+      notice() -> [text] or None; clerk_login_required(); clerk_login(pin); clerk_logout();
+      check_pin(role, pin) -> "ok" | "wrong" | "locked" | "no_pin"; declined_lines();
+      ack_declined() -> int; print_declined() -> ESC/POS bytes or None.
+Services extend the machine without editing it: add_screen(Screen), route_scan(prefix, ...),
+on_key(screen, fn), add_idle_lines(fn), add_sale_lines(fn). Collaborators are trusted not to
+raise; the agent wraps its cores so that they do not.
 """
 from device.drivers.keypad import KEYS
+from device.sales.cart import Cart
 from device.sales.escpos import format_amount
 from device.screens import messages
 
@@ -76,42 +76,117 @@ def _fit(lines):
     return [(line if type(line) is str else str(line))[:LINE_WIDTH] for line in lines]
 
 
+def is_digit(name):
+    return len(name) == 1 and "0" <= name <= "9"
+
+
+class Screen:
+    """A screen a service adds. `timed`: back home on the next key or after timeout_s (the key is
+    consumed); `menu`: back home after menu_timeout_s without a key."""
+
+    name = ""
+    timed = False
+    menu = False
+
+    def enter(self, clerk, now, **kw):
+        pass
+
+    def key(self, clerk, name, now):
+        return clerk.say(clerk.message)
+
+    def scan(self, clerk, text, now):
+        return clerk.say(messages.FINISH_MENU)
+
+    def body(self, clerk):
+        return []
+
+    def tick(self, clerk, now):
+        return []
+
+
 class Clerk:
-    def __init__(self, services, timeout_s=5, currency="", menu_timeout_s=30):
-        self.services = services
+    def __init__(self, till, roles=None, timeout_s=5, currency="", menu_timeout_s=30):
+        self.till = till
+        self.roles = roles
         self.timeout_s = timeout_s
         self.menu_timeout_s = menu_timeout_s
-        self._pin = ""  # digits of a PIN being typed (never shown)
         self.currency = currency  # only for display: "12.34 CNY" rather than "12.34"
         self.screen = IDLE
+        self.cart = None
+        self.message = None
+        self._pin = ""      # digits of a PIN being typed (never shown)
+        self._ask = None    # (role, title, on_ok) of the PIN prompt open
         self._digits = ""
-        self._gross = 0
-        self._coupons = []
-        self._message = None
         self._shown = None  # the coupon check, the commit result or the refusal being shown
         self._until = None  # when a timed screen (or a message on idle) goes away
+        self._dirty = False
+        self._screens = {}
+        self._scan_routes = []   # (prefix, on_idle, on_sale)
+        self._key_hooks = {}     # screen -> [fn(clerk, key, now) -> actions or None]
+        self._idle_lines = []
+        self._sale_lines = []
         if self._login_required():
             self.screen = LOGIN
+
+    # -- extension points --------------------------------------------------------------------
+    def add_screen(self, screen):
+        self._screens[screen.name] = screen
+
+    def route_scan(self, prefix, idle=None, sale=None):
+        """Scans starting with prefix go to idle(clerk, text, now) on idle (and the timed
+        screens) and to sale(clerk, text, now) on `sale`; each returns actions."""
+        self._scan_routes.append((prefix, idle, sale))
+
+    def on_key(self, screen, fn):
+        """fn(clerk, key, now) sees the keys of a core screen first; None lets them through."""
+        self._key_hooks.setdefault(screen, []).append(fn)
+
+    def add_idle_lines(self, fn):
+        self._idle_lines.append(fn)
+
+    def add_sale_lines(self, fn):
+        """fn(cart) -> lines shown on `sale` under the totals."""
+        self._sale_lines.append(fn)
+
+    def touch(self):
+        """Something under the current screen changed (an answer from the host): redraw it on
+        the next tick."""
+        self._dirty = True
 
     # -- events ------------------------------------------------------------------------------
     def key(self, name, now):
         if name not in KEYS:
             return []
-        if self.screen in TIMED:
+        if self.screen in TIMED or self._service(True, "timed"):
             return self._go_idle(None, now)
-        handler = getattr(self, "_key_" + self.screen)
-        return handler(name, now)
+        for fn in self._key_hooks.get(self.screen, ()):
+            out = fn(self, name, now)
+            if out is not None:
+                return out
+        svc = self._screens.get(self.screen)
+        if svc is not None:
+            if svc.menu:
+                self._until = now + self.menu_timeout_s
+            return svc.key(self, name, now)
+        return getattr(self, "_key_" + self.screen)(name, now)
 
     def scan(self, text, now):
         if self.screen == LOGIN:
             return self._say(messages.LOG_IN_FIRST)
         if self.screen in MENU_SCREENS:
             return self._say(messages.FINISH_MENU)
-        if self.screen in (IDLE, COUPON) + TIMED:
-            return self._check_only(text, now)
+        svc = self._screens.get(self.screen)
+        if svc is not None and not svc.timed:
+            return svc.scan(self, text, now)
         if self.screen == AMOUNT:
             return self._say(messages.PRESS_ENTER)
-        return self._sale_scan(text)
+        where = 2 if self.screen == SALE else 1
+        for route in self._scan_routes:
+            if text.startswith(route[0]) and route[where] is not None:
+                return route[where](self, text, now)
+        if where == 2:
+            return self._sale_scan(text)
+        return self._check_only(text, now)
 
     def bad_scan(self, code, now):
         if self.screen == IDLE:
@@ -119,12 +194,19 @@ class Clerk:
         return self._say(messages.UNREADABLE)
 
     def tick(self, now):
-        if self._until is None or now < self._until:
-            return []
-        if self.screen in TIMED or self.screen in MENU_SCREENS or self.screen == IDLE:
-            return self._go_idle(None, now)
-        self._until = None
-        return []
+        out = []
+        svc = self._screens.get(self.screen)
+        if svc is not None:
+            out = svc.tick(self, now)
+        if self._until is not None and now >= self._until:
+            if self.screen in TIMED or self.screen in MENU_SCREENS or self.screen == IDLE \
+                    or svc is not None:
+                return self._go_idle(None, now)
+            self._until = None
+        if self._dirty and not out:
+            self._dirty = False
+            out = [self._show()]
+        return out
 
     def refresh(self, now):
         # A clerk PIN set or removed by the host, or a logout elsewhere, shows on the next redraw.
@@ -135,29 +217,82 @@ class Clerk:
             self.screen = IDLE
         return [self._show()]
 
-    # -- keys per screen ---------------------------------------------------------------------
+    # -- moving between screens (also for the services) ---------------------------------------
+    def go(self, name, now, **kw):
+        """Opens a service's screen."""
+        svc = self._screens[name]
+        self.screen = name
+        self.message = None
+        self._until = now + (self.timeout_s if svc.timed else self.menu_timeout_s) \
+            if (svc.timed or svc.menu) else None
+        svc.enter(self, now, **kw)
+        return [self._show()]
+
+    def go_idle(self, message, now):
+        return self._go_idle(message, now)
+
+    def say(self, message):
+        return self._say(message)
+
+    def ask_pin(self, role, title, on_ok, now):
+        """Opens the PIN prompt; on_ok(clerk, now) -> actions runs once the PIN is accepted."""
+        self.screen = PIN
+        self._ask = (role, title, on_ok)
+        self._pin = ""
+        self.message = None
+        self._until = now + self.menu_timeout_s
+        return [self._show()]
+
+    def done(self, result, now):
+        """Shows the outcome of a commit: `committed` (receipt printed first) or `refused`.
+        result: {"ok", "lines"?, "amount"?, "sent"?, "receipt"?} or {"ok": False, "reason"}."""
+        self._shown = result
+        self.message = None
+        self.cart = None
+        self._until = now + self.timeout_s
+        if not result.get("ok"):
+            self.screen = REFUSED
+            return [self._show()]
+        self.screen = COMMITTED
+        # The receipt goes to the printer first: whoever sees `committed` (the clerk, a test)
+        # can take it that the receipt is out.
+        actions = []
+        receipt = result.get("receipt")
+        if receipt:
+            actions.append(("print", receipt))
+        actions.append(self._show())
+        return actions
+
+    def commit(self, now, kind="sale", **terms):
+        """Commits the cart on `sale` as a charge of `kind`."""
+        cart = self.cart
+        terms.update(cart.terms())
+        if kind != "sale":
+            terms["kind"] = kind
+        return self.done(self.till.commit_sale(cart.gross, list(cart.coupons), **terms), now)
+
+    # -- keys per core screen ----------------------------------------------------------------
     def _key_idle(self, name, now):
-        if "0" <= name <= "9" and len(name) == 1:
+        if is_digit(name):
             self.screen = AMOUNT
             self._digits = ""
-            self._message = None
+            self.message = None
             self._until = None
             return self._key_amount(name, now)
         if name == "MENU" and self._opt("check_pin"):
-            return self._open_pin(now)
+            return self._open_notices(now)
         if name == "F4" and self._opt("clerk_logout"):
-            self.services.clerk_logout()
+            self.roles.clerk_logout()
             if self._login_required():
                 return self._go_idle(messages.LOGGED_OUT, now)
         self._until = None
         return self._say(None)
 
-    # -- roles -------------------------------------------------------------------------------
     def _opt(self, name):
-        return getattr(self.services, name, None) is not None
+        return self.roles is not None and getattr(self.roles, name, None) is not None
 
     def _login_required(self):
-        fn = getattr(self.services, "clerk_login_required", None)
+        fn = getattr(self.roles, "clerk_login_required", None) if self.roles else None
         return bool(fn is not None and fn())
 
     def _home(self):
@@ -165,7 +300,7 @@ class Clerk:
 
     def _type_pin(self, name):
         """Digits, CLEAR and CANCEL on a PIN screen; False for any other key."""
-        if len(name) == 1 and "0" <= name <= "9":
+        if is_digit(name):
             if len(self._pin) < MAX_PIN:
                 self._pin += name
         elif name == "CLEAR":
@@ -174,30 +309,26 @@ class Clerk:
             self._pin = ""
         else:
             return False
-        self._message = None
+        self.message = None
         return True
 
     def _key_login(self, name, now):
         if self._type_pin(name):
             return self._say(None)
         if name == "MENU" and self._opt("check_pin"):
-            return self._open_pin(now)
+            return self._open_notices(now)
         if name != "ENTER":
-            return self._say(self._message)
+            return self._say(self.message)
         if not self._pin:
             return self._say(messages.ENTER_PIN)
-        verdict = self.services.clerk_login(self._pin)
+        verdict = self.roles.clerk_login(self._pin)
         self._pin = ""
         if verdict != "ok":
             return self._say(messages.pin_verdict_text(verdict))
         return self._go_idle(messages.LOGGED_IN, now)
 
-    def _open_pin(self, now):
-        self.screen = PIN
-        self._pin = ""
-        self._message = None
-        self._until = now + self.menu_timeout_s
-        return [self._show()]
+    def _open_notices(self, now):
+        return self.ask_pin("supervisor", messages.TITLE_SUPERVISOR, _to_notices, now)
 
     def _key_pin(self, name, now):
         self._until = now + self.menu_timeout_s
@@ -206,35 +337,36 @@ class Clerk:
         if self._type_pin(name):
             return self._say(None)
         if name != "ENTER":
-            return self._say(self._message)
+            return self._say(self.message)
         if not self._pin:
             return self._say(messages.ENTER_PIN)
-        verdict = self.services.check_pin("supervisor", self._pin)
+        role, _, on_ok = self._ask
+        verdict = self.roles.check_pin(role, self._pin)
         self._pin = ""
         if verdict != "ok":
             return self._say(messages.pin_verdict_text(verdict))
-        self.screen = DECLINED
-        return self._say(None)
+        self._ask = None
+        return on_ok(self, now)
 
     def _key_declined(self, name, now):
         self._until = now + self.menu_timeout_s
         if name == "CANCEL":
             return self._go_idle(None, now)
         if name == "ENTER":
-            n = self.services.ack_declined()
+            n = self.roles.ack_declined()
             if not n:
-                left = self.services.declined_lines()
+                left = self.roles.declined_lines()
                 return self._go_idle(messages.ACK_FAILED if left else None, now)
             return self._go_idle(messages.acknowledged(n), now)
         if name == "F1":
-            job = self.services.print_declined()
+            job = self.roles.print_declined()
             if not job:
                 return self._say(messages.NOTHING_TO_PRINT)
             return self._say(messages.PRINTED) + [("print", job)]
-        return self._say(self._message)
+        return self._say(self.message)
 
     def _key_amount(self, name, now):
-        if len(name) == 1 and "0" <= name <= "9":
+        if is_digit(name):
             if len(self._digits) >= MAX_DIGITS:
                 return self._say(messages.MAX_DIGITS)
             if self._digits or name != "0":  # no leading zeros
@@ -249,110 +381,99 @@ class Clerk:
             if not self._digits:
                 return self._say(messages.ENTER_AMOUNT)
             self.screen = SALE
-            self._gross = int(self._digits)
-            self._coupons = []
+            self.cart = Cart(int(self._digits))
             return self._say(None)
-        return self._say(self._message)
+        return self._say(self.message)
 
     def _key_sale(self, name, now):
         if name == "ENTER":
-            return self._commit(now)
+            return self.commit(now)
         if name == "CANCEL":
-            self._coupons = []
             return self._go_idle(messages.SALE_CANCELLED, now)
-        if name == "CLEAR" and self._coupons:
-            self._coupons.pop()
+        if name == "CLEAR" and self.cart.coupons:
+            self.cart.coupons.pop()
             return self._say(messages.COUPON_REMOVED)
-        return self._say(self._message)
+        return self._say(self.message)
 
     # -- sale --------------------------------------------------------------------------------
     def total(self):
-        """What the customer pays now: gross less the coupons' discounts, never below 0."""
-        left = self._gross - sum(_discount(c) for c in self._coupons)
-        return left if left > 0 else 0
+        """What the customer pays now: gross less the discounts, never below 0."""
+        return self.cart.total() if self.cart is not None else 0
 
     def _sale_scan(self, text):
-        r = self.services.check_coupon(text, self.total(), True)
+        cart = self.cart
+        r = self.till.check_coupon(text, cart.total(), True)
         verdict = r.get("verdict")
         if verdict != "ok":
             return self._say(messages.verdict_text(verdict))
-        for c in self._coupons:
+        for c in cart.coupons:
             if c.get("cti") == r.get("cti"):
                 return self._say(messages.ALREADY_IN_SALE)
-        disc = _discount(r)
+        disc = cart.discount_of(r)
         if disc == 0 and r.get("kind") != "item":
             # e.g. 10 % of a total already at 0: redeeming it would use the coupon up for nothing
             return self._say(messages.NO_DISCOUNT)
-        self._coupons.append(r)
+        cart.coupons.append(r)
         if r.get("kind") == "item":
             return self._say(_what(r, self.currency) or messages.VERDICT_TEXT["ok"])
         return self._say("-" + format_amount(disc) + " " + _label(r, messages.VERDICT_TEXT["ok"]))
 
-    def _commit(self, now):
-        r = self.services.commit_sale(self._gross, list(self._coupons))
-        self._shown = r
-        self._message = None
-        self._until = now + self.timeout_s
-        if not r.get("ok"):
-            self.screen = REFUSED
-            return [self._show()]
-        self.screen = COMMITTED
-        # The receipt goes to the printer first: whoever sees `committed` (the clerk, a test)
-        # can take it that the receipt is out.
-        actions = []
-        receipt = r.get("receipt")
-        if receipt:
-            actions.append(("print", receipt))
-        actions.append(self._show())
-        return actions
-
     # -- idle and coupon ---------------------------------------------------------------------
     def _check_only(self, text, now):
-        self._shown = self.services.check_coupon(text, None, True)
+        self._shown = self.till.check_coupon(text, None, True)
         self.screen = COUPON
-        self._message = None
+        self.message = None
         self._until = now + self.timeout_s
         return [self._show()]
 
     def _go_idle(self, message, now):
         self.screen = self._home()
         self._pin = ""
+        self._ask = None
         self._digits = ""
-        self._gross = 0
-        self._coupons = []
+        self.cart = None
         self._shown = None
-        self._message = message
+        self.message = message
         self._until = now + self.timeout_s if message else None
         return [self._show()]
 
     def _say(self, message):
-        self._message = message
+        self.message = message
         return [self._show()]
+
+    def _service(self, want, attr):
+        svc = self._screens.get(self.screen)
+        return svc is not None and getattr(svc, attr) == want
 
     # -- rendering ---------------------------------------------------------------------------
     def _show(self):
-        notice = self.services.notice() or []
+        self._dirty = False
+        notice = (self.roles.notice() if self.roles is not None else None) or []
         if self.screen == IDLE:
-            lines = list(notice) + list(self.services.idle_lines())
+            lines = list(notice) + list(self.till.idle_lines())
+            for fn in self._idle_lines:
+                lines += fn()
         elif self.screen == LOGIN:
             lines = list(notice[:1]) + self._pin_body(messages.TITLE_CLERK_LOGIN)
         else:
-            lines = list(notice[:1]) + getattr(self, "_body_" + self.screen)()
-        if self._message:
-            lines.append(self._message)
+            svc = self._screens.get(self.screen)
+            body = svc.body(self) if svc is not None else getattr(self, "_body_" + self.screen)()
+            lines = list(notice[:1]) + body
+        if self.message:
+            lines.append(self.message)
         return ("show", self.screen, _fit(lines))
 
-    def _money(self, minor):
+    def money(self, minor):
         return format_amount(minor, self.currency)
 
     def _pin_body(self, title):
         return [title, "PIN " + "*" * len(self._pin), messages.HINT_PIN]
 
     def _body_pin(self):
-        return self._pin_body(messages.TITLE_SUPERVISOR)
+        return self._pin_body(self._ask[1] if self._ask else messages.TITLE_SUPERVISOR)
 
     def _body_declined(self):
-        lines = self.services.declined_lines()
+        lines = self.roles.declined_lines()
         if not lines:
             return [messages.NO_DECLINED, messages.HINT_BACK]
         body = ["Declined: %d" % len(lines)] + list(lines[:DECLINED_SHOWN])
@@ -361,23 +482,28 @@ class Clerk:
         return body + [messages.HINT_DECLINED]
 
     def _body_amount(self):
-        return ["Amount " + self._money(int(self._digits or "0")), messages.HINT_AMOUNT]
+        return ["Amount " + self.money(int(self._digits or "0")), messages.HINT_AMOUNT]
 
     def _body_sale(self):
-        lines = ["Total " + self._money(self.total())]
-        if self._coupons:
-            disc = sum(_discount(c) for c in self._coupons)
-            lines.append("Gross " + self._money(self._gross))
-            lines.append("%d coupon%s -%s" % (len(self._coupons),
-                                              "" if len(self._coupons) == 1 else "s",
+        cart = self.cart
+        lines = ["Total " + self.money(cart.total())]
+        if cart.coupons:
+            disc = sum(cart.coupon_discounts())
+            lines.append("Gross " + self.money(cart.gross))
+            lines.append("%d coupon%s -%s" % (len(cart.coupons),
+                                              "" if len(cart.coupons) == 1 else "s",
                                               format_amount(disc)))
+        for fn in self._sale_lines:
+            lines += fn(cart)
         lines.append(messages.HINT_SALE)
         return lines
 
     def _body_committed(self):
         r = self._shown
+        if r.get("lines"):
+            return list(r["lines"])
         amount = r.get("amount")
-        lines = ["Paid " + self._money(amount) if type(amount) is int else "Paid"]
+        lines = ["Paid " + self.money(amount) if type(amount) is int else "Paid"]
         lines.append(messages.SENT if r.get("sent") else messages.QUEUED)
         return lines
 
@@ -385,7 +511,8 @@ class Clerk:
         reason = self._shown.get("reason") or []
         if type(reason) is str:
             reason = [reason]
-        return ["Sale refused"] + list(reason) + [messages.NOT_SAVED]
+        title = self._shown.get("title") or messages.SALE_REFUSED
+        return [title] + list(reason) + [messages.NOT_SAVED]
 
     def _body_coupon(self):
         r = self._shown
@@ -402,9 +529,10 @@ class Clerk:
         return lines
 
 
-def _discount(r):
-    d = r.get("discount")
-    return d if type(d) is int and d > 0 else 0
+def _to_notices(clerk, now):
+    clerk.screen = DECLINED
+    clerk._until = now + clerk.menu_timeout_s
+    return clerk.say(None)
 
 
 def _label(r, default):

@@ -36,6 +36,16 @@ CHECK_ONLY = "checked only, not redeemed"
 HINT_AMOUNT = "ENTER=ok CLEAR=del CANCEL"
 HINT_SALE = "scan coupons, ENTER=pay"
 NOT_SAVED = "nothing recorded"
+SALE_REFUSED = "Sale refused"
+NOT_RECORDED = ["Sale NOT recorded:", "storage error", "call a technician"]
+
+# Offline limits (SPEC 4): the first line of a refusal names the limit.
+LIMIT_TEXT = {
+    "offline_max_charge": "over offline max charge",
+    "offline_max_total": "offline total limit",
+    "offline_max_count": "offline sale count limit",
+    "offline_max_age_s": "oldest sale too old",
+}
 
 
 def verdict_text(code):

@@ -75,7 +75,7 @@ def new(**kw):
     s = FakeServices()
     for k, v in kw.items():
         setattr(s, k, v)
-    return s, Clerk(s, timeout_s=5, currency="CNY")
+    return s, Clerk(s, s, timeout_s=5, currency="CNY")
 
 
 def shown(actions):

@@ -49,9 +49,7 @@ def cfg_obj(d, **kw):
 
 
 def new_agent(cfg, clock, fs=None):
-    a = Agent(cfg, fs or PosixFS(), clock)
-    a.log_out = Quiet()
-    return a
+    return Agent(cfg, fs or PosixFS(), clock, log_out=Quiet())
 
 
 class Rig:
@@ -64,7 +62,7 @@ class Rig:
         if not PosixFS().exists(self.path):
             PosixFS().write_atomic(self.path, json.dumps(cfg_obj(self.d, **kw)).encode())
         self.agent = new_agent(config.load(self.path), self.clock)
-        self.cmds = Commands(self.agent, self.path, log_out=Quiet())
+        self.cmds = Commands(self.agent.view, self.path, clock=self.clock, log_out=Quiet())
         self.con = Console(self.cmds)
 
     def raw(self, data):
@@ -139,7 +137,7 @@ def test_provision_checks_then_writes_and_starts_the_agent():
     assert saved["device_id"] == "T-0100"
     # The console the terminal was provisioned on stays its console.
     assert saved["console"] == {"driver": "serial", "port": "/dev/ttyS9"}
-    assert len(started) == 1 and cmds.agent is started[0]
+    assert len(started) == 1 and cmds.started is started[0]
     # Now provisioned: status tells so, the rest wants a login, provision too.
     assert call("status")["provisioned"] is True
     err(call("queue list"), "login_required")
@@ -187,7 +185,7 @@ def test_provisioning_is_atomic_when_cut_mid_write():
         fs.armed = True
         err(call("provision " + json.dumps(cfg_obj(d))), "storage")
         # Cut before the rename: no config (still unprovisioned), never a broken one.
-        assert not fs.exists(path) and cmds.agent is None and not started
+        assert not fs.exists(path) and cmds.started is None and not started
         assert call("status")["provisioned"] is False
         assert call("provision " + json.dumps(cfg_obj(d)))["ok"]
         old = config.load(path)
@@ -269,7 +267,7 @@ def test_trust_and_revocation_lists_rollback_and_rogue_refused():
     assert (st["trust_ver"], st["rev_ver"]) == (2, 1)
     # Installed for good: a restart loads them again.
     r2 = Rig("con-lists", d=r.d)
-    assert (r2.agent.trust_ver(), r2.agent.rev_ver()) == (2, 1)
+    assert (r2.agent.trust.trust_ver, r2.agent.trust.rev_ver) == (2, 1)
 
 
 def _case(name):
@@ -409,20 +407,20 @@ def test_config_get_hides_secrets_and_set_is_checked_and_atomic():
     # Limits apply at once.
     rep = r("config set limits.offline_max_charge 100")
     assert rep["ok"] and rep["reboot_needed"] is False
-    assert r.agent.cfg["limits"]["offline_max_charge"] == 100
-    assert r("config set status_interval_s 5")["ok"] and r.agent.cfg["status_interval_s"] == 5
+    assert r.agent.settings.limits()["offline_max_charge"] == 100
+    assert r("config set status_interval_s 5")["ok"]
+    assert r.agent.settings.status_interval_s() == 5
     # Nothing half-written: every save parsed whole.
     assert config.load(r.path)["device_id"] == "T-0100"
 
 
 def test_config_set_limits_outlive_saved_host_settings():
     r = Rig("con-config-host")
-    r.agent._down_config({"limits": {"offline_max_charge": 999}})
+    r.agent.settings.apply({"limits": {"offline_max_charge": 999}})
     r.login()
     assert r("config set limits.offline_max_charge 123")["ok"]
     r2 = Rig("con-config-host", d=r.d)
-    r2.agent.load_host_settings()
-    assert r2.agent.cfg["limits"]["offline_max_charge"] == 123
+    assert r2.agent.settings.limits()["offline_max_charge"] == 123
 
 
 def test_log_tail():

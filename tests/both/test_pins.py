@@ -8,12 +8,10 @@ from device.ports.clock import FixedClock
 from device.ports.storage import PosixFS
 from device.sales.queue import QueueError
 from device.sales.sale import make_sale
-from device.sales.till import Till
 from device.screens import messages
 from device.screens.clerk import Clerk
 from device.staff import pins
 from device.staff.pins import Lockout, PinError
-from device.staff.roles import Supervisor
 from tests.both.util import raises, tmpdir
 
 NOW = 1795400000
@@ -145,7 +143,7 @@ def _declined(a, n, amt=1234, code="insufficient_funds"):
 
 def test_supervisor_acknowledges_and_prints_declines():
     a = agent("sup-ack")
-    sup = Supervisor(a)
+    sup = a.roles
     assert sup.declined_lines() == [] and sup.print_declined() is None
     _declined(a, 1, 1234)
     _declined(a, 2, 500, "card_blocked")
@@ -166,9 +164,9 @@ def test_supervisor_acknowledges_and_prints_declines():
 
 def test_clerk_ids():
     a = agent("clerk-ids", {"tech": TECH, "supervisor": SUPER})
-    sup = Supervisor(a)
+    sup = a.roles
     assert not sup.clerk_login_required() and sup.clerk_id() == "clerk"
-    a.cfg["pins"]["clerk"] = CLERK  # as a host `config` would set it
+    a.settings.apply({"pins": {"clerk": CLERK}})  # as a host `config` sets it
     assert sup.clerk_login_required()
     assert sup.clerk_login("0000") == pins.WRONG and sup.clerk_login_required()
     assert sup.clerk_login("1111") == pins.OK
@@ -178,7 +176,7 @@ def test_clerk_ids():
     assert sup.clerk_login_required()
     assert sup.clerk_login("9753") == pins.OK and sup.clerk_id().startswith("supervisor-")
     # The id follows the credential: a rotated clerk PIN gives another id.
-    a.cfg["pins"]["clerk"] = pins.hash_pin("1111", b"another-salt-002", 1000)
+    a.settings.apply({"pins": {"clerk": pins.hash_pin("1111", b"another-salt-002", 1000)}})
     sup.clerk_logout()
     assert sup.clerk_login("1111") == pins.OK and sup.clerk_id() != cid
 
@@ -187,14 +185,14 @@ def test_keypad_lockout_is_shared_by_roles_and_persisted():
     d = tmpdir("keypad-lock")
     clock = Clock()
     a = agent("keypad-lock", {"tech": TECH, "supervisor": SUPER, "clerk": CLERK}, d, clock)
-    sup = Supervisor(a)
+    sup = a.roles
     for _ in range(3):
         assert sup.clerk_login("0000") == pins.WRONG
     assert sup.check_pin("supervisor", "0000") == pins.WRONG
     assert sup.check_pin("supervisor", "0001") == pins.WRONG
     assert sup.check_pin("supervisor", "9753") == pins.LOCKED
-    sup2 = Supervisor(agent("keypad-lock", {"tech": TECH, "supervisor": SUPER, "clerk": CLERK},
-                            d, clock))
+    sup2 = agent("keypad-lock", {"tech": TECH, "supervisor": SUPER, "clerk": CLERK},
+                 d, clock).roles
     assert sup2.clerk_login("1111") == pins.LOCKED
     clock.t += 300
     assert sup2.clerk_login("1111") == pins.OK
@@ -211,8 +209,7 @@ def keys(clerk, names, now=NOW):
 
 def test_supervisor_menu_on_the_clerk_screens():
     a = agent("menu")
-    svc = Till(a)
-    clerk = Clerk(svc, currency="CNY")
+    clerk = Clerk(a.till, a.roles, currency="CNY")
     assert clerk.screen == "idle"
     _declined(a, 1, 1234)
     shown = clerk.refresh(NOW)[0]
@@ -237,7 +234,7 @@ def test_supervisor_menu_on_the_clerk_screens():
 
 def test_supervisor_menu_cancel_and_timeout_keep_the_notice():
     a = agent("menu-cancel")
-    clerk = Clerk(Till(a), currency="CNY", menu_timeout_s=30)
+    clerk = Clerk(a.till, a.roles, currency="CNY", menu_timeout_s=30)
     _declined(a, 1)
     assert keys(clerk, ["MENU", "CANCEL"])[0][1] == "idle"
     keys(clerk, ["MENU", "9", "7", "5", "3", "ENTER"])
@@ -250,8 +247,7 @@ def test_supervisor_menu_cancel_and_timeout_keep_the_notice():
 
 def test_clerk_login_and_clerk_id_on_the_charge():
     a = agent("clerk-login", {"tech": TECH, "supervisor": SUPER, "clerk": CLERK})
-    svc = Till(a)
-    clerk = Clerk(svc, currency="CNY")
+    clerk = Clerk(a.till, a.roles, currency="CNY")
     assert clerk.screen == "login"
     act = clerk.scan("PC1:ANY", NOW)
     assert act[0][1] == "login" and act[0][2][-1] == messages.LOG_IN_FIRST
@@ -262,7 +258,7 @@ def test_clerk_login_and_clerk_id_on_the_charge():
     act = keys(clerk, ["2", "5", "0", "ENTER", "ENTER"])
     assert act[-1][1] == "committed"
     rec = a.queue.pending[-1]
-    assert rec["amt"] == 250 and rec["clerk"] == svc.clerk_id()
+    assert rec["amt"] == 250 and rec["clerk"] == a.roles.clerk_id()
     assert rec["clerk"].startswith("clerk-")
     keys(clerk, ["ENTER"])  # back to idle
     act = keys(clerk, ["F4"])
@@ -274,19 +270,19 @@ def test_clerk_login_and_clerk_id_on_the_charge():
 
 def test_no_clerk_pin_means_no_login_and_the_anonymous_clerk():
     a = agent("clerk-none")
-    clerk = Clerk(Till(a), currency="CNY")
+    clerk = Clerk(a.till, a.roles, currency="CNY")
     assert clerk.screen == "idle"
     keys(clerk, ["1", "0", "0", "ENTER", "ENTER"])
     assert a.queue.pending[-1]["clerk"] == "clerk"
     # The host sets a clerk PIN: the next redraw asks for a login.
-    a.cfg["pins"]["clerk"] = CLERK
+    a.settings.apply({"pins": {"clerk": CLERK}})
     keys(clerk, ["ENTER"])
     assert clerk.refresh(NOW)[0][1] == "login"
 
 
 def test_pin_screens_are_masked_and_bounded():
     a = agent("mask", {"tech": TECH, "supervisor": SUPER, "clerk": CLERK})
-    clerk = Clerk(Till(a), currency="CNY")
+    clerk = Clerk(a.till, a.roles, currency="CNY")
     act = keys(clerk, ["1"] * 20)
     assert act[0][2][1] == "PIN " + "*" * 12
     act = keys(clerk, ["CLEAR"])

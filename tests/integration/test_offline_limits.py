@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-from device.sales.till import LIMIT_TEXT
 from device.screens import messages
 from host_sim.host import Host
 from host_sim.netcut import NetCut
@@ -69,7 +68,7 @@ class Rig:
         self.t.open_sale(amount)
         f = self.t.commit()
         assert f["screen"] == "refused", f
-        assert LIMIT_TEXT[limit] in f["lines"] and messages.NOT_SAVED in f["lines"], f
+        assert messages.LIMIT_TEXT[limit] in f["lines"] and messages.NOT_SAVED in f["lines"], f
         over_line = [x for x in f["lines"] if x.startswith("over by ")]
         assert len(over_line) == 1, f
         if over is not None:

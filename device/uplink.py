@@ -1,0 +1,35 @@
+# Uplink: seals a body into the SPEC 3.1 envelope with the next persisted seq and publishes it on
+# the device's up topic. The link is attached once it exists (the agent may start offline).
+from device import crypto
+from protocol import cbor, envelope, topics
+
+
+class Uplink:
+    def __init__(self, device_id, secret, root, counters, clock, metrics):
+        self.device_id = device_id
+        self.secret = secret
+        self.root = root
+        self.counters = counters
+        self.clock = clock
+        self.metrics = metrics
+        self.link = None
+
+    @property
+    def online(self):
+        return self.link is not None and self.link.connected
+
+    def seal(self, mtype, body):
+        return envelope.seal(self.secret, self.device_id, mtype, self.counters.next_seq(),
+                             self.clock.now(), body, crypto.random_bytes(16))
+
+    async def send(self, mtype, body, retain=False):
+        """Publishes one message; returns on PUBACK, raises LinkError when it cannot."""
+        await self.link.publish(topics.up(self.root, self.device_id, mtype),
+                                self.seal(mtype, body), retain=retain)
+        self.metrics.inc("sent_" + mtype)
+
+    def state_topic(self):
+        return topics.state(self.root, self.device_id)
+
+    def state_payload(self, online):
+        return cbor.dumps({"online": online, "at": self.clock.now()})
