@@ -85,13 +85,13 @@ class Terminal:
 
 
 @pytest.fixture
-def shop(broker, tmp_path):
+def shop(broker, host_db):
     """A host on a root of its own, with T-A and T-B in store S-1 and T-C in S-2."""
     root = "t%s/pos/v1" % os.urandom(4).hex()
     made = {"terminals": [], "hosts": []}
 
     def host(**kw):
-        h = Host(str(tmp_path / "host.db"), "127.0.0.1", broker.port, root=root,
+        h = Host(host_db, "127.0.0.1", broker.port, root=root,
                  client_id="host-" + root.split("/")[0], **kw)
         made["hosts"].append(h)
         return h.start(WAIT)
@@ -153,7 +153,8 @@ def test_hello_status_charge_and_redeemed_to_the_store_only(shop):
     assert d["last_seq"] == 3
     # The other terminal of S-1 learns of the coupon; S-2 and the sender do not.
     [(mtype, red)] = b.wait(1)
-    assert mtype == "redeemed" and red["body"] == {"cti": [b"\xc1\x01"]}
+    assert mtype == "redeemed" and red["body"]["cti"] == [b"\xc1\x01"]
+    assert set(red["body"]) == {"cti", "rid"} and len(red["body"]["rid"]) == 16
     # A marker sent after the fact arrives first at C and second at A: nothing came before.
     host.send("T-C", "config", {"status_interval_s": 30})
     host.send("T-A", "config", {"status_interval_s": 30})

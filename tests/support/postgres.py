@@ -93,7 +93,7 @@ class Postgres:
                                stdin=subprocess.DEVNULL, cwd=self.dir, **self._run_as())
         if r.returncode != 0:
             raise PostgresError("initdb failed: %s" % open(log).read()[-2000:])
-        for attempt in range(2):  # a free port taken before the server binds it: once more
+        for _ in range(2):  # a free port taken before the server binds it: once more
             self.port = free_port(self.host)
             if self._start(timeout):
                 return self
