@@ -277,6 +277,10 @@ class Host:
             self._drain_outbox()
 
     def _run_batch(self, items):
+        with self._lock:
+            self._batches["count"] += 1
+            self._batches["messages"] += len(items)
+            self._batches["largest"] = max(self._batches["largest"], len(items))
         try:
             self._handle_batch(items)
             return
@@ -312,26 +316,24 @@ class Host:
                 for topic, data, arrived in items:
                     self._handle(tx, b, topic, data, arrived)
                 sealed = self._reserve(tx, [o for o, _ in b.outs])
-            # committed: now it may be said and sent
+            # committed: now it may be counted, said and sent (counted first, so whoever sees
+            # an answer also sees it in metrics())
+            now = time.monotonic()
+            sent = [now - arrived for o, arrived in b.outs if o.mtype == "charge_result"]
+            with self._lock:
+                for key in b.counts:
+                    self._counts[key] = self._counts.get(key, 0) + 1
+                self._counts["results_sent"] += len(sent)
+                self._latency.extend(sent)
+                for mtype in b.processed:
+                    self._processed[mtype] = self._processed.get(mtype, 0) + 1
             for line in b.logs:
                 self.log(line)
-            sent = []
-            for (topic, data, seq), (out, arrived) in zip(sealed, b.outs, strict=True):
+            for (topic, data, seq), (out, _) in zip(sealed, b.outs, strict=True):
                 self.client.publish(topic, data, qos=1)
                 if out.mtype == "charge_result":
                     self.log("charge_result -> %s cid=%s %s seq=%d" % (
                         out.device_id, out.body["cid"].hex(), out.body["st"], seq))
-                    sent.append(time.monotonic() - arrived)
-        with self._lock:
-            for key in b.counts:
-                self._counts[key] = self._counts.get(key, 0) + 1
-            self._counts["results_sent"] += len(sent)
-            self._latency.extend(sent)
-            for mtype in b.processed:
-                self._processed[mtype] = self._processed.get(mtype, 0) + 1
-            self._batches["count"] += 1
-            self._batches["messages"] += len(items)
-            self._batches["largest"] = max(self._batches["largest"], len(items))
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
@@ -470,12 +472,12 @@ class Host:
                                                                    msg.device_id))
 
     def _answer(self, dev, result, arrived):
-        seq = self.send(dev, "charge_result", result)
-        self.log("charge_result -> %s cid=%s %s seq=%d" % (dev, result["cid"].hex(),
-                                                            result["st"], seq))
         with self._lock:
             self._counts["results_sent"] += 1
             self._latency.append(time.monotonic() - arrived)
+        seq = self.send(dev, "charge_result", result)
+        self.log("charge_result -> %s cid=%s %s seq=%d" % (dev, result["cid"].hex(),
+                                                            result["st"], seq))
 
     # ------------------------------------------------------------ host outbox
 
@@ -532,10 +534,14 @@ class Host:
     def connected(self):
         return self._connected
 
+    def waiting(self):
+        """Messages received and not yet taken by the worker (no database access)."""
+        return self._inbox.size()
+
     def metrics(self):
         """drops (persisted, per device and reason), processed messages per type, charge
-        counters of this run, batches (count, messages, largest, fallbacks to one transaction
-        per message) and answer latency in ms (arrival to publish)."""
+        counters of this run, batches as taken by the worker (count, messages, largest,
+        fallbacks to one transaction per message) and answer latency in ms (arrival to publish)."""
         with self._lock:
             lat = sorted(self._latency)
             out = {"processed": dict(self._processed), "charges": dict(self._counts),
@@ -606,6 +612,10 @@ class _Inbox:
                 return [] if self._open else None
             n = min(most, len(self._items))
             return [self._items.popleft() for _ in range(n)]
+
+    def size(self):
+        with self._cv:
+            return len(self._items)
 
     def close(self):
         with self._cv:

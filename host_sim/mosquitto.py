@@ -5,9 +5,10 @@
 #   AND the account's password, and an ACL that confines each terminal to its own topics
 #   (secure_config, write_secure_broker).
 # Every config sets max_queued_messages 0 (unlimited): with the default 1000 a slow subscriber
-# silently loses QoS 1 messages (PLATFORM_NOTES). Started as root, mosquitto would switch to the
-# `mosquitto` user, which cannot read our 0600 keys; like tests/support/broker.py the configs
-# say `user root` instead, so private keys never need to be readable by a second account.
+# silently loses QoS 1 messages (PLATFORM_NOTES), and set_tcp_nodelay true (no ~40 ms stall of a
+# PUBLISH behind a PUBACK). Started as root, mosquitto would switch to the `mosquitto` user,
+# which cannot read our 0600 keys; like tests/support/broker.py the configs say `user root`
+# instead, so private keys never need to be readable by a second account.
 import base64
 import hashlib
 import os
@@ -76,7 +77,10 @@ class BrokerConfig:
                "per_listener_settings false",
                "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),
                "persistence false",
-               "max_queued_messages 0"]
+               "max_queued_messages 0",
+               # a PUBLISH written behind a PUBACK must not wait for the peer's delayed ACK
+               # (~40 ms, PLATFORM_NOTES 2026-12-02)
+               "set_tcp_nodelay true"]
         if os.geteuid() == 0:
             out.append("user root")
         if self.log_path:

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from device.agent import FORWARD_POLL_S
 from device.queue import RETRY_BASE_MS, ChargeQueue
 from device.sale import charge_body
 from host_sim.registry import Registry
+from host_sim.store import open_store
 from protocol import envelope, topics
 from tests.bench_queue import BuildFS, fill
 from tests.support.broker import Broker
@@ -153,13 +153,14 @@ class Rig:
         self.broker.close()
 
 
-def _count(conn):
-    return conn.execute("SELECT COUNT(*) FROM charges WHERE device_id=?",
-                        (DEVICE_ID,)).fetchone()[0]
+def _count(store):
+    with store.read() as tx:
+        return tx.execute("SELECT COUNT(*) FROM charges WHERE device_id=?",
+                          (DEVICE_ID,)).fetchone()[0]
 
 
 def drain(rig, runtime, limit_s):
-    conn = sqlite3.connect("file:%s?mode=ro" % rig.db, uri=True, timeout=10)
+    conn = open_store(rig.db)
     samples = []
     try:
         t0 = time.monotonic()

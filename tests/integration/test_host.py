@@ -87,6 +87,11 @@ class Terminal:
 @pytest.fixture
 def shop(broker, host_db):
     """A host on a root of its own, with T-A and T-B in store S-1 and T-C in S-2."""
+    yield from host_rig(broker, host_db)
+
+
+def host_rig(broker, host_db):
+    """The `shop` fixture's generator (tests/integration/test_host_dispatch.py uses it too)."""
     root = "t%s/pos/v1" % os.urandom(4).hex()
     made = {"terminals": [], "hosts": []}
 
@@ -311,8 +316,8 @@ def _cli(*args, **kw):
                           env=env, capture_output=True, text=True, timeout=60, **kw)
 
 
-def test_cli_register_serve_report(broker, tmp_path):
-    db = str(tmp_path / "cli.db")
+def test_cli_register_serve_report(broker, tmp_path, host_db):
+    db = host_db  # a SQLite path or a postgresql:// URL: --db takes both
     root = "c%s/pos/v1" % os.urandom(4).hex()
     out = str(tmp_path / "T-7.json")
     r = _cli("register", "T-7", "--db", db, "--store", "S-7", "--merchant", "M-7",
@@ -379,7 +384,16 @@ def test_cli_register_serve_report(broker, tmp_path):
                                           "codes": {"over_limit": 1}}
     [dev] = rep["devices"]
     assert dev["device_id"] == "T-7" and dev["last_seq"] == 1 and "secret" not in dev
+    r = _cli("report", "--db", db, "--charges")
+    assert r.returncode == 0, r.stderr
+    [line] = [json.loads(x) for x in r.stdout.splitlines()]
+    assert line == {"device_id": "T-7", "cid": "07" * 16, "kind": "sale", "amt": 500,
+                    "cur": "CNY", "status": "declined", "code": "over_limit",
+                    "at": line["at"], "conflicts": 0}
+    assert abs(line["at"] - time.time()) < 120
     assert _cli("report", "--db", str(tmp_path / "none.db")).returncode == 1
+    r = _cli("report", "--db", "postgresql://nobody:secret@127.0.0.1:9/none")
+    assert r.returncode == 1 and "cannot open" in r.stderr and "secret" not in r.stderr
     assert _cli("serve").returncode == 2
 
 
