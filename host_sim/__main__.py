@@ -31,6 +31,7 @@ import time
 
 from host_sim import cli
 from host_sim.charges import ChargeError, Charges, Rules
+from host_sim.files import write_atomic
 from host_sim.registry import Registry, RegistryError
 from host_sim.store import StoreError
 from protocol import base45, cbor, topics
@@ -216,14 +217,8 @@ def cmd_register(args):
 
 def _write_private(path, text):
     # The config holds the device secret: owner-only, and never half written.
-    tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text, 0o600)
     except OSError as e:
         raise CliError("cannot write %s: %s" % (path, e))
 

@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 from device.agent import FORWARD_POLL_S
 from device.queue import RETRY_BASE_MS, ChargeQueue
 from device.sale import charge_body
+from host_sim.procs import stop_process
 from host_sim.registry import Registry
 from host_sim.store import open_store
 from protocol import envelope, topics
@@ -72,17 +73,6 @@ def _wait_file(path, text, timeout, proc=None):
             break
         time.sleep(0.05)
     raise RuntimeError("%r not in %s within %.0f s" % (text, path, timeout))
-
-
-def _stop(proc):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def device_cmd(runtime):
@@ -148,8 +138,8 @@ class Rig:
                                  charge_body(self.sample), os.urandom(16)))
 
     def close(self):
-        _stop(self.device)
-        _stop(self.host)
+        stop_process(self.device)
+        stop_process(self.host)
         self.broker.close()
 
 
@@ -222,7 +212,7 @@ class Observer:
 
     def close(self):
         self.client.disconnect()
-        self.client.loop_stop()
+        self.client.loopstop_process()
 
     def round_trips(self, window):
         sent = {}
@@ -328,7 +318,7 @@ class Counter:
 
     def close(self):
         self.client.disconnect()
-        self.client.loop_stop()
+        self.client.loopstop_process()
 
 
 def raw_publish(port, n, size, reps):
@@ -373,7 +363,7 @@ def publisher(argv):
         last = client.publish(args.topic, os.urandom(args.size), qos=1)
     last.wait_for_publish(60)
     client.disconnect()
-    client.loop_stop()
+    client.loopstop_process()
     return 0 if last.is_published() else 1
 
 
@@ -407,8 +397,8 @@ def run(n, runtime, limit_s, raw_reps, keep=False):
         out["host_repeats"] = host_repeats(rig)
         if stalled:
             out["device_log_tail"] = _tail(rig.device_log, 800)
-        _stop(rig.device)
-        _stop(rig.host)
+        stop_process(rig.device)
+        stop_process(rig.host)
         raw, streams = raw_publish(rig.broker.port, n, out["envelope_bytes"], raw_reps)
         out["raw_s"] = round(median(raw), 3)
         out["raw_runs_s"] = [round(t, 3) for t in raw]

@@ -22,8 +22,9 @@ import pytest
 
 from device.link import LinkError, make_link
 from device.mqtt_client import Backoff
+from host_sim.procs import free_port
 from protocol import mqtt
-from tests.support.broker import Broker, free_port
+from tests.support.broker import Broker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROBE = os.path.join(ROOT, "tests", "integration", "mp_link_probe.py")
