@@ -18,6 +18,7 @@ import itertools
 import re
 import sqlite3
 import threading
+import time
 
 _PG_TYPES = ((re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bBLOB\b"), "BYTEA"))
 _FOR_UPDATE = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?\b", re.I)
@@ -94,7 +95,7 @@ class SqliteStore:
         self.lock = threading.RLock()
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _sqlite_wal(self.conn)
         # FULL: a committed charge survives a power cut, not only a crash.
         self.conn.execute("PRAGMA synchronous=FULL")
 
@@ -120,6 +121,20 @@ class SqliteStore:
     def close(self):
         with self.lock:
             self.conn.close()
+
+
+def _sqlite_wal(conn, timeout=30.0):
+    # Switching a new file to WAL takes an exclusive lock without waiting on the busy timeout:
+    # two processes opening the same new database at once get "database is locked" here.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class _SqliteTx:
