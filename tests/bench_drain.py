@@ -212,7 +212,7 @@ class Observer:
 
     def close(self):
         self.client.disconnect()
-        self.client.loopstop_process()
+        self.client.loop_stop()
 
     def round_trips(self, window):
         sent = {}
@@ -318,7 +318,7 @@ class Counter:
 
     def close(self):
         self.client.disconnect()
-        self.client.loopstop_process()
+        self.client.loop_stop()
 
 
 def raw_publish(port, n, size, reps):
@@ -363,7 +363,7 @@ def publisher(argv):
         last = client.publish(args.topic, os.urandom(args.size), qos=1)
     last.wait_for_publish(60)
     client.disconnect()
-    client.loopstop_process()
+    client.loop_stop()
     return 0 if last.is_published() else 1
 
 
