@@ -134,7 +134,7 @@ STATUS = {"queue": 2, "queue_amt": 1500, "oldest_at": None, "drops": 0, "uptime"
 def charge(n, amt=1000, cpn=()):
     cpn = [{"cti": cti, "cmp": "SPRING", "disc": 100} for cti in cpn]
     return {"cid": bytes([n]) * 16, "kind": "sale", "gross": amt + 100 * len(cpn), "amt": amt,
-            "cur": "CNY", "at": int(time.time()), "off": False, "clerk": "c1", "cpn": cpn}
+            "cur": "CNY", "at": 1800000000 + n, "off": False, "clerk": "c1", "cpn": cpn}
 
 
 def drops_total(host, n):
