@@ -1,5 +1,5 @@
 # Every target sets itself up: .venv with pinned packages and the MicroPython unix port,
-# and the Debian mosquitto broker where it is needed.
+# and the Debian mosquitto broker (and PostgreSQL for the host tests) where it is needed.
 PY := .venv/bin/python
 MP := .venv/bin/micropython
 export PYTHONPATH := $(CURDIR)
@@ -12,6 +12,7 @@ setup:
 
 test: setup
 	@scripts/ensure-mosquitto
+	@scripts/ensure-postgresql || echo "(no PostgreSQL: the host tests on PostgreSQL are skipped)"
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

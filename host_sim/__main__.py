@@ -13,7 +13,9 @@
 #       --config-out FILE
 #     (--certs DIR: a TLS broker section with the device's certificate from DIR, made now if
 #      needed, and its broker password; run `broker-config` afterwards so the broker knows it)
-#   python -m host_sim report --db PATH
+#   python -m host_sim report --db PATH [--charges]
+#     (--charges: one JSON line per charge, oldest first, instead of the totals)
+# --db is a SQLite file path or a postgresql:// URL wherever it is taken.
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
 #       [--log FILE]
@@ -29,7 +31,9 @@ import time
 
 from host_sim import cli
 from host_sim.charges import ChargeError, Charges, Rules
+from host_sim.files import write_atomic
 from host_sim.registry import Registry, RegistryError
+from host_sim.store import StoreError
 from protocol import base45, cbor, topics
 
 PIN_ITERATIONS = 1000
@@ -213,23 +217,21 @@ def cmd_register(args):
 
 def _write_private(path, text):
     # The config holds the device secret: owner-only, and never half written.
-    tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text, 0o600)
     except OSError as e:
         raise CliError("cannot write %s: %s" % (path, e))
 
 
 def cmd_report(args):
-    if not os.path.exists(args.db):
+    if cli.db_missing(args.db):
         raise CliError("no database at %s" % args.db)
     reg = Registry(args.db)
     try:
+        if args.charges:
+            for line in Charges(reg).lines():
+                sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
+            return 0
         out = {"charges": Charges(reg).report(), "drops": reg.drops(), "devices": []}
         for d in reg.devices():
             d.pop("secret")
@@ -256,7 +258,7 @@ def cmd_broker_config(args):
     from host_sim.certs import CertError, CertStore
     from host_sim.mosquitto import MosquittoError, write_secure_broker
 
-    if not os.path.exists(args.db):
+    if cli.db_missing(args.db):
         raise CliError("no database at %s" % args.db)
     reg = Registry(args.db)
     try:
@@ -349,6 +351,8 @@ def build_parser():
 
     q = sub.add_parser("report", help="charges report as JSON")
     q.add_argument("--db", required=True)
+    q.add_argument("--charges", action="store_true",
+                   help="one JSON line per charge, oldest first, instead of the totals")
     q.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("certs", help="make the private CA, broker and client certificates")
@@ -376,7 +380,7 @@ def main(argv=None):
         build_parser().error("--decline-over must be >= 0")
     try:
         return args.fn(args)
-    except CliError as e:
+    except (CliError, StoreError) as e:
         sys.stderr.write("host_sim: %s\n" % e)
         return 1
 

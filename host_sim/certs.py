@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from host_sim.files import write_atomic
 from host_sim.registry import HOST_USERNAME, RegistryError, check_id
 
 CA_DAYS = 3650
@@ -327,17 +328,7 @@ def _load_pair(cert_path, key_path):
 
 def _write(path, data, mode):
     """Atomic write with the final mode set before the data lands (keys never world-readable)."""
-    tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, data, mode)
     except OSError as e:
         raise CertError("io", "cannot write %s: %s" % (path, e))

@@ -1,7 +1,15 @@
 """Argument types shared by the host simulator's command lines (argparse `type=` callables)."""
 import argparse
+import os
 
+from host_sim.store import is_url
 from protocol import topics
+
+
+def db_missing(db):
+    """True for a --db path with no file behind it (a postgresql:// URL is never "missing":
+    opening it says what is wrong)."""
+    return not is_url(db) and not os.path.exists(db)
 
 
 def port(text):

@@ -1,26 +1,45 @@
-# The desktop payment host (SPEC 3, 3.1, 3.2, 4): one paho client that serves a fleet of
-# terminals over MQTT. Every uplink goes through the same gate: topic -> device secret -> envelope
-# (MAC, dev, type) -> seq above the persisted highest -> body schema; only then is it handled and
-# its seq recorded. Anything that fails is dropped and counted per device and reason; nothing a
-# terminal (or an attacker on the broker) sends can stop the paho thread.
+# The desktop payment host (SPEC 3, 3.1, 3.2, 4, 8): one paho client that serves a fleet of
+# terminals over MQTT. The paho thread only queues what arrives; one worker thread takes every
+# message waiting (up to batch_max) and handles them in ONE transaction: each goes through the
+# same gate (topic -> device secret -> envelope (MAC, dev, type) -> seq above the persisted
+# highest -> body schema), then to its handler (hello, status, charge here; the store services'
+# types to their service, host_sim/service.py), and its seq is accepted in that transaction.
+# The answers' host seqs are reserved in it too; after the one commit they are sealed and
+# published. A message that raises makes the batch roll back and run again one transaction per
+# message, so only that one is lost (counted `internal_error`). Anything that fails the gate is
+# dropped and counted per device and reason; nothing a terminal (or an attacker on the broker)
+# sends can stop the worker. The host outbox (service.push) is published after each batch and
+# every OUTBOX_POLL_S.
+import hashlib
 import heapq
+import inspect
 import itertools
 import os
+import socket
 import threading
 import time
 from collections import deque
 
 import paho.mqtt.client as mqtt
 
-from host_sim.charges import Charges
-from host_sim.registry import Registry
+from host_sim import service
+from host_sim.charges import FRESH, REUSED, Charges
+from host_sim.registry import Registry, RegistryError
+from host_sim.service import FLEET, Context, Msg, Out
+from host_sim.store import open_store
 from protocol import cbor, envelope, messages, topics
+from protocol.schema import AMOUNT_END
 
 UNKNOWN_DEVICE = "unknown_device"
 BAD_BODY = "bad_body"
 UNKNOWN_TYPE = "unknown_type"
 INTERNAL_ERROR = "internal_error"
 NO_DEVICE = "?"  # drop counter key when the topic names no device
+CORE_TYPES = ("hello", "status", "charge")
+BATCH_MAX = 64
+OUTBOX_POLL_S = 0.2
+OUTBOX_TAKE = 100
+SEQ_END = AMOUNT_END  # a seq must fit the database's signed 64-bit integer
 
 
 class HostError(RuntimeError):
@@ -32,14 +51,17 @@ class Host:
     published) and `outage` (charges are still received and decided, results are withheld; a
     later repeat of the cid gets the original result) at any time."""
 
-    def __init__(self, db_path, broker_host="127.0.0.1", broker_port=1883,
+    def __init__(self, db, broker_host="127.0.0.1", broker_port=1883,
                  root=topics.DEFAULT_ROOT, rules=None, latency_s=0.0, client_id="host_sim",
                  log=None, clock=time.time, keepalive=30, coupon_max_uses=None, ca=None,
-                 cert=None, key=None, username=None, password=None):
-        """ca: the CA file (PEM) the broker's certificate must chain to; set, it makes the
-        connection TLS with the host name checked. cert/key: the host's client certificate
-        (PEM, both or neither). username/password: the broker account (for the locked-down
-        broker, HOST_USERNAME and Registry.host_broker_password())."""
+                 cert=None, key=None, username=None, password=None, services=(),
+                 batch_max=BATCH_MAX):
+        """db: a SQLite path or a postgresql:// URL. ca: the CA file (PEM) the broker's
+        certificate must chain to; set, it makes the connection TLS with the host name checked.
+        cert/key: the host's client certificate (PEM, both or neither). username/password: the
+        broker account (for the locked-down broker, HOST_USERNAME and
+        Registry.host_broker_password()). services: store service classes
+        (host_sim/service.py), built here over the same database."""
         topics.fleet(root, "trustlist")  # validates the root
         self.root = root
         self.broker_host = broker_host
@@ -49,6 +71,9 @@ class Host:
         self.log = log or (lambda line: None)
         self.latency_s = latency_s
         self.outage = False
+        if type(batch_max) is not int or batch_max < 1:
+            raise HostError("batch_max must be an int >= 1")
+        self.batch_max = batch_max
         # the client first: a bad TLS file then leaves no database open
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311)
@@ -68,14 +93,30 @@ class Host:
             self.client.username_pw_set(username, password)
         elif password is not None:
             raise HostError("a broker password needs a username")
-        self.registry = Registry(db_path, clock=clock)
-        self.charges = Charges(self.registry, rules, coupon_max_uses)
+        self.store = open_store(db)
+        try:
+            self.registry = Registry(self.store, clock=clock)
+            self.store.schema(service.OUTBOX_SCHEMA)
+            self.services = self._build_services(services)
+            self.charges = Charges(self.registry, rules, coupon_max_uses, self.services)
+        except BaseException:
+            self.store.close()
+            raise
+        self._handlers = {"hello": self._on_hello, "status": self._on_status,
+                          "charge": self._on_charge}
+        for svc in self.services:
+            for mtype, fn in _service_handlers(svc):
+                self._handlers[mtype] = fn
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # host seq reservation .. publish, in seq order
         self._processed = {}
         self._counts = {"results_sent": 0, "withheld": 0, "repeats": 0, "approved": 0,
-                        "declined": 0, "redeemed_sent": 0, "errors": 0}
+                        "declined": 0, "redeemed_sent": 0, "errors": 0, "cid_reused": 0,
+                        "outbox_sent": 0}
+        self._batches = {"count": 0, "messages": 0, "largest": 0, "fallbacks": 0}
         self._latency = deque(maxlen=10000)
+        self._inbox = _Inbox()
+        self._worker = None
         self._subscribed = threading.Event()
         self._sub_mid = None
         self._connected = False
@@ -86,11 +127,34 @@ class Host:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
 
+    def _build_services(self, classes):
+        ctx = Context(self.store, self.clock, self.log)
+        out = []
+        claimed = set(CORE_TYPES)
+        for cls in classes:
+            if getattr(cls, "SCHEMA", None):
+                self.store.schema(cls.SCHEMA)
+            svc = cls(ctx)
+            for mtype, _ in _service_handlers(svc):
+                if mtype in claimed:
+                    raise HostError("message type %r is handled twice (service %s)"
+                                    % (mtype, getattr(svc, "name", cls.__name__)))
+                if mtype not in messages.UP_TYPES:
+                    raise HostError("service %s handles %r, which protocol/messages.py does "
+                                    "not register as an up type"
+                                    % (getattr(svc, "name", cls.__name__), mtype))
+                claimed.add(mtype)
+            out.append(svc)
+        return out
+
     # ------------------------------------------------------------ lifecycle
 
     def start(self, timeout=10.0):
         """Connects and returns once both subscriptions are acknowledged."""
         self._timers.start()
+        self._inbox.open()
+        self._worker = threading.Thread(target=self._work, name="host_sim-worker", daemon=True)
+        self._worker.start()
         self.client.connect_async(self.broker_host, self.broker_port, self.keepalive)
         self.client.loop_start()
         if not self._subscribed.wait(timeout):
@@ -103,14 +167,20 @@ class Host:
         return self
 
     def stop(self):
-        """Disconnects (the broker keeps the session) and closes the database. Answers still
-        waiting for their latency are not sent: the terminal's repeat gets them."""
+        """Handles what has already arrived, disconnects (the broker keeps the session) and
+        closes the database. Answers still waiting for their latency are not sent: the
+        terminal's repeat gets them."""
         self._timers.stop()
         try:
+            self._inbox.close()
+            if self._worker is not None:
+                self._worker.join(60)
+                self._worker = None
             self.client.disconnect()
         finally:
             self.client.loop_stop()
             self.registry.close()
+            self.store.close()
         self.log("host down")
 
     def __enter__(self):
@@ -125,6 +195,7 @@ class Host:
             self.log("connect refused: %s" % reason_code)
             return
         self._connected = True
+        _nodelay(client)
         result, mid = client.subscribe([("%s/dev/+/up/#" % self.root, 1),
                                         ("%s/dev/+/state" % self.root, 1)])
         self._sub_mid = mid
@@ -143,19 +214,34 @@ class Host:
     def send(self, device_id, mtype, body):
         """Seals body for the device with the next persisted host seq and publishes it (QoS 1)
         on its down topic; returns the seq used."""
-        if mtype in messages.DOWN_TYPES:
-            messages.check(mtype, body)
-        info = self.registry.lookup(device_id)
-        if info is None:
-            raise HostError("unknown device %r" % (device_id,))
-        # Seq reservation and publish under one lock: the paho thread, the latency thread and
-        # the caller all send, and a terminal drops anything that arrives below its highest.
+        out = Out(device_id, mtype, body)  # checks a known down type's body
         with self._send_lock:
-            seq = self.registry.next_host_seq(device_id)
-            data = envelope.seal(info[0], device_id, mtype, seq, int(self.clock()), body,
-                                 os.urandom(16))
-            self.client.publish(topics.down(self.root, device_id, mtype), data, qos=1)
+            try:
+                with self.store.transaction() as tx:
+                    [(topic, data, seq)] = self._reserve(tx, [out])
+            except RegistryError:
+                raise HostError("unknown device %r" % (device_id,))
+            self.client.publish(topic, data, qos=1)
         return seq
+
+    def _reserve(self, tx, outs):
+        """Reserves the host seqs of outs in tx (one write per device) and seals them:
+        [(topic, envelope bytes, seq)] in the order given."""
+        per_device = {}
+        for o in outs:
+            per_device[o.device_id] = per_device.get(o.device_id, 0) + 1
+        nxt = {}
+        for dev, n in per_device.items():
+            first, secret = self.registry.reserve_host_seqs(dev, n, tx)
+            nxt[dev] = [first, secret]
+        ts = int(self.clock())
+        sealed = []
+        for o in outs:
+            slot = nxt[o.device_id]
+            seq, slot[0] = slot[0], slot[0] + 1
+            data = envelope.seal(slot[1], o.device_id, o.mtype, seq, ts, o.body, os.urandom(16))
+            sealed.append((topics.down(self.root, o.device_id, o.mtype), data, seq))
+        return sealed
 
     def publish_trustlist(self, cose_bytes, timeout=5.0):
         return self._publish_list("trustlist", cose_bytes, timeout)
@@ -177,137 +263,267 @@ class Host:
     # ------------------------------------------------------------ incoming
 
     def _on_message(self, client, userdata, msg):
-        arrived = time.monotonic()
+        # The paho thread only queues: the worker handles (and so commits) in batches.
+        if not self._inbox.put((msg.topic, msg.payload, time.monotonic())):
+            self.log("stopping: %s not handled (the terminal sends it again)" % msg.topic)
+
+    def _work(self):
+        while True:
+            batch = self._inbox.take(self.batch_max, OUTBOX_POLL_S)
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
+            self._drain_outbox()
+
+    def _run_batch(self, items):
+        with self._lock:
+            self._batches["count"] += 1
+            self._batches["messages"] += len(items)
+            self._batches["largest"] = max(self._batches["largest"], len(items))
         try:
-            self._handle(msg.topic, msg.payload, arrived)
-        except Exception as e:  # noqa: BLE001 - the paho thread must survive anything
-            self._count("errors")
-            dev = _topic_device(self.root, msg.topic)
+            self._handle_batch(items)
+            return
+        except Exception as e:  # noqa: BLE001 - the worker must survive anything
+            if len(items) == 1:
+                self._internal_error(items[0], e)
+                return
+            with self._lock:
+                self._batches["fallbacks"] += 1
+            self.log("batch of %d rolled back (%r): one transaction per message"
+                     % (len(items), e))
+        for item in items:
             try:
-                self.registry.count_drop(dev, INTERNAL_ERROR)
-            except Exception:  # noqa: BLE001 - the database itself may be the problem
-                pass
-            self.log("error %s on %s: %r" % (dev, msg.topic, e))
+                self._handle_batch([item])
+            except Exception as e:  # noqa: BLE001
+                self._internal_error(item, e)
+
+    def _internal_error(self, item, e):
+        topic = item[0]
+        self._count("errors")
+        dev = _topic_device(self.root, topic)
+        try:
+            self.registry.count_drop(dev, INTERNAL_ERROR)
+        except Exception:  # noqa: BLE001 - the database itself may be the problem
+            pass
+        self.log("error %s on %s: %r" % (dev, topic, e))
+
+    def _handle_batch(self, items):
+        """Handles items in one transaction; publishes the answers after the commit."""
+        b = _Batch()
+        with self._send_lock:
+            with self.store.transaction() as tx:
+                for topic, data, arrived in items:
+                    self._handle(tx, b, topic, data, arrived)
+                sealed = self._reserve(tx, [o for o, _ in b.outs])
+            # committed: now it may be counted, said and sent (counted first, so whoever sees
+            # an answer also sees it in metrics())
+            now = time.monotonic()
+            sent = [now - arrived for o, arrived in b.outs if o.mtype == "charge_result"]
+            with self._lock:
+                for key in b.counts:
+                    self._counts[key] = self._counts.get(key, 0) + 1
+                self._counts["results_sent"] += len(sent)
+                self._latency.extend(sent)
+                for mtype in b.processed:
+                    self._processed[mtype] = self._processed.get(mtype, 0) + 1
+            for line in b.logs:
+                self.log(line)
+            for (topic, data, seq), (out, _) in zip(sealed, b.outs, strict=True):
+                self.client.publish(topic, data, qos=1)
+                if out.mtype == "charge_result":
+                    self.log("charge_result -> %s cid=%s %s seq=%d" % (
+                        out.device_id, out.body["cid"].hex(), out.body["st"], seq))
+        for dev, result, arrived in b.later:
+            self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
     def _on_timer_error(self, e):
         # A result that could not be sent is sent again when the terminal repeats the charge.
         self._count("errors")
         self.log("error sending a delayed answer: %r" % (e,))
 
-    def _drop(self, dev, reason, detail=""):
-        self.registry.count_drop(dev, reason)
-        self.log("drop %s %s %s" % (dev, reason, detail))
+    def _drop(self, tx, b, dev, reason, detail=""):
+        self.registry.count_drop(dev, reason, tx)
+        b.logs.append("drop %s %s %s" % (dev, reason, detail))
 
-    def _handle(self, topic, data, arrived):
+    def _handle(self, tx, b, topic, data, arrived):
         try:
             kind, dev, mtype = topics.parse(self.root, topic)
         except ValueError as e:
-            self._drop(_topic_device(self.root, topic), envelope.MALFORMED, str(e))
+            self._drop(tx, b, _topic_device(self.root, topic), envelope.MALFORMED, str(e))
             return
         if kind == "state":
-            self._handle_state(dev, data)
+            self._handle_state(tx, b, dev, data)
             return
         if kind != "up":
-            self._drop(dev or NO_DEVICE, envelope.MALFORMED, "unexpected topic " + topic)
+            self._drop(tx, b, dev or NO_DEVICE, envelope.MALFORMED, "unexpected topic " + topic)
             return
-        info = self.registry.lookup(dev)
+        info = self.registry.lookup(dev, tx)
         if info is None:
-            self._drop(dev, UNKNOWN_DEVICE, topic)
+            self._drop(tx, b, dev, UNKNOWN_DEVICE, topic)
             return
         secret, last_seq, store_id = info
         try:
             payload = envelope.open_envelope(secret, data, dev, mtype)
             seq = payload["seq"]
+            if seq >= SEQ_END:
+                raise envelope.EnvelopeError(envelope.MALFORMED, "seq %d beyond 2^63-1" % seq)
             if last_seq is not None and seq <= last_seq:
                 raise envelope.EnvelopeError(envelope.STALE_SEQ,
                                              "seq %d not above %d" % (seq, last_seq))
         except envelope.EnvelopeError as e:
-            self._drop(dev, e.code, e.message)
+            self._drop(tx, b, dev, e.code, e.message)
             return
         body = payload["body"]
-        if mtype not in messages.UP_TYPES:
-            # Authentic and fresh, but nothing here knows the type: record the seq, count it.
-            self.registry.accept_seq(dev, seq)
-            self._drop(dev, UNKNOWN_TYPE, mtype)
+        handler = self._handlers.get(mtype)
+        if handler is None:
+            # Authentic and fresh, but nothing here handles the type: record the seq, count it.
+            self.registry.accept_seq(dev, seq, tx)
+            self._drop(tx, b, dev, UNKNOWN_TYPE, mtype)
             return
         try:
             messages.check(mtype, body)
         except messages.MessageError as e:
-            self._drop(dev, BAD_BODY, "%s: %s" % (mtype, e))
+            self._drop(tx, b, dev, BAD_BODY, "%s: %s" % (mtype, e))
             return
-        if mtype == "charge":
-            self._handle_charge(dev, store_id, body, arrived)
-        elif mtype == "hello":
-            self.registry.record_hello(dev, body)
-            self.log("hello %s fw=%s rt=%s boot=%d queue=%d trust=%d rev=%d" % (
-                dev, body["fw"], body["rt"], body["boot"], body["queue"], body["trust_ver"],
-                body["rev_ver"]))
-        else:
-            self.registry.record_status(dev, body)
-            self.log("status %s queue=%d amt=%d drops=%d uptime=%d" % (
-                dev, body["queue"], body["queue_amt"], body["drops"], body["uptime"]))
-        # Only a fully handled message moves the device's seq forward.
-        self.registry.accept_seq(dev, seq)
-        with self._lock:
-            self._processed[mtype] = self._processed.get(mtype, 0) + 1
+        handler(tx, b, Msg(dev, store_id, mtype, body, seq, int(self.clock())), arrived)
+        # Only a fully handled message moves the device's seq forward (same transaction).
+        self.registry.accept_seq(dev, seq, tx)
+        b.processed.append(mtype)
 
-    def _handle_state(self, dev, data):
+    def _handle_state(self, tx, b, dev, data):
         if not data:
             return  # a cleared retained message
-        if self.registry.lookup(dev) is None:
-            self._drop(dev, UNKNOWN_DEVICE, "state")
+        if self.registry.lookup(dev, tx) is None:
+            self._drop(tx, b, dev, UNKNOWN_DEVICE, "state")
             return
         try:
             st = cbor.loads(data)
         except cbor.CBORError as e:
-            self._drop(dev, envelope.MALFORMED, "state: %s" % e)
+            self._drop(tx, b, dev, envelope.MALFORMED, "state: %s" % e)
             return
         if type(st) is not dict or type(st.get("online")) is not bool \
-                or type(st.get("at")) is not int or st["at"] < 0:
-            self._drop(dev, envelope.MALFORMED, "state must be {online: bool, at: uint}")
+                or type(st.get("at")) is not int or not 0 <= st["at"] < SEQ_END:
+            self._drop(tx, b, dev, envelope.MALFORMED, "state must be {online: bool, at: uint}")
             return
-        self.registry.set_online(dev, st["online"], st["at"])
-        with self._lock:
-            self._processed["state"] = self._processed.get("state", 0) + 1
-        self.log("state %s %s" % (dev, "online" if st["online"] else "offline"))
+        self.registry.set_online(dev, st["online"], st["at"], tx)
+        b.processed.append("state")
+        b.logs.append("state %s %s" % (dev, "online" if st["online"] else "offline"))
 
-    def _handle_charge(self, dev, store_id, body, arrived):
-        result, fresh = self.charges.apply(dev, body, int(self.clock()))
-        self._count(result["st"] if fresh else "repeats")
-        detail = "code=" + result["code"] if "code" in result else "auth=" + result["auth"]
-        conflicts = sum(1 for c in result["cpn"] if c["st"] == "conflict")
-        self.log("charge %s cid=%s amt=%d %s -> %s %s%s%s" % (
-            dev, body["cid"].hex(), body["amt"], body["cur"], result["st"], detail,
-            " conflicts=%d" % conflicts if conflicts else "", "" if fresh else " (repeat)"))
+    # ------------------------------------------------------------ core handlers
+
+    def _on_hello(self, tx, b, msg, arrived):
+        body = msg.body
+        self.registry.record_hello(msg.device_id, body, tx)
+        b.logs.append("hello %s fw=%s rt=%s boot=%d queue=%d trust=%d rev=%d" % (
+            msg.device_id, body["fw"], body["rt"], body["boot"], body["queue"],
+            body["trust_ver"], body["rev_ver"]))
+        for svc in self.services:
+            on_hello = getattr(svc, "on_hello", None)
+            if on_hello is not None:
+                b.add(on_hello(tx, msg), svc)
+
+    def _on_status(self, tx, b, msg, arrived):
+        body = msg.body
+        self.registry.record_status(msg.device_id, body, tx)
+        b.logs.append("status %s queue=%d amt=%d drops=%d uptime=%d" % (
+            msg.device_id, body["queue"], body["queue_amt"], body["drops"], body["uptime"]))
+
+    def _on_charge(self, tx, b, msg, arrived):
+        dev, body = msg.device_id, msg.body
+        charge = {"device_id": dev, "store_id": msg.store_id, "cid": body["cid"],
+                  "body": body, "now": msg.now}
+        result, outcome = self.charges.decide(tx, charge, msg.now)
+        fresh = outcome == FRESH
+        if outcome == REUSED:
+            b.counts.append("cid_reused")
+            b.logs.append("drop %s cid_reused cid=%s: this terminal sent the cid before with "
+                          "another body -> declined" % (dev, body["cid"].hex()))
+        else:
+            b.counts.append(result["st"] if fresh else "repeats")
+            detail = "code=" + result["code"] if "code" in result else "auth=" + result["auth"]
+            conflicts = sum(1 for c in result["cpn"] if c["st"] == "conflict")
+            b.logs.append("charge %s cid=%s amt=%d %s -> %s %s%s%s" % (
+                dev, body["cid"].hex(), body["amt"], body["cur"], result["st"], detail,
+                " conflicts=%d" % conflicts if conflicts else "", "" if fresh else " (repeat)"))
         # The answer first: the terminal's queue waits on it. An outage withholds only the
         # answer; the other terminals still learn of the coupons (a repeat is not fresh).
         if self.outage:
-            self._count("withheld")
-            self.log("withheld result %s cid=%s (outage)" % (dev, body["cid"].hex()))
+            b.counts.append("withheld")
+            b.logs.append("withheld result %s cid=%s (outage)" % (dev, body["cid"].hex()))
         elif self.latency_s and self.latency_s > 0:
-            self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
+            b.later.append((dev, result, arrived))
         else:
-            self._answer(dev, result, arrived)
+            b.outs.append((Out(dev, "charge_result", result), arrived))
         if fresh:
             ok = [c["cti"] for c in result["cpn"] if c["st"] == "ok"]
             if ok:
-                self._announce_redeemed(dev, store_id, ok)
+                self._announce_redeemed(tx, b, msg, ok)
+
+    def _announce_redeemed(self, tx, b, msg, ctis):
+        # rid: one id per charge, the same at every terminal, so a replay adds no use there.
+        rid = _redeemed_id(msg.device_id, msg.body["cid"])
+        for other in service.store_devices(tx, msg.store_id):
+            if other == msg.device_id:
+                continue
+            b.outs.append((Out(other, "redeemed", {"cti": list(ctis), "rid": rid}), None))
+            b.counts.append("redeemed_sent")
+            b.logs.append("redeemed -> %s %d coupon(s) from %s" % (other, len(ctis),
+                                                                   msg.device_id))
 
     def _answer(self, dev, result, arrived):
-        seq = self.send(dev, "charge_result", result)
-        self.log("charge_result -> %s cid=%s %s seq=%d" % (dev, result["cid"].hex(),
-                                                            result["st"], seq))
         with self._lock:
             self._counts["results_sent"] += 1
             self._latency.append(time.monotonic() - arrived)
+        seq = self.send(dev, "charge_result", result)
+        self.log("charge_result -> %s cid=%s %s seq=%d" % (dev, result["cid"].hex(),
+                                                            result["st"], seq))
 
-    def _announce_redeemed(self, dev, store_id, ctis):
-        for other in self.registry.devices(store_id):
-            if other["device_id"] == dev:
-                continue
-            self.send(other["device_id"], "redeemed", {"cti": list(ctis)})
-            self._count("redeemed_sent")
-            self.log("redeemed -> %s %d coupon(s) from %s" % (other["device_id"], len(ctis), dev))
+    # ------------------------------------------------------------ host outbox
+
+    def _drain_outbox(self):
+        """Publishes what services and command lines pushed (service.push): device messages
+        sealed with reserved seqs, fleet lists retained. A row that cannot be sent (a device
+        no longer registered) is logged and dropped, never retried for ever."""
+        try:
+            while self._drain_outbox_once() >= OUTBOX_TAKE:
+                pass
+        except Exception as e:  # noqa: BLE001 - the worker must survive anything
+            self._count("errors")
+            self.log("error publishing the host outbox: %r" % (e,))
+
+    def _drain_outbox_once(self):
+        with self.store.read() as tx:
+            if tx.execute("SELECT id FROM host_outbox LIMIT 1").fetchone() is None:
+                return 0
+        with self._send_lock:
+            with self.store.transaction() as tx:
+                rows = service.take_outbox(tx, OUTBOX_TAKE)
+                outs, lists, skipped = [], [], []
+                for dev, mtype, body in rows:
+                    if dev is FLEET:
+                        lists.append((mtype, body))
+                    elif self.registry.lookup(dev, tx) is None:
+                        skipped.append((dev, mtype))
+                    else:
+                        outs.append(Out(dev, mtype, body))
+                sealed = self._reserve(tx, outs)
+            for dev, mtype in skipped:
+                self.log("outbox: %s for unknown device %s dropped" % (mtype, dev))
+            for mtype, data in lists:
+                try:
+                    topic = topics.fleet(self.root, mtype)
+                except ValueError as e:
+                    self.log("outbox: fleet %s dropped: %s" % (mtype, e))
+                    continue
+                self.client.publish(topic, data, qos=1, retain=True)
+                self.log("outbox: published %s (%d bytes, retained)" % (mtype, len(data)))
+            for (topic, data, seq), out in zip(sealed, outs, strict=True):
+                self.client.publish(topic, data, qos=1)
+                self.log("outbox: %s -> %s seq=%d" % (out.mtype, out.device_id, seq))
+        with self._lock:
+            self._counts["outbox_sent"] += len(outs) + len(lists)
+        return len(rows)
 
     # ------------------------------------------------------------ observation
 
@@ -318,14 +534,19 @@ class Host:
     def connected(self):
         return self._connected
 
+    def waiting(self):
+        """Messages received and not yet taken by the worker (no database access)."""
+        return self._inbox.size()
+
     def metrics(self):
         """drops (persisted, per device and reason), processed messages per type, charge
-        counters of this run, and answer latency in ms (arrival to publish)."""
+        counters of this run, batches as taken by the worker (count, messages, largest,
+        fallbacks to one transaction per message) and answer latency in ms (arrival to publish)."""
         with self._lock:
             lat = sorted(self._latency)
             out = {"processed": dict(self._processed), "charges": dict(self._counts),
-                   "connected": self._connected, "outage": self.outage,
-                   "latency_s": self.latency_s}
+                   "batches": dict(self._batches), "connected": self._connected,
+                   "outage": self.outage, "latency_s": self.latency_s}
         out["drops"] = self.registry.drops()
         out["drops_total"] = sum(sum(r.values()) for r in out["drops"].values())
         out["latency_ms"] = _stats(lat)
@@ -341,6 +562,103 @@ class Host:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(interval)
+
+
+class _Batch:
+    """What handling a batch produced, kept until its transaction has committed: answers
+    [(Out, arrival time or None)], log lines, counter keys, handled types, delayed answers."""
+
+    def __init__(self):
+        self.outs = []
+        self.logs = []
+        self.counts = []
+        self.processed = []
+        self.later = []
+
+    def add(self, outs, svc):
+        for o in outs or ():
+            if not isinstance(o, Out):
+                raise HostError("service %s answered %r, not an Out"
+                                % (getattr(svc, "name", svc), o))
+            self.outs.append((o, None))
+
+
+class _Inbox:
+    """paho thread -> worker: take() gives every item waiting, up to `most`."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._items = deque()
+        self._open = False
+
+    def open(self):
+        with self._cv:
+            self._open = True
+
+    def put(self, item):
+        with self._cv:
+            if not self._open:
+                return False
+            self._items.append(item)
+            self._cv.notify()
+            return True
+
+    def take(self, most, timeout):
+        """Up to `most` items ([] after timeout with none); None once closed and empty."""
+        with self._cv:
+            if not self._items and self._open:
+                self._cv.wait(timeout)
+            if not self._items:
+                return [] if self._open else None
+            n = min(most, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
+    def size(self):
+        with self._cv:
+            return len(self._items)
+
+    def close(self):
+        with self._cv:
+            self._open = False
+            self._cv.notify_all()
+
+
+def _service_handlers(svc):
+    """[(mtype, handler(tx, batch, msg, arrived))] of a service's `up` map."""
+    out = []
+    for mtype, fn in (getattr(svc, "up", None) or {}).items():
+        if isinstance(fn, str):
+            fn = getattr(svc, fn)
+        elif not inspect.ismethod(fn):
+            fn = fn.__get__(svc)  # a function of a class-level dict
+        out.append((mtype, _wrap(svc, fn)))
+    return out
+
+
+def _wrap(svc, fn):
+    def handle(tx, b, msg, arrived):
+        outs = fn(tx, msg)
+        b.add(outs, svc)
+        b.logs.append("%s %s -> %s: %d answer(s)" % (msg.mtype, msg.device_id,
+                                                     getattr(svc, "name", "service"),
+                                                     len(outs or ())))
+    return handle
+
+
+def _redeemed_id(device_id, cid):
+    return hashlib.sha256(b"redeemed|%s|" % device_id.encode() + cid).digest()[:16]
+
+
+def _nodelay(client):
+    # PLATFORM_NOTES 2026-12-02: without it a PUBLISH behind a PUBACK waits ~40 ms for the
+    # peer's delayed ACK.
+    sock = client.socket()
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 def _stats(samples):

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from host_sim.files import write_atomic
 from protocol import base45
 
 ALG_ES256 = -7
@@ -150,13 +151,7 @@ def token_claims(token):
 
 def _write_private(path, data):
     # Owner-only and never half written: a torn keystore.json would lose the list versions.
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o600)
 
 
 def _fsync_dir(path):

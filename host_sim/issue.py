@@ -117,7 +117,7 @@ def _sync_max_uses(db, ks):
     from host_sim.charges import Charges
     from host_sim.registry import Registry
 
-    if not os.path.exists(db):
+    if cli.db_missing(db):
         raise IssuanceError("db", "no host database at %s" % db)
     reg = Registry(db)
     try:

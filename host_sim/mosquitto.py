@@ -5,9 +5,10 @@
 #   AND the account's password, and an ACL that confines each terminal to its own topics
 #   (secure_config, write_secure_broker).
 # Every config sets max_queued_messages 0 (unlimited): with the default 1000 a slow subscriber
-# silently loses QoS 1 messages (PLATFORM_NOTES). Started as root, mosquitto would switch to the
-# `mosquitto` user, which cannot read our 0600 keys; like tests/support/broker.py the configs
-# say `user root` instead, so private keys never need to be readable by a second account.
+# silently loses QoS 1 messages (PLATFORM_NOTES), and set_tcp_nodelay true (no ~40 ms stall of a
+# PUBLISH behind a PUBACK). Started as root, mosquitto would switch to the `mosquitto` user,
+# which cannot read our 0600 keys; like tests/support/broker.py the configs say `user root`
+# instead, so private keys never need to be readable by a second account.
 import base64
 import hashlib
 import os
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import time
 
+from host_sim.files import write_atomic
+from host_sim.procs import free_port, stop_process
 from host_sim.registry import HOST_USERNAME
 from protocol import topics
 
@@ -26,13 +29,6 @@ SALT_BYTES = 12  # what mosquitto_passwd uses for $7$
 
 class MosquittoError(RuntimeError):
     pass
-
-
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free on host a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Listener:
@@ -76,7 +72,10 @@ class BrokerConfig:
                "per_listener_settings false",
                "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),
                "persistence false",
-               "max_queued_messages 0"]
+               "max_queued_messages 0",
+               # a PUBLISH written behind a PUBACK must not wait for the peer's delayed ACK
+               # (~40 ms, PLATFORM_NOTES 2026-12-02)
+               "set_tcp_nodelay true"]
         if os.geteuid() == 0:
             out.append("user root")
         if self.log_path:
@@ -137,16 +136,10 @@ class Mosquitto:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        code = stop_process(proc, timeout)
         if proc.stderr:
             proc.stderr.close()
-        return proc.returncode
+        return code
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -322,14 +315,7 @@ def _check_root(root):
 
 def _write_text(path, text, mode):
     # Atomic, with the mode set before any byte lands (the password file is private).
-    tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text, mode)
     except OSError as e:
         raise MosquittoError("cannot write %s: %s" % (path, e))

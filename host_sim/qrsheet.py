@@ -1,13 +1,13 @@
 # Printable QR sheets of issued coupons (SPEC 2.1: each token is a QR code in alphanumeric mode):
-# A4 pages at 300 dpi as PNG (written here, greyscale, with a small dot font for the labels) and
+# A4 pages at 300 dpi as PNG (host_sim/png.py: greyscale, its dot font for the labels) and
 # the same layout as SVG, PER_PAGE codes a page, each labelled with its campaign name and cti.
 import os
-import struct
-import zlib
 from xml.sax.saxutils import escape
 
 import segno
 
+from host_sim import png
+from host_sim.files import write_atomic
 from host_sim.issuance import IssuanceError, token_claims
 
 
@@ -37,34 +37,6 @@ GLYPH_W = 6  # 5 dots and a space
 LINE_H = 10 * TEXT_SCALE
 LABEL_LINES = 2
 MIN_MODULE_PX = 4
-
-# 5x7 dot font, one byte per column, bit 0 at the top (the classic HD44780-style shapes).
-_FONT = {
-    " ": "0000000000", "!": "00005f0000", "#": "147f147f14", "$": "242a7f2a12",
-    "%": "2313086462", "&": "3649552250", "'": "0005030000", "(": "001c224100",
-    ")": "0041221c00", "*": "14083e0814", "+": "08083e0808", ",": "0050300000",
-    "-": "0808080808", ".": "0060600000", "/": "2010080402", ":": "0036360000",
-    "?": "0201510906", "_": "4040404040", "=": "1414141414",
-    "0": "3e5149453e", "1": "00427f4000", "2": "4261514946", "3": "2141454b31",
-    "4": "1814127f10", "5": "2745454539", "6": "3c4a494930", "7": "0171090503",
-    "8": "3649494936", "9": "064949291e",
-    "A": "7e1111117e", "B": "7f49494936", "C": "3e41414122", "D": "7f4141221c",
-    "E": "7f49494941", "F": "7f09090901", "G": "3e4149497a", "H": "7f0808087f",
-    "I": "00417f4100", "J": "2040413f01", "K": "7f08142241", "L": "7f40404040",
-    "M": "7f020c027f", "N": "7f0408107f", "O": "3e4141413e", "P": "7f09090906",
-    "Q": "3e4151215e", "R": "7f09192946", "S": "2649494932", "T": "01017f0101",
-    "U": "3f4040403f", "V": "1f2040201f", "W": "3f4038403f", "X": "6314081463",
-    "Y": "0708700807", "Z": "6151494543",
-    "a": "2054545478", "b": "7f48444438", "c": "3844444420", "d": "384444487f",
-    "e": "3854545418", "f": "087e090102",
-}
-
-
-def _glyph(ch):
-    # Capitals, plus lowercase a-f so the cti prints as lowercase hex (SPEC 1).
-    g = _FONT.get(ch) or _FONT["?"]
-    return bytes.fromhex(g)
-
 
 def _fit(text, width_px):
     return text[:max(1, width_px // (GLYPH_W * TEXT_SCALE))]
@@ -125,29 +97,19 @@ def _png_page(page):
         for i, text in enumerate(lines):
             _draw_text(img, x, ty, text if i else text.upper())  # the font has capitals only
             ty += LINE_H
-    raw = b"".join(b"\x00" + bytes(img[r * PAGE_W:(r + 1) * PAGE_W]) for r in range(PAGE_H))
-    return _png(PAGE_W, PAGE_H, raw)
+    return png.grey(PAGE_W, PAGE_H, img)
 
 
 def _draw_text(img, x, y, text):
     s = TEXT_SCALE
     for ch in text:
-        for col, bits in enumerate(_glyph(ch)):
+        for col, bits in enumerate(png.glyph(ch)):
             for dot in range(7):
                 if bits >> dot & 1:
                     for dy in range(s):
                         i = (y + dot * s + dy) * PAGE_W + x + col * s
                         img[i:i + s] = b"\x00" * s
         x += GLYPH_W * s
-
-
-def _png(w, h, raw):
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
-            + chunk(b"IEND", b""))
 
 
 def _svg_page(page):
@@ -185,8 +147,7 @@ def write_png_sheets(path, tokens):
     pages = sheet_layout(tokens)
     paths = _page_paths(path, len(pages))
     for p, page in zip(paths, pages, strict=True):
-        with open(p, "wb") as f:
-            f.write(_png_page(page))
+        write_atomic(p, _png_page(page), 0o644)
     return paths
 
 
@@ -195,6 +156,5 @@ def write_svg_sheets(path, tokens):
     pages = sheet_layout(tokens)
     paths = _page_paths(path, len(pages))
     for p, page in zip(paths, pages, strict=True):
-        with open(p, "wb") as f:
-            f.write(_svg_page(page))
+        write_atomic(p, _svg_page(page), 0o644)
     return paths

@@ -1,17 +1,18 @@
-# The host's device registry (SPEC 3, 3.1, 5): one SQLite file in WAL mode shared with the charge
-# processor. It holds each terminal's secret, its place in the shop (store, merchant), the highest
-# uplink seq the host accepted (persisted, so a restarted host still refuses replays), the host's
-# own downlink seq (only grows, persisted before use), presence and the last hello/status, and
-# drop counters per device and reason. For the locked-down broker (host_sim/mosquitto.py) it also
+# The host's device registry (SPEC 3, 3.1, 5): tables in the host database (host_sim/store.py:
+# a SQLite file or PostgreSQL) shared with the charge processor and the store services. It
+# holds each terminal's secret, its place in the shop (store, merchant), the highest uplink seq
+# the host accepted (persisted, so a restarted host still refuses replays), the host's own
+# downlink seq (only grows, persisted before use), presence and the last hello/status, and drop
+# counters per device and reason. For the locked-down broker (host_sim/mosquitto.py) it also
 # keeps each terminal's broker password and the host's own: random, never derived from the MAC
 # secret, so a broker-side leak of one says nothing about the other.
+import contextlib
 import json
 import os
-import sqlite3
-import threading
 import time
 
 from device.config import DEFAULT_LIMITS
+from host_sim.store import open_store
 
 SECRET_LEN = 32
 BROKER_PASSWORD_BYTES = 32  # 256 random bits as 64 hex chars: nothing to guess or stretch
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS devices (
     last_seen   INTEGER,
     broker_password TEXT
 );
-CREATE INDEX IF NOT EXISTS devices_store ON devices(store_id);
+CREATE INDEX IF NOT EXISTS devices_store ON devices (store_id);
 CREATE TABLE IF NOT EXISTS drops (
     device_id TEXT NOT NULL,
     reason    TEXT NOT NULL,
@@ -50,6 +51,11 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+
+_DEVICE_COLUMNS = ("device_id", "secret", "store_id", "merchant_id", "created_at", "last_seq",
+                   "host_seq", "online", "last_hello", "last_status", "last_seen")
+_DEVICE_SQL = ", ".join(_DEVICE_COLUMNS)
 
 
 class RegistryError(ValueError):
@@ -76,43 +82,48 @@ def _json(obj):
 
 
 class Registry:
-    """Thread-safe access to the host database (the paho thread and the caller share it)."""
+    """The host database's devices, seqs and drops (host_sim/store.py: SQLite or PostgreSQL).
 
-    def __init__(self, path, clock=time.time):
-        self.path = path
+    Every method takes an optional `tx`: given, it works inside that transaction (the host
+    handles a batch of messages in one); absent, it opens its own."""
+
+    def __init__(self, db, clock=time.time):
+        """db: a file path or postgresql:// URL (opened here, closed by close()) or a Store."""
+        self._owns_store = not hasattr(db, "transaction")
+        self.store = open_store(db) if self._owns_store else db
+        self.path = self.store.where
         self.clock = clock
-        self.lock = threading.RLock()
-        # Autocommit mode: every write says BEGIN IMMEDIATE ... COMMIT itself.
-        self.conn = sqlite3.connect(path, timeout=10, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed charge or seq survives a power cut, not only a crash.
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(_SCHEMA)
+        self.store.schema(_SCHEMA)
         self._migrate()
 
     def _migrate(self):
         # Databases made before broker passwords existed get the column; rows get a password
         # the first time one is asked for (broker_password).
-        with self.lock:
-            cols = [r[1] for r in self.conn.execute("PRAGMA table_info(devices)")]
-            if "broker_password" not in cols:
-                try:
-                    self.conn.execute("ALTER TABLE devices ADD COLUMN broker_password TEXT")
-                except sqlite3.OperationalError as e:
-                    if "duplicate column" not in str(e):  # another process added it first
-                        raise
+        if "broker_password" in self.store.columns("devices"):
+            return
+        try:
+            with self.store.transaction() as tx:
+                tx.execute("ALTER TABLE devices ADD COLUMN broker_password TEXT")
+        except Exception:  # noqa: BLE001 - another process may have added it first
+            if "broker_password" not in self.store.columns("devices"):
+                raise
 
     def close(self):
-        with self.lock:
-            self.conn.close()
+        if self._owns_store:
+            self.store.close()
 
     def transaction(self):
-        return _Transaction(self)
+        return self.store.transaction()
 
     def now(self):
         return int(self.clock())
+
+    def _write(self, tx):
+        """The caller's transaction, or a new one."""
+        return contextlib.nullcontext(tx) if tx is not None else self.store.transaction()
+
+    def _read(self, tx):
+        return contextlib.nullcontext(tx) if tx is not None else self.store.read()
 
     # ------------------------------------------------------------ devices
 
@@ -137,8 +148,8 @@ class Registry:
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO devices (device_id, secret, store_id, merchant_id, created_at,"
-                " broker_password) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
-                " secret=excluded.secret, store_id=excluded.store_id,"
+                " broker_password) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE"
+                " SET secret=excluded.secret, store_id=excluded.store_id,"
                 " merchant_id=excluded.merchant_id, last_seq=NULL,"
                 " broker_password=excluded.broker_password",
                 (device_id, secret, store_id, merchant_id, self.now(), _new_password()))
@@ -149,7 +160,7 @@ class Registry:
     def broker_password(self, device_id):
         """The device's broker password (made now for a row from before passwords existed)."""
         with self.transaction() as c:
-            row = c.execute("SELECT broker_password FROM devices WHERE device_id=?",
+            row = c.execute("SELECT broker_password FROM devices WHERE device_id=? FOR UPDATE",
                             (device_id,)).fetchone()
             if row is None:
                 raise RegistryError("unknown_device", "no device %r" % (device_id,))
@@ -163,94 +174,98 @@ class Registry:
     def host_broker_password(self):
         """The host's broker password, made once and then kept."""
         with self.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('host_broker_password', ?)",
-                      (_new_password(),))
+            c.execute("INSERT INTO meta (key, value) VALUES ('host_broker_password', ?)"
+                      " ON CONFLICT (key) DO NOTHING", (_new_password(),))
             return c.execute("SELECT value FROM meta WHERE key='host_broker_password'"
                              ).fetchone()[0]
 
     def broker_accounts(self):
         """[(username, password)]: every registered device, then the host."""
-        with self.lock:
-            ids = [r[0] for r in self.conn.execute(
-                "SELECT device_id FROM devices ORDER BY device_id")]
+        with self.store.read() as c:
+            ids = [r[0] for r in c.execute(
+                "SELECT device_id FROM devices ORDER BY device_id").fetchall()]
         out = [(dev, self.broker_password(dev)) for dev in ids]
         out.append((HOST_USERNAME, self.host_broker_password()))
         return out
 
-    def device(self, device_id):
+    def device(self, device_id, tx=None):
         """The device's row as a dict (last_hello/last_status decoded), or None."""
-        with self.lock:
-            row = self.conn.execute("SELECT * FROM devices WHERE device_id=?",
-                                    (device_id,)).fetchone()
+        with self._read(tx) as c:
+            row = c.execute("SELECT %s FROM devices WHERE device_id=?" % _DEVICE_SQL,
+                            (device_id,)).fetchone()
         return _device_dict(row) if row else None
 
-    def devices(self, store_id=None):
-        with self.lock:
+    def devices(self, store_id=None, tx=None):
+        with self._read(tx) as c:
             if store_id is None:
-                rows = self.conn.execute("SELECT * FROM devices ORDER BY device_id").fetchall()
+                rows = c.execute("SELECT %s FROM devices ORDER BY device_id"
+                                 % _DEVICE_SQL).fetchall()
             else:
-                rows = self.conn.execute(
-                    "SELECT * FROM devices WHERE store_id=? ORDER BY device_id",
-                    (store_id,)).fetchall()
+                rows = c.execute("SELECT %s FROM devices WHERE store_id=? ORDER BY device_id"
+                                 % _DEVICE_SQL, (store_id,)).fetchall()
         return [_device_dict(r) for r in rows]
 
     # ------------------------------------------------------------ sequence numbers
 
-    def lookup(self, device_id):
+    def lookup(self, device_id, tx=None):
         """(secret, last_seq, store_id) for checking an uplink, or None for an unknown device."""
-        with self.lock:
-            row = self.conn.execute(
+        with self._read(tx) as c:
+            row = c.execute(
                 "SELECT secret, last_seq, store_id FROM devices WHERE device_id=?",
                 (device_id,)).fetchone()
-        return tuple(row) if row else None
+        return (bytes(row[0]), row[1], row[2]) if row else None
 
-    def accept_seq(self, device_id, seq):
+    def accept_seq(self, device_id, seq, tx=None):
         """Records seq as the highest accepted uplink seq; False when it is not above it."""
-        with self.transaction() as c:
+        with self._write(tx) as c:
             cur = c.execute(
                 "UPDATE devices SET last_seq=? WHERE device_id=?"
                 " AND (last_seq IS NULL OR last_seq < ?)", (seq, device_id, seq))
             return cur.rowcount == 1
 
-    def next_host_seq(self, device_id):
+    def next_host_seq(self, device_id, tx=None):
         """Reserves and persists the next downlink seq for the device, before it is used."""
-        with self.transaction() as c:
-            cur = c.execute("UPDATE devices SET host_seq = host_seq + 1 WHERE device_id=?",
-                            (device_id,))
-            if cur.rowcount != 1:
-                raise RegistryError("unknown_device", "no device %r" % (device_id,))
-            return c.execute("SELECT host_seq FROM devices WHERE device_id=?",
-                             (device_id,)).fetchone()[0]
+        return self.reserve_host_seqs(device_id, 1, tx)[0]
+
+    def reserve_host_seqs(self, device_id, n, tx=None):
+        """Reserves n downlink seqs for the device in one write: (first seq, secret)."""
+        with self._write(tx) as c:
+            row = c.execute("UPDATE devices SET host_seq = host_seq + ? WHERE device_id=?"
+                            " RETURNING host_seq, secret", (n, device_id)).fetchone()
+        if row is None:
+            raise RegistryError("unknown_device", "no device %r" % (device_id,))
+        return row[0] - n + 1, bytes(row[1])
 
     # ------------------------------------------------------------ presence and reports
 
-    def record_hello(self, device_id, body):
-        self._update(device_id, "last_hello=?, online=1, last_seen=?", (_json(body), self.now()))
+    def record_hello(self, device_id, body, tx=None):
+        self._update(device_id, "last_hello=?, online=1, last_seen=?",
+                     (_json(body), self.now()), tx)
 
-    def record_status(self, device_id, body):
-        self._update(device_id, "last_status=?, last_seen=?", (_json(body), self.now()))
+    def record_status(self, device_id, body, tx=None):
+        self._update(device_id, "last_status=?, last_seen=?", (_json(body), self.now()), tx)
 
-    def set_online(self, device_id, online, at=None):
+    def set_online(self, device_id, online, at=None, tx=None):
         self._update(device_id, "online=?, last_seen=?",
-                     (1 if online else 0, self.now() if at is None else int(at)))
+                     (1 if online else 0, self.now() if at is None else int(at)), tx)
 
-    def _update(self, device_id, assignments, args):
-        with self.transaction() as c:
+    def _update(self, device_id, assignments, args, tx):
+        with self._write(tx) as c:
             c.execute("UPDATE devices SET %s WHERE device_id=?" % assignments,
                       args + (device_id,))
 
     # ------------------------------------------------------------ drops
 
-    def count_drop(self, device_id, reason):
-        with self.transaction() as c:
+    def count_drop(self, device_id, reason, tx=None):
+        with self._write(tx) as c:
             c.execute("INSERT INTO drops (device_id, reason, count) VALUES (?, ?, 1)"
-                      " ON CONFLICT(device_id, reason) DO UPDATE SET count = count + 1",
+                      " ON CONFLICT (device_id, reason) DO UPDATE SET count = drops.count + 1",
                       (device_id, reason))
 
     def drops(self, device_id=None):
         """{device_id: {reason: count}} (only that device's when device_id is given)."""
-        with self.lock:
-            rows = self.conn.execute(
+        with self.store.read() as c:
+            rows = c.execute(
                 "SELECT device_id, reason, count FROM drops ORDER BY device_id, reason"
             ).fetchall()
         out = {}
@@ -337,47 +352,14 @@ class Registry:
         b["password"] = password
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT under the registry lock; ROLLBACK on any exception."""
-
-    def __init__(self, registry):
-        self.registry = registry
-
-    def __enter__(self):
-        self.registry.lock.acquire()
-        try:
-            self.registry.conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.registry.lock.release()
-            raise
-        return self.registry.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        conn = self.registry.conn
-        try:
-            if exc_type is None:
-                try:
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT (disk full, I/O error) leaves the transaction open.
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-        finally:
-            self.registry.lock.release()
-        return False
-
-
 def _new_password():
     return os.urandom(BROKER_PASSWORD_BYTES).hex()
 
 
 def _device_dict(row):
-    d = dict(row)
     # The broker password only leaves through broker_password(): reports print device rows.
-    d.pop("broker_password", None)
+    d = dict(zip(_DEVICE_COLUMNS, row, strict=True))
+    d["secret"] = bytes(d["secret"])
     d["online"] = bool(d["online"])
     for key in ("last_hello", "last_status"):
         if d[key] is not None:

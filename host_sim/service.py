@@ -1,10 +1,12 @@
 # How a store service plugs into the host (SPEC 8): members, VIP, refunds, bookings, licences.
 #
-# A service is one module with one class built as Cls(ctx); the host (host_sim/host.py) and the
-# command lines create it over the same Store. It declares:
+# A service is one module with one class built as Cls(ctx) (ctx: a Context below: the store, a
+# clock, a log); the host (host_sim/host.py: Host(..., services=[Cls, ...])) and the command
+# lines create it over the same Store. It declares:
 #   name         short name ("refunds")
 #   SCHEMA       its tables (portable DDL, see host_sim/store.py), created at start
-#   up           {message type: method(tx, msg) -> [Out]} for the up messages it answers; the
+#   up           {message type: method(tx, msg) -> [Out]} for the up messages it answers (bound
+#                methods, or the functions of a class-level dict, which the host binds); the
 #                host has checked the envelope, the seq and the body schema, and runs the
 #                method inside the transaction that also records the seq: the effect and the
 #                "seen" mark commit together or not at all
@@ -35,6 +37,21 @@ CREATE TABLE IF NOT EXISTS host_outbox_ids (
 );
 """
 FLEET = None  # device_id of a retained fleet list (mtype "trustlist" or "revocations")
+
+
+class Context:
+    """What a service is built with: the host database, the clock (a time.time-like callable)
+    and a log (one line of text per call)."""
+
+    def __init__(self, store, clock=None, log=None):
+        import time
+
+        self.store = store
+        self.clock = clock or time.time
+        self.log = log or (lambda line: None)
+
+    def now(self):
+        return int(self.clock())
 
 
 class Msg:

@@ -21,6 +21,7 @@ import tty
 
 from host_sim.mosquitto import Mosquitto, MosquittoError, run_dev_broker
 from host_sim.netcut import NetCut
+from host_sim.procs import free_port, stop_process
 from host_sim.registry import Registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,6 @@ class AmqttBroker:
     """The pure-Python fallback broker (no root to install mosquitto): amqtt in a subprocess."""
 
     def __init__(self, workdir):
-        from host_sim.mosquitto import free_port
         self.port = free_port()
         code = ("import asyncio, sys\nfrom amqtt.broker import Broker\n"
                 "cfg = {'listeners': {'default': {'type': 'tcp', 'bind': '127.0.0.1:%d'}},"
@@ -76,7 +76,7 @@ class AmqttBroker:
         _wait_port(self.port, 15)
 
     def stop(self):
-        _stop(self.proc)
+        stop_process(self.proc, 5)
 
 
 def _wait_port(port, timeout):
@@ -89,16 +89,6 @@ def _wait_port(port, timeout):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("broker did not come up on port %d" % port)
-
-
-def _stop(proc):
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class Sim:
@@ -314,7 +304,7 @@ class Sim:
 
     def stop(self):
         for p in reversed(self.procs):
-            _stop(p)
+            stop_process(p, 5)
         if self.net:
             self.net.close()
         if isinstance(self.broker, Mosquitto):

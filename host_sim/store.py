@@ -6,13 +6,19 @@
 #   - INSERT ... ON CONFLICT (...) DO NOTHING / DO UPDATE, and RETURNING, never INSERT OR IGNORE;
 #   - `SELECT ... FOR UPDATE` locks rows on PostgreSQL; SQLite drops the clause (its write
 #     transactions are already exclusive: BEGIN IMMEDIATE);
-#   - no engine functions beyond COUNT/SUM/MIN/MAX/COALESCE.
+#   - no engine functions beyond COUNT/SUM/MIN/MAX/COALESCE (SUM is NUMERIC on PostgreSQL:
+#     wrap it in int());
+#   - in ON CONFLICT ... DO UPDATE SET, name the table on the right (`drops.count + 1`):
+#     PostgreSQL calls a bare column ambiguous;
+#   - `with tx.savepoint() as sp:` nests (SAVEPOINT/RELEASE); sp.rollback() undoes its writes.
 # Every write runs inside `with store.transaction() as tx:`; tx.execute(sql, args) returns a
 # cursor (fetchone/fetchall/rowcount); rows read as tuples. Uniqueness that exactly-once rests
 # on is a key in the database, never a check in a worker's memory.
+import itertools
 import re
 import sqlite3
 import threading
+import time
 
 _PG_TYPES = ((re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bBLOB\b"), "BYTEA"))
 _FOR_UPDATE = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?\b", re.I)
@@ -22,11 +28,40 @@ class StoreError(RuntimeError):
     pass
 
 
+def is_url(where):
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(where):
     """A Store for a file path (SQLite) or a postgresql:// URL."""
-    if isinstance(where, str) and where.startswith(("postgresql://", "postgres://")):
+    if is_url(where):
         return PostgresStore(where)
     return SqliteStore(str(where))
+
+
+_SAVEPOINTS = itertools.count(1)
+
+
+class Savepoint:
+    """SAVEPOINT ... RELEASE around a block; rollback() undoes the block's writes so far (the
+    block goes on). An exception leaving the block rolls it back too, then propagates."""
+
+    def __init__(self, tx):
+        self._tx = tx
+        self.name = "sp%d" % next(_SAVEPOINTS)
+
+    def __enter__(self):
+        self._tx.execute("SAVEPOINT " + self.name)
+        return self
+
+    def rollback(self):
+        self._tx.execute("ROLLBACK TO SAVEPOINT " + self.name)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.rollback()
+        self._tx.execute("RELEASE SAVEPOINT " + self.name)
+        return False
 
 
 class _Tx:
@@ -44,6 +79,9 @@ class _Tx:
         cur.executemany(self._translate(sql), [tuple(r) for r in rows])
         return cur
 
+    def savepoint(self):
+        return Savepoint(self)
+
 
 class SqliteStore:
     """One connection shared by the threads of one process (serialised by a lock); other
@@ -53,10 +91,11 @@ class SqliteStore:
 
     def __init__(self, path):
         self.path = path
+        self.where = path
         self.lock = threading.RLock()
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _sqlite_wal(self.conn)
         # FULL: a committed charge survives a power cut, not only a crash.
         self.conn.execute("PRAGMA synchronous=FULL")
 
@@ -82,6 +121,20 @@ class SqliteStore:
     def close(self):
         with self.lock:
             self.conn.close()
+
+
+def _sqlite_wal(conn, timeout=30.0):
+    # Switching a new file to WAL takes an exclusive lock without waiting on the busy timeout:
+    # two processes opening the same new database at once get "database is locked" here.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class _SqliteTx:
@@ -139,9 +192,23 @@ class PostgresStore:
         except ImportError:
             raise StoreError("PostgreSQL needs psycopg (pip install 'psycopg[binary]')")
         self.url = url
+        self.where = url
         self.lock = threading.RLock()
         self._psycopg = psycopg
-        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn = None
+        self._connect()
+
+    def _connect(self):
+        try:
+            self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as e:
+            raise StoreError("cannot open %s: %s" % (_no_password(self.url), e))
+
+    def _ensure(self):
+        # A connection the server dropped (restart, idle timeout) is replaced before a new
+        # transaction; one lost inside a transaction fails that transaction.
+        if self.conn.closed or self.conn.broken:
+            self._connect()
 
     def _translate(self, sql):
         # %s is psycopg's placeholder; a literal % must be doubled first.
@@ -155,6 +222,7 @@ class PostgresStore:
     def schema(self, ddl):
         with self.lock:
             # Two workers creating the same tables at once: serialise on an advisory lock.
+            self._ensure()
             with self.conn.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(424242)")
                 for stmt in self._ddl(ddl).split(";"):
@@ -163,9 +231,11 @@ class PostgresStore:
 
     def columns(self, table):
         with self.lock:
+            self._ensure()
             rows = self.conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name=%s"
-                " ORDER BY ordinal_position", (table,)).fetchall()
+                " AND table_schema=current_schema() ORDER BY ordinal_position",
+                (table,)).fetchall()
         return [r[0] for r in rows]
 
     def transaction(self):
@@ -187,6 +257,7 @@ class _PgTx:
     def __enter__(self):
         self.store.lock.acquire()
         try:
+            self.store._ensure()
             self._tx = self.store.conn.transaction()
             self._tx.__enter__()
         except BaseException:
@@ -207,9 +278,18 @@ class _PgCursorTx(_Tx):
         cur.execute(self._translate(sql), tuple(_pg_arg(a) for a in args))
         return cur
 
+    def executemany(self, sql, rows):
+        cur = self._conn.cursor()
+        cur.executemany(self._translate(sql), [tuple(_pg_arg(a) for a in r) for r in rows])
+        return cur
+
 
 def _pg_arg(a):
     # bytearray/memoryview go as bytea; bytes already do.
     if isinstance(a, (bytearray, memoryview)):
         return bytes(a)
     return a
+
+
+def _no_password(url):
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,7 +37,9 @@ import paho.mqtt.client as mqtt
 from device.agent import FORWARD_POLL_S
 from device.sales.queue import RETRY_BASE_MS, ChargeQueue
 from device.sales.sale import charge_body
+from host_sim.procs import stop_process
 from host_sim.registry import Registry
+from host_sim.store import open_store
 from protocol import envelope, topics
 from tests.bench_queue import BuildFS, fill
 from tests.support.broker import Broker
@@ -73,17 +74,6 @@ def _wait_file(path, text, timeout, proc=None):
             break
         time.sleep(0.05)
     raise RuntimeError("%r not in %s within %.0f s" % (text, path, timeout))
-
-
-def _stop(proc):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def device_cmd(runtime):
@@ -149,18 +139,19 @@ class Rig:
                                  charge_body(self.sample), os.urandom(16)))
 
     def close(self):
-        _stop(self.device)
-        _stop(self.host)
+        stop_process(self.device)
+        stop_process(self.host)
         self.broker.close()
 
 
-def _count(conn):
-    return conn.execute("SELECT COUNT(*) FROM charges WHERE device_id=?",
-                        (DEVICE_ID,)).fetchone()[0]
+def _count(store):
+    with store.read() as tx:
+        return tx.execute("SELECT COUNT(*) FROM charges WHERE device_id=?",
+                          (DEVICE_ID,)).fetchone()[0]
 
 
 def drain(rig, runtime, limit_s):
-    conn = sqlite3.connect("file:%s?mode=ro" % rig.db, uri=True, timeout=10)
+    conn = open_store(rig.db)
     samples = []
     try:
         t0 = time.monotonic()
@@ -407,8 +398,8 @@ def run(n, runtime, limit_s, raw_reps, keep=False):
         out["host_repeats"] = host_repeats(rig)
         if stalled:
             out["device_log_tail"] = _tail(rig.device_log, 800)
-        _stop(rig.device)
-        _stop(rig.host)
+        stop_process(rig.device)
+        stop_process(rig.host)
         raw, streams = raw_publish(rig.broker.port, n, out["envelope_bytes"], raw_reps)
         out["raw_s"] = round(median(raw), 3)
         out["raw_runs_s"] = [round(t, 3) for t in raw]

@@ -267,7 +267,8 @@ def test_acl_and_password_file_for_two_devices(reg, store, tmp_path):
     assert out["accounts"] == DEVICES + [HOST_USERNAME]
     with open(out["conf"]) as f:
         conf = f.read().splitlines()
-    for line in ("allow_anonymous false", "max_queued_messages 0", "require_certificate true",
+    for line in ("allow_anonymous false", "max_queued_messages 0", "set_tcp_nodelay true",
+                 "require_certificate true",
                  "use_identity_as_username false", "use_username_as_clientid true",
                  "listener 18883 127.0.0.1", "cafile " + store.ca_pem,
                  "certfile " + store.server_paths()[0], "keyfile " + store.server_paths()[1],

@@ -1,5 +1,7 @@
-# host_sim registry and charge processor on a real SQLite file (CPython only).
+# host_sim registry and charge processor on both engines: a real SQLite file and a real
+# PostgreSQL database (the `host_db` fixtures, tests/conftest.py). CPython only.
 import os
+import sqlite3
 
 import cbor2
 import pytest
@@ -16,8 +18,8 @@ ROOT_KEY = "ab" * 32
 
 
 @pytest.fixture
-def db(tmp_path):
-    return str(tmp_path / "host.db")
+def db(host_db):
+    return host_db
 
 
 @pytest.fixture
@@ -156,14 +158,46 @@ def test_charge_is_applied_once_and_repeats_return_the_original(reg):
     messages.check("charge_result", first)
     again, fresh = ch.apply("T-1", body)
     assert not fresh and again == first
-    # Even a repeat with another body (a buggy retransmission) changes nothing.
-    other = dict(body, amt=999999, gross=999999 + 100)
-    assert ch.process("T-2", other) == first
     rep = ch.report()
     assert rep["approved"] == {"count": 1, "amount": {"CNY": 1000}}
     assert rep["coupons_redeemed"] == 1 and rep["conflicts"] == []
     assert ch.result(body["cid"]) == first
+    assert ch.result(body["cid"], "T-1") == first
     assert ch.result(b"\x00" * 16) is None
+
+
+def test_another_terminals_cid_is_its_own_charge(reg):
+    # Issue 16.8: T-B sending T-A's cid was answered with T-A's approval and never recorded.
+    ch = Charges(reg, Rules(decline_over=5000))
+    body = charge(60, cpn=[b"\x60"])
+    mine = ch.process("T-1", body)
+    theirs, fresh = ch.apply("T-2", dict(body, amt=9000, gross=9100))
+    assert fresh and theirs["st"] == "declined" and theirs["code"] == "over_limit"
+    assert "auth" not in theirs and mine["st"] == "approved"
+    assert ch.result(body["cid"], "T-1") == mine and ch.result(body["cid"], "T-2") == theirs
+    # Each terminal's repeat gets its own stored result.
+    assert ch.process("T-1", body) == mine
+    assert ch.process("T-2", dict(body, amt=9000, gross=9100)) == theirs
+    rep = ch.report()
+    assert rep["approved"]["count"] == 1 and rep["declined"]["count"] == 1
+
+
+def test_same_cid_with_another_body_is_refused_and_changes_nothing(reg):
+    ch = Charges(reg)
+    body = charge(61, cpn=[b"\x61"])
+    first = ch.process("T-1", body)
+    before = ch.report()
+    other = dict(body, amt=999999, gross=999999 + 100)
+    res, fresh = ch.apply("T-1", other)
+    assert not fresh
+    assert res == {"cid": body["cid"], "st": "declined", "code": "cid_reused", "cpn": []}
+    messages.check("charge_result", res)
+    assert ch.report() == before  # no charge, no redemption recorded
+    assert ch.result(body["cid"], "T-1") == first  # the stored decision stands
+    assert reg.drops("T-1") == {"cid_reused": 1}
+    # The original body still gets the original result.
+    assert ch.process("T-1", body) == first
+    assert reg.drops("T-1") == {"cid_reused": 1}
 
 
 def test_idempotency_survives_reopening_the_database(db, reg):
@@ -201,9 +235,9 @@ def test_member_blocklist(reg):
     assert ch.process("T-1", charge(8))["st"] == "approved"
 
 
-def test_random_declines_are_fixed_by_seed_and_cid(tmp_path):
+def test_random_declines_are_fixed_by_seed_and_cid(new_host_db):
     def declined(seed, rate, name):
-        r = Registry(str(tmp_path / name))
+        r = Registry(new_host_db(name.replace(".db", "")))
         try:
             r.register("T-1", "S-1", "M-1")
             ch = Charges(r, Rules(decline_rate=rate, seed=seed))
@@ -294,6 +328,70 @@ def test_bad_charge_input_raises_charge_error(reg):
     assert ch.result(bytes([50]) * 16) is None
 
 
-def test_database_file_is_wal(db, reg):
-    assert reg.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert os.path.exists(db)
+def test_database_file_is_wal(tmp_path):
+    db = str(tmp_path / "wal.db")
+    reg = Registry(db)
+    try:
+        assert reg.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert reg.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert os.path.exists(db)
+    finally:
+        reg.close()
+
+
+def test_a_database_keyed_by_cid_alone_is_rebuilt_with_its_rows(tmp_path):
+    # A host database from before the (device_id, cid) key: its charges answer repeats still.
+    db = str(tmp_path / "old.db")
+    body = charge(70, cpn=[b"\x70"])
+    result = {"cid": body["cid"], "st": "approved", "auth": "ABC123",
+              "cpn": [{"cti": b"\x70", "st": "ok"}]}
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE charges (cid BLOB PRIMARY KEY, device_id TEXT NOT NULL, store_id TEXT"
+        " NOT NULL, body BLOB NOT NULL, result BLOB NOT NULL, status TEXT NOT NULL, code TEXT,"
+        " auth TEXT, amt INTEGER NOT NULL, cur TEXT NOT NULL, received_at INTEGER NOT NULL,"
+        " applied_at INTEGER NOT NULL);"
+        "CREATE TABLE redemptions (cid BLOB NOT NULL, idx INTEGER NOT NULL, cti BLOB NOT NULL,"
+        " device_id TEXT NOT NULL, store_id TEXT NOT NULL, at INTEGER NOT NULL,"
+        " conflict INTEGER NOT NULL, PRIMARY KEY (cid, idx));"
+        "CREATE INDEX redemptions_cti ON redemptions(cti);")
+    conn.execute("INSERT INTO charges VALUES (?, 'T-1', 'S-1', ?, ?, 'approved', NULL, 'ABC123',"
+                 " 1000, 'CNY', 5, 5)", (body["cid"], cbor2.dumps(body, canonical=True),
+                                        cbor2.dumps(result)))
+    conn.execute("INSERT INTO redemptions VALUES (?, 0, ?, 'T-1', 'S-1', 5, 0)",
+                 (body["cid"], b"\x70"))
+    conn.commit()
+    conn.close()
+    reg = Registry(db)
+    try:
+        reg.register("T-1", "S-1", "M-1")
+        reg.register("T-2", "S-1", "M-1")
+        ch = Charges(reg)
+        assert ch.apply("T-1", body) == (result, False)
+        mine, fresh = ch.apply("T-2", body)
+        assert fresh and mine["cpn"] == [{"cti": b"\x70", "st": "conflict"}]
+        assert ch.report()["coupons_redeemed"] == 2
+        Charges(reg)  # opening again changes nothing
+        assert ch.result(body["cid"], "T-1") == result
+    finally:
+        reg.close()
+
+
+def test_report_lines_oldest_first(reg):
+    clock = [1000]
+    reg.clock = lambda: clock[0]
+    ch = Charges(reg, Rules(decline_over=5000))
+    ch.process("T-2", charge(80, cpn=[b"\x80"]))
+    clock[0] = 1001
+    ch.process("T-1", charge(81, amt=6000))
+    clock[0] = 1002
+    ch.process("T-9", charge(82, cpn=[b"\x80"]))
+    lines = list(ch.lines())
+    assert [(x["device_id"], x["cid"], x["at"]) for x in lines] == [
+        ("T-2", "50" * 16, 1000), ("T-1", "51" * 16, 1001), ("T-9", "52" * 16, 1002)]
+    assert lines[0]["status"] == "approved" and len(lines[0]["auth"]) == 6
+    assert "code" not in lines[0] and lines[0]["conflicts"] == 0
+    assert lines[1] == {"device_id": "T-1", "cid": "51" * 16, "kind": "sale", "amt": 6000,
+                        "cur": "CNY", "status": "declined", "code": "over_limit", "at": 1001,
+                        "conflicts": 0}
+    assert lines[2]["conflicts"] == 1

@@ -17,7 +17,6 @@ result does not wake it), so a drain runs at about 17 charges/s here and the 2 0
 """
 import os
 import random
-import sqlite3
 import time
 
 import pytest
@@ -25,6 +24,7 @@ import pytest
 from device.ports.storage import PosixFS, RecordLog
 from device.sales.queue import ChargeQueue
 from device.sales.sale import make_sale
+from host_sim.store import open_store
 from tests.support.shop import CUR, DAY
 from tests.support.terminal import wait_until
 
@@ -52,11 +52,12 @@ def offline_journal(data_dir, n, now, rng):
 
 
 def host_count(db):
-    conn = sqlite3.connect(db, timeout=30)
+    store = open_store(db)
     try:
-        return conn.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
+        with store.read() as tx:
+            return tx.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
     finally:
-        conn.close()
+        store.close()
 
 
 @pytest.mark.timeout(DRAIN_TIMEOUT_S + 60)

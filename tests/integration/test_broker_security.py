@@ -18,7 +18,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from host_sim.certs import CertStore, der_twin
-from host_sim.mosquitto import Mosquitto, free_port, secure_config, write_secure_broker
+from host_sim.mosquitto import Mosquitto, secure_config, write_secure_broker
+from host_sim.procs import free_port
 from host_sim.registry import HOST_USERNAME, Registry
 from protocol import mqtt
 

@@ -85,13 +85,18 @@ class Terminal:
 
 
 @pytest.fixture
-def shop(broker, tmp_path):
+def shop(broker, host_db):
     """A host on a root of its own, with T-A and T-B in store S-1 and T-C in S-2."""
+    yield from host_rig(broker, host_db)
+
+
+def host_rig(broker, host_db):
+    """The `shop` fixture's generator (tests/integration/test_host_dispatch.py uses it too)."""
     root = "t%s/pos/v1" % os.urandom(4).hex()
     made = {"terminals": [], "hosts": []}
 
     def host(**kw):
-        h = Host(str(tmp_path / "host.db"), "127.0.0.1", broker.port, root=root,
+        h = Host(host_db, "127.0.0.1", broker.port, root=root,
                  client_id="host-" + root.split("/")[0], **kw)
         made["hosts"].append(h)
         return h.start(WAIT)
@@ -129,7 +134,7 @@ STATUS = {"queue": 2, "queue_amt": 1500, "oldest_at": None, "drops": 0, "uptime"
 def charge(n, amt=1000, cpn=()):
     cpn = [{"cti": cti, "cmp": "SPRING", "disc": 100} for cti in cpn]
     return {"cid": bytes([n]) * 16, "kind": "sale", "gross": amt + 100 * len(cpn), "amt": amt,
-            "cur": "CNY", "at": int(time.time()), "off": False, "clerk": "c1", "cpn": cpn}
+            "cur": "CNY", "at": 1800000000 + n, "off": False, "clerk": "c1", "cpn": cpn}
 
 
 def drops_total(host, n):
@@ -153,7 +158,8 @@ def test_hello_status_charge_and_redeemed_to_the_store_only(shop):
     assert d["last_seq"] == 3
     # The other terminal of S-1 learns of the coupon; S-2 and the sender do not.
     [(mtype, red)] = b.wait(1)
-    assert mtype == "redeemed" and red["body"] == {"cti": [b"\xc1\x01"]}
+    assert mtype == "redeemed" and red["body"]["cti"] == [b"\xc1\x01"]
+    assert set(red["body"]) == {"cti", "rid"} and len(red["body"]["rid"]) == 16
     # A marker sent after the fact arrives first at C and second at A: nothing came before.
     host.send("T-C", "config", {"status_interval_s": 30})
     host.send("T-A", "config", {"status_interval_s": 30})
@@ -310,8 +316,8 @@ def _cli(*args, **kw):
                           env=env, capture_output=True, text=True, timeout=60, **kw)
 
 
-def test_cli_register_serve_report(broker, tmp_path):
-    db = str(tmp_path / "cli.db")
+def test_cli_register_serve_report(broker, tmp_path, host_db):
+    db = host_db  # a SQLite path or a postgresql:// URL: --db takes both
     root = "c%s/pos/v1" % os.urandom(4).hex()
     out = str(tmp_path / "T-7.json")
     r = _cli("register", "T-7", "--db", db, "--store", "S-7", "--merchant", "M-7",
@@ -378,7 +384,16 @@ def test_cli_register_serve_report(broker, tmp_path):
                                           "codes": {"over_limit": 1}}
     [dev] = rep["devices"]
     assert dev["device_id"] == "T-7" and dev["last_seq"] == 1 and "secret" not in dev
+    r = _cli("report", "--db", db, "--charges")
+    assert r.returncode == 0, r.stderr
+    [line] = [json.loads(x) for x in r.stdout.splitlines()]
+    assert line == {"device_id": "T-7", "cid": "07" * 16, "kind": "sale", "amt": 500,
+                    "cur": "CNY", "status": "declined", "code": "over_limit",
+                    "at": line["at"], "conflicts": 0}
+    assert abs(line["at"] - time.time()) < 120
     assert _cli("report", "--db", str(tmp_path / "none.db")).returncode == 1
+    r = _cli("report", "--db", "postgresql://nobody:secret@127.0.0.1:9/none")
+    assert r.returncode == 1 and "cannot open" in r.stderr and "secret" not in r.stderr
     assert _cli("serve").returncode == 2
 
 

@@ -27,7 +27,8 @@ import pytest
 from device.console.commands import EXIT_REBOOT
 from host_sim import issuance
 from host_sim.certs import CertStore
-from host_sim.mosquitto import Mosquitto, check_password_entry, free_port, write_secure_broker
+from host_sim.mosquitto import Mosquitto, check_password_entry, write_secure_broker
+from host_sim.procs import free_port
 from host_sim.provision import QR_BORDER, QR_SCALE
 from host_sim.registry import Registry
 from tests.support.broker import mosquitto_path

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from host_sim.mosquitto import Mosquitto, check_password_entry, free_port
+from host_sim.mosquitto import Mosquitto, check_password_entry
+from host_sim.procs import free_port
 from host_sim.registry import Registry
 from tests.support.broker import mosquitto_path
 from tests.support.terminal import DeviceProcess, Pty, wait_until

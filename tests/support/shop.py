@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import termios
@@ -110,14 +109,13 @@ class Shop:
         return json.loads(out.stdout)["charges"]
 
     def charges(self, device_id=None):
-        """The host's charges table: [(cid bytes, amt, status)], in the order applied."""
-        conn = sqlite3.connect(self.db, timeout=30)
-        try:
-            rows = conn.execute("SELECT cid, amt, status, device_id FROM charges"
-                                " ORDER BY rowid").fetchall()
-        finally:
-            conn.close()
-        return [(bytes(r[0]), r[1], r[2]) for r in rows if device_id in (None, r[3])]
+        """The host's charges (`report --charges`): [(cid bytes, amt, status)], oldest first."""
+        out = subprocess.run([sys.executable, "-m", "host_sim", "report", "--db", self.db,
+                              "--charges"], cwd=ROOT, check=True, capture_output=True,
+                             timeout=30)
+        rows = [json.loads(line) for line in out.stdout.decode().splitlines()]
+        return [(bytes.fromhex(r["cid"]), r["amt"], r["status"]) for r in rows
+                if device_id in (None, r["device_id"])]
 
     def fresh_applies(self):
         """{cid hex: times the host log says it applied that cid fresh (not as a repeat)}:

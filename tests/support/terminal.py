@@ -8,6 +8,8 @@ import sys
 import time
 import tty
 
+from host_sim.procs import stop_process  # noqa: F401 - the tests' one way to stop a child
+
 
 def wait_until(fn, timeout, tail=None, interval=0.1):
     """Polls fn until it returns something truthy; fails with the device's log tail if not."""
@@ -19,17 +21,6 @@ def wait_until(fn, timeout, tail=None, interval=0.1):
         if time.monotonic() > end:
             raise AssertionError("timed out after %.0f s\n%s" % (timeout, tail() if tail else ""))
         time.sleep(interval)
-
-
-def stop_process(proc, timeout=10):
-    """SIGTERM, then SIGKILL if it does not go within timeout; always reaps it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 def start_host(root, db, broker_port, log_path, *extra):
