@@ -20,8 +20,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from device.coupon import Verifier
-from device.trust import TrustStore
+try:  # the device/ layout of main since a132233 (subpackages)
+    from device.coupons.verifier import Verifier
+    from device.trust.lists import TrustStore
+except ImportError:  # the layout this branch started from
+    from device.coupon import Verifier
+    from device.trust import TrustStore
 from host_sim import __main__ as host_main
 from host_sim import members, qrsheet, service
 from host_sim.issuance import IssuanceError, Keystore, member_claims
