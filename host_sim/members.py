@@ -274,9 +274,10 @@ class Members:
         return [Out(msg.device_id, "member_info", info(tx, msg.body["mid"], msg.body["qid"]))]
 
     def on_charge(self, tx, charge):
-        """charge: a service.Msg whose body is a checked `charge`. Returns (decline code or
-        None, extra result fields). Declines before writing anything."""
-        body = charge.body
+        """charge: the dict the charge processor decides (device_id, store_id, cid, body: the
+        checked `charge` body, now). Returns (decline code or None, extra result fields).
+        Declines before writing anything."""
+        body = charge["body"]
         mid = body.get("mem")
         if mid is None:
             return None, {}
@@ -302,7 +303,7 @@ class Members:
             note = "bonus %d" % bonus
         pts = min(points_for(kind, amt), MAX_AMOUNT - m["pts"])
         if bal or pts:
-            record(tx, m, charge.now, kind, bal=bal, pts=pts, cid=body["cid"], note=note)
+            record(tx, m, charge["now"], kind, bal=bal, pts=pts, cid=body["cid"], note=note)
         return None, {"bal": m["bal"], "pts": m["pts"]}
 
     def _spend_code(self, tx, m, body, charge):
@@ -323,7 +324,7 @@ class Members:
         # The key decides between two charges with one code, even outside the member lock.
         if tx.execute("INSERT INTO member_codes_used (cti, mid, device_id, cid, at)"
                       " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cti) DO NOTHING RETURNING cti",
-                      (cti, m["mid"], charge.device_id, body["cid"], int(charge.now))
+                      (cti, m["mid"], charge["device_id"], body["cid"], int(charge["now"]))
                       ).fetchone() is None:
             return CODE_USED
         return None

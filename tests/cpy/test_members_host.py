@@ -5,12 +5,15 @@
 # table keyed by (device_id, cid) whose row is written in the same transaction as the service's
 # effect (Till below mimics charges.apply). Every code the host signs, every revocation list and
 # every vector verdict is read back by an independent decoder written here with cbor2 and
-# cryptography. Runs on SQLite; set TEST_POSTGRES_URL=postgresql://... to run on PostgreSQL too.
+# cryptography. Runs on SQLite, and on PostgreSQL too where tests/support/postgres.py is (the
+# conftest's pg_server) or TEST_POSTGRES_URL names a server where databases may be created.
+import importlib.util
 import io
 import json
 import os
 import threading
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 
 import cbor2
@@ -67,31 +70,35 @@ CREATE TABLE IF NOT EXISTS t_charges (
     PRIMARY KEY (device_id, cid)
 );
 """
-TABLES = ("members", "member_history", "member_codes", "member_codes_used", "host_outbox",
-          "host_outbox_ids", "devices", "t_charges")
 
 
 # ---------------------------------------------------------------- stores
 
 def _engines():
     out = ["sqlite"]
-    if os.environ.get("TEST_POSTGRES_URL"):
+    if os.environ.get("TEST_POSTGRES_URL") or importlib.util.find_spec("tests.support.postgres"):
         out.append("postgres")
     return out
 
 
-@pytest.fixture(params=_engines())
-def where(request, tmp_path):
-    """The database a test runs on: a SQLite path, or the PostgreSQL URL with empty tables."""
-    if request.param == "sqlite":
-        return str(tmp_path / "host.db")
+def _new_pg_database(url):
+    """A fresh database on the server of url (the test's tables start empty)."""
     import psycopg
 
-    url = os.environ["TEST_POSTGRES_URL"]
+    name = "members_%s" % os.urandom(6).hex()
     with psycopg.connect(url, autocommit=True) as conn:
-        for t in TABLES:
-            conn.execute("DROP TABLE IF EXISTS %s" % t)
-    return url
+        conn.execute("CREATE DATABASE %s" % name)
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + name))
+
+
+@pytest.fixture(params=_engines())
+def where(request, tmp_path):
+    """The database a test runs on: a SQLite path, or the URL of a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "host.db")
+    if os.environ.get("TEST_POSTGRES_URL"):
+        return _new_pg_database(os.environ["TEST_POSTGRES_URL"])
+    return request.getfixturevalue("pg_server").new_database("members")
 
 
 def _open(where):
@@ -146,11 +153,9 @@ class Till:
     def __init__(self, store, svc=None):
         self.store = store
         self.svc = svc or Members(None)
-        self.seq = 0
 
     def decide(self, body, device="T-1", now=T0, fail_after=False):
         messages.check("charge", body)
-        self.seq += 1
         with self.store.transaction() as tx:
             if tx.execute("INSERT INTO t_charges (device_id, cid) VALUES (?, ?)"
                           " ON CONFLICT (device_id, cid) DO NOTHING RETURNING cid",
@@ -159,8 +164,8 @@ class Till:
                                  (device, body["cid"])).fetchone()
                 return cbor2.loads(bytes(row[0])), False
             tx.execute("SAVEPOINT svc")
-            code, extra = self.svc.on_charge(tx, Msg(device, STORE, "charge", body, self.seq,
-                                                     now))
+            code, extra = self.svc.on_charge(tx, {"device_id": device, "store_id": STORE,
+                                                  "cid": body["cid"], "body": body, "now": now})
             if code is None:
                 tx.execute("RELEASE SAVEPOINT svc")
                 result = {"cid": body["cid"], "st": "approved", "auth": "A1B2C3", "cpn": []}
