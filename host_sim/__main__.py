@@ -19,6 +19,8 @@
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
 #       [--log FILE]
+#   python -m host_sim members --db DB [--keystore DIR] add|show|history|block|reissue|code|topup
+#     (member accounts, cards and codes: host_sim/members_cli.py)
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -371,10 +373,19 @@ def build_parser():
     b.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
     b.add_argument("--log", help="broker log file (default OUT/mosquitto.log)")
     b.set_defaults(fn=cmd_broker_config)
+
+    # Listed for --help only: main() hands `members ...` to host_sim/members_cli.py.
+    sub.add_parser("members", add_help=False,
+                   help="member accounts, cards and codes (members --help)")
     return p
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["members"]:
+        from host_sim import members_cli
+
+        return members_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "decline_over", None) is not None and args.decline_over < 0:
         build_parser().error("--decline-over must be >= 0")

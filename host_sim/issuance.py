@@ -1,9 +1,12 @@
 # Coupon issuance for the host simulator (SPEC 2.1, 2.2): an issuer keystore directory with the
-# root key (signs trust and revocation lists), issuer keys (sign coupons), the lists' version
-# counters, every issued coupon, and the CSV a merchant hands out (QR sheets: qrsheet.py).
+# root key (signs trust and revocation lists), issuer keys (sign coupons and member codes, SPEC
+# 8.1), the lists' version counters, every issued coupon, and the CSV a merchant hands out (QR
+# sheets: qrsheet.py). Member accounts live in the host database (host_sim/members.py); the
+# keystore signs their codes and keeps the members' blocked card epochs of the revocation list.
 #
 # Directory layout (created 0700; every file 0600):
 #   keystore.json     roots, issuer keys (public parts and windows), list versions, revocations
+#                     (coupon serials, campaigns, and member card epochs: {mid: ep})
 #   keys/<kid>.pem    PKCS#8 private keys, one per root or issuer key
 #   coupons.sqlite    campaigns and every issued cti with its campaign and max uses
 #   .lock             flock'd while a command changes the keystore
@@ -28,6 +31,7 @@ ALG_ES256 = -7
 ALG_EDDSA = -8
 ALG_NAMES = {"eddsa": ALG_EDDSA, "ed25519": ALG_EDDSA, "es256": ALG_ES256}
 TOKEN_PREFIX = "PC1:"
+MEMBER_PREFIX = "PM1:"
 TRUST_PREFIX = "PT1:"
 REVOCATION_PREFIX = "PR1:"
 MAX_TOKEN = 1200
@@ -37,6 +41,9 @@ MAX_QUANTITY = 100000
 DAY = 86400
 DEFAULT_KEY_LIFETIME = 365 * DAY
 DEFAULT_COUPON_LIFETIME = 30 * DAY
+MAX_MID = 64  # a member id becomes the charge's "mem" (text 1..64)
+MAX_TIER = 32
+MAX_MEMBER_NAME = 64
 
 _STATE = "keystore.json"
 _DB = "coupons.sqlite"
@@ -140,8 +147,9 @@ def read_text(path, prefix):
 
 
 def token_claims(token):
-    """The payload claims of a PC1: token (no signature check: for outputs of our own)."""
-    msg = cbor2.loads(base45.decode(token[len(TOKEN_PREFIX):]))
+    """The payload claims of a PC1: or PM1: token (no signature check: for outputs of our
+    own)."""
+    msg = cbor2.loads(base45.decode(token[4:]))
     if isinstance(msg, cbor2.CBORTag):
         msg = msg.value
     return cbor2.loads(msg[2])
@@ -199,6 +207,36 @@ def _cti_bytes(v):
     if not 1 <= len(b) <= 32:
         raise IssuanceError("cti", "must be 1..32 bytes, not %d" % len(b))
     return b
+
+
+def _need_mid(mid):
+    if type(mid) is not str or not 1 <= len(mid) <= MAX_MID or not mid.strip():
+        raise IssuanceError("mid", "must be text of 1..%d characters, not %r" % (MAX_MID, mid))
+    return mid
+
+
+def member_claims(iss, cti, iat, mid, ep, tier, name=None, exp=None):
+    """Checks a member code's claims against SPEC 8.1 (and the lengths the messages carry:
+    mid 1..64, tier 0..32, nm 0..64 characters); returns the payload map."""
+    _need_text("iss", iss)
+    cti = _cti_bytes(cti)
+    _need_int("iat", iat, 0)
+    _need_mid(mid)
+    _need_int("ep", ep, 0)
+    if type(tier) is not str or len(tier) > MAX_TIER:
+        raise IssuanceError("tier", "must be text of at most %d characters" % MAX_TIER)
+    payload = {1: iss, 7: cti, 6: iat, "mid": mid, "ep": ep, "tier": tier}
+    if name is not None:
+        if type(name) is not str or len(name) > MAX_MEMBER_NAME:
+            raise IssuanceError("name", "must be text of at most %d characters"
+                                % MAX_MEMBER_NAME)
+        payload["nm"] = name
+    if exp is not None:
+        _need_int("exp", exp, 0)
+        if exp <= iat:
+            raise IssuanceError("exp", "must be after iat (%d <= %d)" % (exp, iat))
+        payload[4] = exp
+    return payload
 
 
 def campaign_claims(cmp, name, kind, val, nbf, exp, stores, min_spend, cur, sku, max_uses):
@@ -283,10 +321,12 @@ class Keystore:
     def _load(self):
         try:
             with open(os.path.join(self.path, _STATE)) as f:
-                return json.load(f)
+                st = json.load(f)
+            st.setdefault("revoked_mem", {})  # keystores made before member cards
+            return st
         except FileNotFoundError:
             return {"format": 1, "trust_ver": 0, "rev_ver": 0, "roots": [], "keys": [],
-                    "revoked_cti": [], "revoked_cmp": []}
+                    "revoked_cti": [], "revoked_cmp": [], "revoked_mem": {}}
         except (OSError, ValueError) as e:
             raise IssuanceError("keystore", "cannot read %s: %s" % (_STATE, e))
 
@@ -447,14 +487,35 @@ class Keystore:
         """(revoked cti hex list, revoked campaign list), cumulative."""
         return list(self._state["revoked_cti"]), list(self._state["revoked_cmp"])
 
+    def block_member(self, mid, ep):
+        """Loss report (SPEC 8.1): every card of member mid with epoch <= ep is blocked. The
+        entry only ever rises (a lower ep changes nothing but the version); returns the new
+        revocation list (ver + 1) as COSE_Sign1 bytes."""
+        _need_mid(mid)
+        _need_int("ep", ep, 0)
+        self._root()
+        with self._change() as st:
+            mem = st["revoked_mem"]
+            mem[mid] = max(ep, mem.get(mid, -1))
+            st["rev_ver"] += 1
+        return self.revocations()
+
+    def blocked_members(self):
+        """{mid: highest blocked card epoch}."""
+        return dict(self._state["revoked_mem"])
+
     def revocations(self):
-        """The current revocation list as COSE_Sign1 bytes."""
+        """The current revocation list as COSE_Sign1 bytes; "mem" is present once a member
+        card was blocked."""
         st = self._state
         if not st["rev_ver"]:
             raise IssuanceError("revocations", "nothing revoked yet")
-        return self._sign_list({"ver": st["rev_ver"], "iat": self.now(),
-                                "cti": [bytes.fromhex(c) for c in st["revoked_cti"]],
-                                "cmp": list(st["revoked_cmp"])})
+        payload = {"ver": st["rev_ver"], "iat": self.now(),
+                   "cti": [bytes.fromhex(c) for c in st["revoked_cti"]],
+                   "cmp": list(st["revoked_cmp"])}
+        if st["revoked_mem"]:
+            payload["mem"] = [[m, e] for m, e in sorted(st["revoked_mem"].items())]
+        return self._sign_list(payload)
 
     # -- coupons -----------------------------------------------------------------------------
     def create_campaign(self, cmp, name, kind, val, nbf=None, exp=None, stores=None,
@@ -498,6 +559,24 @@ class Keystore:
                                  (cti, cmp, kid_b, max_uses, now, exp, token))
                 tokens.append(token)
         return tokens
+
+    # -- member codes (SPEC 8.1) --------------------------------------------------------------
+    def sign_member_code(self, iss, mid, ep, tier, name=None, valid_s=None, cti=None):
+        """A "PM1:" member code signed by iss's current key: a static card (valid_s None: no
+        exp) or a dynamic code valid for valid_s seconds from now (exp = iat + valid_s; it
+        pays once). cti defaults to 16 random bytes. Returns (token, cti bytes)."""
+        now = self.now()
+        exp = None if valid_s is None else now + _need_int("valid_s", valid_s, 1)
+        cti = os.urandom(CTI_LEN) if cti is None else cti
+        payload = member_claims(iss, cti, now, mid, ep, tier, name, exp)
+        key = self._signing_key(iss, None, now)
+        cose = sign1(key["alg"], bytes.fromhex(key["kid"]), self._private_key(key["kid"]),
+                     payload)
+        token = text_form(MEMBER_PREFIX, cose)
+        if len(token) > MAX_TOKEN:
+            raise IssuanceError("token", "member code is %d chars, over %d: shorten the name"
+                                % (len(token), MAX_TOKEN))
+        return token, cti
 
     def _signing_key(self, iss, kid, now):
         if kid is None:
