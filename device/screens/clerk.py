@@ -132,10 +132,11 @@ class Clerk:
     def add_screen(self, screen):
         self._screens[screen.name] = screen
 
-    def route_scan(self, prefix, idle=None, sale=None):
-        """Scans starting with prefix go to idle(clerk, text, now) on idle (and the timed
-        screens) and to sale(clerk, text, now) on `sale`; each returns actions."""
-        self._scan_routes.append((prefix, idle, sale))
+    def route_scan(self, match, idle=None, sale=None):
+        """Scans that start with `match` (a text) or that match(text) accepts (a function) go
+        to idle(clerk, text, now) on idle (and the timed screens) and to sale(clerk, text, now)
+        on `sale`; each returns actions. Unrouted scans are coupons."""
+        self._scan_routes.append((match, idle, sale))
 
     def on_key(self, screen, fn):
         """fn(clerk, key, now) sees the keys of a core screen first; None lets them through."""
@@ -182,7 +183,9 @@ class Clerk:
             return self._say(messages.PRESS_ENTER)
         where = 2 if self.screen == SALE else 1
         for route in self._scan_routes:
-            if text.startswith(route[0]) and route[where] is not None:
+            m = route[0]
+            hit = text.startswith(m) if type(m) is str else m(text)
+            if hit and route[where] is not None:
                 return route[where](self, text, now)
         if where == 2:
             return self._sale_scan(text)
