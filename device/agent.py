@@ -22,8 +22,10 @@ from device.peripherals import Peripherals
 from device.ports import runtime
 from device.ports.clock import Clock, ticks_ms
 from device.ports.storage import PosixFS, RecordLog
+from device.sales.damage import JournalDamage
 from device.sales.queue import ChargeQueue
 from device.sales.till import Till
+from device.screens import messages
 from device.screens.clerk import Clerk
 from device.staff.pins import Lockout
 from device.staff.roles import LOCK_FILE, Roles
@@ -38,6 +40,9 @@ FORWARD_POLL_S = 0.2
 LINK_RETRY_S = 2
 LINK_RETRY_MAX_S = 60
 CONSOLE_LOCK_FILE = "/console_lock.json"
+# Below this much free flash no new sale is taken: the journal's next compaction needs room for
+# a whole copy, and what is already recorded must keep forwarding (a sale record is ~250 B).
+MIN_FREE_BYTES = 65536
 
 
 class Agent:
@@ -69,13 +74,14 @@ class Agent:
                          self.uplink, self.roles, metrics, log)
         self.clerk = Clerk(self.till, self.roles, currency=cfg["currency"])
         self.peripherals = Peripherals(cfg, clock, metrics, log)
+        self.damage = JournalDamage(fs, d, log).load()
         self.status = Status(self.shop, self.queue, self.counters, metrics, self.trust,
-                             self.uplink)
+                             self.uplink, self.damage)
         self.view = ConsoleView(cfg=cfg, data_dir=d, status=self.status, settings=self.settings,
                                 queue=self.queue, trust=self.trust, till=self.till,
                                 events=self.events,
                                 lockout=Lockout(fs, d + CONSOLE_LOCK_FILE, clock).open(),
-                                selftest=self._selftest, log=log)
+                                selftest=self._selftest, damage=self.damage, log=log)
         self.tasks = Tasks(metrics, log)
         self._kick = None
         self.link = None
@@ -86,6 +92,8 @@ class Agent:
         self.downlink.on_fleet("trustlist", self._on_list("trustlist"))
         self.downlink.on_fleet("revocations", self._on_list("revocations"))
         self.queue.listen(on_commit=self._queued, on_resolve=self._queued)
+        self.till.add_gate(self._storage_gate)
+        self.clerk.add_idle_lines(self._storage_lines)
         for name in services.SERVICES:
             __import__(name, None, None, ["install"]).install(self)
         for kind in self.queue.kinds.values():
@@ -93,6 +101,27 @@ class Agent:
         self.queue.open()
         # An answer already on flash was accepted with its seq: a replay of it is stale.
         self.downlink.restore_seq(self.queue.host_seq)
+        self._check_journal()
+
+    def _check_journal(self):
+        q = self.queue
+        if not q.bad_records and not q.log.skipped_bytes:
+            return
+        self.metrics.inc("journal_damage")
+        saved = q.log.damaged_copy
+        if saved is None and q.bad_records:
+            saved = q.log.path + ".damaged"
+            raw = self.fs.read(q.log.path)
+            try:
+                self.fs.write_atomic(saved, raw)
+            except OSError:
+                saved = None
+        self.damage.record(self.clock.now(), q.bad_records, q.log.skipped_bytes, saved)
+        if q.bad_records:
+            try:
+                q.compact(self.clock.now())  # so the same records are not counted at every boot
+            except Exception as e:
+                self.log("journal not rewritten: %s" % e)
 
     # -- logging ---------------------------------------------------------------------------------
     def log(self, text):
@@ -139,6 +168,19 @@ class Agent:
                 return
             self.log("installed %s ver %d" % (what, ver))
         return handle
+
+    def storage_full(self):
+        free = self.fs.free_bytes(self.data_dir)
+        return self.queue.log.needs_repair() or (free is not None and free < MIN_FREE_BYTES)
+
+    def _storage_gate(self, action):
+        if self.storage_full():
+            self.metrics.inc("refused_storage_full")
+            return messages.STORAGE_FULL
+        return None
+
+    def _storage_lines(self):
+        return [messages.STORAGE_FULL[0]] if self.storage_full() else []
 
     def _queued(self, *args):
         # The queue's own signal: a commit (or an answer freeing the window) wakes the forwarder.

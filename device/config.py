@@ -15,6 +15,7 @@ DEFAULT_BROKER = {"host": "127.0.0.1", "port": 1883, "tls": False, "username": N
                   "password": None, "root": "pos/v1", "ca": None, "cert": None, "key": None,
                   "keepalive": 30}
 DRIVER_KEYS = ("scanner", "keypad", "display", "printer", "console")
+FILE_DRIVERS = ("display", "printer")  # drivers that write a file: confined (_confined)
 PIN_ROLES = ("tech", "supervisor", "clerk")
 _HEX = "0123456789abcdef"
 
@@ -74,14 +75,30 @@ def check_pin_hash(v, name):
     return v
 
 
-def _driver(v, name):
+def _driver(v, name, data_dir):
     if v is None:
         return None
     if not isinstance(v, dict) or not isinstance(v.get("driver"), str):
         raise ConfigError(name, "must be an object with a \"driver\" name, or null")
     if "baud" in v:
         _int(v, "baud", name + ".baud", 50, 4000000)
+    if name in FILE_DRIVERS and "path" in v:
+        _confined(v["path"], name + ".path", data_dir)
     return dict(v)
+
+
+def _confined(path, name, data_dir):
+    """A file the display or printer driver writes: inside data_dir, or a device node under
+    /dev/ (a printer port), never anywhere else a console or host could point it."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(name, "must be a file path")
+    parts = path.split("/")
+    if ".." in parts or "\x00" in path:
+        raise ConfigError(name, "must not contain .. or NUL")
+    base = data_dir.rstrip("/") + "/"
+    if not (path.startswith(base) or path.startswith("/dev/")):
+        raise ConfigError(name, "must be inside data_dir (%s) or a /dev/ device" % data_dir)
+    return path
 
 
 def parse(obj):
@@ -119,7 +136,7 @@ def parse(obj):
     cfg["broker"] = b
 
     for key in DRIVER_KEYS:
-        cfg[key] = _driver(obj.get(key), key)
+        cfg[key] = _driver(obj.get(key), key, cfg["data_dir"])
 
     limits = obj.get("limits", {})
     if not isinstance(limits, dict):

@@ -6,12 +6,15 @@
 # above anything sent before (SPEC 3.1: seq only grows).
 import json
 
+from device.ports.storage import SlotFile
+
 SEQ_BLOCK = 1000
 
 
 class Counters:
     def __init__(self, fs, path, block=SEQ_BLOCK, log=None):
-        self.fs = fs
+        # In place (a slot file): a seq reservation still lands on a full disk.
+        self._file = SlotFile(fs, path)
         self.log = log
         self.unsaved = 0  # saves that failed (a full disk): retried at the next flush
         self.path = path
@@ -25,7 +28,10 @@ class Counters:
 
     def open(self):
         """Loads the counters and counts this boot (one flash write)."""
-        raw = self.fs.read(self.path)
+        try:
+            raw = self._file.read()
+        except OSError:
+            raw = b"?"
         state = {}
         if raw:
             try:
@@ -48,7 +54,7 @@ class Counters:
 
     def _save(self):
         try:
-            self.fs.write_atomic(self.path, json.dumps({
+            self._file.write(json.dumps({
                 "boot": self.boot, "seq_reserved": self._reserved, "host_seq": self.host_seq,
             }).encode())
         except OSError as e:

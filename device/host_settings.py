@@ -82,6 +82,8 @@ class HostSettings:
                 continue
             if key in messages.CONFIG_SUBKEYS:
                 value = {k: v for k, v in value.items() if k in messages.CONFIG_SUBKEYS[key]}
+                if not value:
+                    continue
             out[key] = value
         return out
 

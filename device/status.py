@@ -7,13 +7,14 @@ from device.ports.clock import ticks_diff, ticks_ms
 
 
 class Status:
-    def __init__(self, shop, queue, counters, metrics, trust, link_state):
+    def __init__(self, shop, queue, counters, metrics, trust, link_state, damage):
         self.shop = shop
         self.queue = queue
         self.counters = counters
         self.metrics = metrics
         self.trust = trust
         self.link_state = link_state
+        self.damage = damage
         self.started_ms = ticks_ms()
         self._facts = []
 
@@ -34,7 +35,8 @@ class Status:
         (docs/formats.md); the selftest fails until a technician acknowledges it."""
         return {"bad_records": self.queue.bad_records,
                 "skipped_bytes": self.queue.log.skipped_bytes,
-                "unacknowledged": False}
+                "damage_events": self.damage.total,
+                "unacknowledged": self.damage.unacknowledged()}
 
     def hello_body(self):
         return self._extend({"fw": firmware.FW, "rt": runtime.NAME, "boot": self.counters.boot,

@@ -351,13 +351,9 @@ def _r(x):
 
 
 def _workdir():
-    path = "var"
-    for part in ("bench", "queue-%08x" % int.from_bytes(os.urandom(4), "big")):
-        path += "/" + part
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass
+    # Made level by level from the top: a fresh clone has no var/ yet (issue 16, point 11).
+    path = "var/bench/queue-%08x" % int.from_bytes(os.urandom(4), "big")
+    PosixFS().makedirs(path)
     return path
 
 

@@ -33,7 +33,8 @@ class ConsoleView:
     `commands`: name -> fn(arg) -> reply dict (all need a technician login)."""
 
     def __init__(self, cfg=None, data_dir=None, status=None, settings=None, queue=None,
-                 trust=None, till=None, events=None, lockout=None, selftest=None, log=None):
+                 trust=None, till=None, events=None, lockout=None, selftest=None, damage=None,
+                 log=None):
         self.cfg = cfg
         self.data_dir = data_dir
         self.status = status
@@ -44,6 +45,7 @@ class ConsoleView:
         self.events = events
         self.lockout = lockout
         self.selftest = selftest
+        self.damage = damage
         self.log = log
         self.commands = {}
 
@@ -335,6 +337,16 @@ class Commands:
                         oldest_at=oldest, declined=declined[-LIST_MAX:],
                         declined_unseen=len(q.unacked), others=others, waiting=waiting,
                         notices=notices[-LIST_MAX:])
+
+    # -- journal damage --------------------------------------------------------------------------
+    def cmd_journal_show(self, arg):
+        d = self.t.damage
+        return reply_ok(events=d.events, total=d.total, unacknowledged=d.unacknowledged())
+
+    def cmd_journal_ack(self, arg):
+        n = self.t.damage.acknowledge()
+        self.log("journal damage acknowledged (%d event(s))" % n)
+        return reply_ok(acknowledged=n)
 
     # -- selftest --------------------------------------------------------------------------------
     def cmd_selftest(self, arg):

@@ -8,7 +8,7 @@
 import json
 
 MAX_LINE = 262144  # a revocation list in text form can be long
-GROUPS = ("trust", "revocations", "coupon", "queue", "config", "log", "tls")
+GROUPS = ("trust", "revocations", "coupon", "queue", "config", "log", "tls", "journal")
 
 
 def reply_ok(**fields):

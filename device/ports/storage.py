@@ -79,6 +79,16 @@ class PosixFS:
         finally:
             os.close(fd)
 
+    def overwrite(self, path, offset, data):
+        """Writes data over existing bytes of a file, in place, durable on return (no new
+        block is needed on a POSIX filesystem: this works on a full disk)."""
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+            if _fsync is not None:
+                _fsync(f.fileno())
+
     def open_append(self, path):
         return _Appender(path)
 
@@ -90,6 +100,14 @@ class PosixFS:
             return os.stat(path)[6]
         except OSError:
             return 0
+
+    def free_bytes(self, path):
+        """Bytes still free for us on the filesystem holding path; None when unknown."""
+        try:
+            st = os.statvfs(path)
+        except (OSError, AttributeError):
+            return None
+        return (st[1] or st[0]) * st[4]
 
     def remove(self, path):
         try:
@@ -141,14 +159,16 @@ def _frame_at(buf, i):
 def scan(buf):
     """Parses a whole log image: (payloads, good_end, skipped_bytes).
 
-    good_end is where the last valid frame ends: bytes after it are a torn tail.
+    good_end is where the last valid frame ends: bytes after it are a torn tail. A damaged
+    header is damage like any other: the frames after it are still read, and the header's bytes
+    count as skipped (good_end 0 when no frame is left).
     """
-    if buf[:4] != LOG_MAGIC:
-        raise StorageError("not a record log")
     out = []
-    i = 4
-    good_end = 4
     skipped = 0
+    if buf[:4] == LOG_MAGIC:
+        i = good_end = 4
+    else:
+        i = good_end = 0
     while i < len(buf):
         got = _frame_at(buf, i)
         if got is not None:
@@ -165,6 +185,9 @@ def scan(buf):
             break
         skipped += j - i
         i = j
+    if good_end == 0 and buf:
+        skipped = len(buf)  # no header and no frame: nothing here was ever a record
+        good_end = 0
     return out, good_end, skipped
 
 
@@ -172,7 +195,11 @@ class RecordLog:
     """Append-only log of small records, each framed with length + CRC32.
 
     open() reads every valid record and repairs a torn tail by rewriting the good prefix
-    atomically (MicroPython files cannot be truncated). append() is one write + one sync.
+    atomically (MicroPython files cannot be truncated). Damage (bytes that are no frame, a broken
+    header) never stops it: every valid frame is read, the damaged file is kept aside as
+    PATH.damaged for a technician, and the log is rewritten with the frames it could read.
+    append() is one write + one sync. A log that cannot be created (a full disk) opens empty and
+    read-only: appends fail with StorageError until there is room.
     """
 
     def __init__(self, fs, path):
@@ -181,22 +208,52 @@ class RecordLog:
         self._app = None
         self.torn_bytes = 0
         self.skipped_bytes = 0
+        self.damaged_copy = None  # where the damaged file was kept, when it was
         self.size = 0
+        self._repair = None       # the clean image still to write (a full disk at open)
 
     def open(self):
         buf = self.fs.read(self.path)
-        if not buf or len(buf) < 4:
+        if not buf or (len(buf) < 4 and LOG_MAGIC.startswith(buf)):
             # Missing, or cut before the header reached flash: start empty.
-            self.fs.write_atomic(self.path, LOG_MAGIC)
-            self.size = 4
+            self._rewrite([LOG_MAGIC])
             return []
         records, good_end, skipped = scan(buf)
         self.skipped_bytes = skipped
+        if skipped or buf[:4] != LOG_MAGIC:
+            self._set_aside(buf)
+            self._rewrite([LOG_MAGIC] + [frame(p) for p in records])
+            return records
+        self.size = good_end
         if good_end < len(buf):
             self.torn_bytes = len(buf) - good_end
-            self.fs.write_atomic(self.path, buf[:good_end])
-        self.size = good_end
+            self._rewrite([buf[:good_end]])
         return records
+
+    def _rewrite(self, chunks):
+        """The log becomes exactly chunks; on a full disk the rewrite waits for the next
+        append (reading and forwarding go on; nothing new is recorded until it succeeds)."""
+        try:
+            self.fs.write_atomic(self.path, chunks)
+        except OSError:
+            self._repair = chunks
+            self.size = sum(len(c) for c in chunks)
+            return False
+        self._repair = None
+        self.size = sum(len(c) for c in chunks)
+        return True
+
+    def needs_repair(self):
+        """True while the log could not be rewritten clean (a full disk at open)."""
+        return self._repair is not None
+
+    def _set_aside(self, buf):
+        # Keep the evidence for a technician (best effort: a full disk keeps only the count).
+        try:
+            self.fs.write_atomic(self.path + ".damaged", buf)
+            self.damaged_copy = self.path + ".damaged"
+        except OSError:
+            self.damaged_copy = None
 
     def _appender(self):
         if self._app is None:
@@ -206,6 +263,10 @@ class RecordLog:
     def append(self, payloads):
         """Appends the records (a list of bytes) with a single sync; durable on return."""
         data = b"".join(frame(p) for p in payloads)
+        if self._repair is not None:
+            self.close()
+            if not self._rewrite(self._repair):
+                raise StorageError("journal not writable (no room to repair it)")
         app = self._appender()
         try:
             app.write(data)
@@ -230,3 +291,75 @@ class RecordLog:
             except OSError:
                 pass
             self._app = None
+
+
+# Slot file: a small state that must stay writable on a full disk (the PIN lockouts, the seq
+# counters). Two fixed-size slots updated in place in turn, each
+#   "SL" | counter u32 LE | length u16 LE | crc32 u32 LE (of counter..payload) | payload, padded
+# The newest slot whose CRC holds is the state, so a power cut mid-write leaves the other one.
+# The file is made whole (both slots) while there is room; a file in another format (an older
+# firmware's JSON) reads as it is and is replaced by the first write.
+_SLOT_HDR = 12
+
+
+class SlotFile:
+    def __init__(self, fs, path, size=128):
+        self.fs = fs
+        self.path = path
+        self.size = size
+        self._counter = None
+
+    def read(self):
+        """The newest state (bytes), or None when there is none."""
+        raw = self.fs.read(self.path)
+        if raw is None:
+            return None
+        if len(raw) != 2 * self.size or raw[:2] != b"SL":
+            self._counter = None
+            return raw if raw else None
+        best = None
+        for i in (0, 1):
+            got = self._slot(raw[i * self.size:(i + 1) * self.size])
+            if got is not None and (best is None or got[0] > best[0]):
+                best = got
+        if best is None:
+            self._counter = 0
+            return None
+        self._counter = best[0]
+        return best[1]
+
+    def _slot(self, s):
+        if s[:2] != b"SL":
+            return None
+        counter, n, crc = struct.unpack_from("<IHI", s, 2)
+        if n > self.size - _SLOT_HDR:
+            return None
+        body = s[2:8] + s[_SLOT_HDR:_SLOT_HDR + n]
+        if binascii.crc32(body) & 0xFFFFFFFF != crc:
+            return None
+        return counter, bytes(s[_SLOT_HDR:_SLOT_HDR + n])
+
+    def _encode(self, counter, data):
+        head = struct.pack("<IH", counter, len(data))
+        crc = binascii.crc32(head + data) & 0xFFFFFFFF
+        s = b"SL" + head + struct.pack("<I", crc) + data
+        return s + b"\x00" * (self.size - len(s))
+
+    def write(self, data):
+        """Makes data the state; OSError when it cannot (a full disk before the file was
+        ever made whole)."""
+        if len(data) > self.size - _SLOT_HDR:
+            raise StorageError("state of %d bytes over the slot size" % len(data))
+        if self._counter is None:
+            self.read()
+        if self._counter is None:
+            # No slot file yet (or an old format): make it whole, atomically.
+            # counter c lives in slot c % 2: the next write never touches the newest one
+            image = self._encode(0, b"") + self._encode(1, data)
+            self.fs.write_atomic(self.path, image)
+            self._counter = 1
+            return
+        counter = self._counter + 1
+        self.fs.overwrite(self.path, (counter % 2) * self.size, self._encode(counter, data))
+        self._counter = counter
+

@@ -38,6 +38,7 @@ HINT_SALE = "scan coupons, ENTER=pay"
 NOT_SAVED = "nothing recorded"
 SALE_REFUSED = "Sale refused"
 NOT_RECORDED = ["Sale NOT recorded:", "storage error", "call a technician"]
+STORAGE_FULL = ["STORAGE FULL: no new sales", "queued sales still send", "call a technician"]
 
 # Offline limits (SPEC 4): the first line of a refusal names the limit.
 LIMIT_TEXT = {

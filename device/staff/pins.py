@@ -6,6 +6,7 @@
 import json
 
 from device import crypto
+from device.ports.storage import SlotFile
 from protocol.schema import MAX_PIN_ITERATIONS
 
 ROLES = ("tech", "supervisor", "clerk")
@@ -76,7 +77,8 @@ class Lockout:
     count starts again. A clock that jumps back never makes a lock last longer than lock_s."""
 
     def __init__(self, fs, path, clock, max_failures=MAX_FAILURES, lock_s=LOCK_S):
-        self.fs = fs
+        # In place (a slot file): a full disk must not turn a lock into a free retry loop.
+        self._file = SlotFile(fs, path)
         self.path = path
         self.clock = clock
         self.max_failures = max_failures
@@ -86,8 +88,15 @@ class Lockout:
         self.save_errors = 0
 
     def open(self):
-        raw = self.fs.read(self.path)
+        try:
+            raw = self._file.read()
+        except OSError:
+            raw = b"?"  # unreadable: locked, below
         if raw is None:
+            try:
+                self._save_or_raise()  # make the slot file whole while there is room
+            except OSError:
+                pass
             return self
         try:
             state = json.loads(raw)
@@ -140,12 +149,14 @@ class Lockout:
         self.until = self.clock.now() + self.lock_s
         self._save()
 
+    def _save_or_raise(self):
+        self._file.write(json.dumps({"failures": self.failures, "until": self.until}).encode())
+
     def _save(self):
         try:
-            self.fs.write_atomic(self.path, json.dumps({"failures": self.failures,
-                                                        "until": self.until}).encode())
+            self._save_or_raise()
         except OSError:
-            # The count still holds in memory; a full disk must not turn into a free retry loop.
+            # The count still holds in memory until the next restart.
             self.save_errors += 1
 
 

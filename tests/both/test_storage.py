@@ -1,4 +1,4 @@
-from device.ports.storage import LOG_MAGIC, PosixFS, RecordLog, StorageError, frame, scan
+from device.ports.storage import LOG_MAGIC, PosixFS, RecordLog, frame, scan
 from tests.both.util import raises, tmpdir
 
 
@@ -58,8 +58,37 @@ def test_bad_length_field_does_not_allocate():
     assert records == [] and good_end == 4
 
 
-def test_not_a_log():
-    raises(StorageError, scan, b"XXXX")
+def test_not_a_log_is_all_damage():
+    assert scan(b"XXXX") == ([], 0, 4)
+
+
+def test_damaged_header_keeps_every_valid_record_and_sets_the_file_aside():
+    # Issue 16: a damaged header used to stop the agent ("not a record log").
+    fs, p = _log()
+    good = LOG_MAGIC + frame(b"alpha") + frame(b"beta") + frame(b"gamma")
+    for damage in (b"XXXX", b"\x00\x00\x00\x00\x00", b"RLG2", b"\xa5\xa5\xa5\xa5"):
+        broken = damage + good[4:]
+        fs.write_atomic(p, broken)
+        log = RecordLog(fs, p)
+        assert log.open() == [b"alpha", b"beta", b"gamma"], damage
+        assert log.skipped_bytes == len(damage)
+        assert fs.read(p + ".damaged") == broken and log.damaged_copy == p + ".damaged"
+        assert fs.read(p) == good
+        log.append([b"after"])
+        log.close()
+        again = RecordLog(fs, p)
+        assert again.open() == [b"alpha", b"beta", b"gamma", b"after"]
+        assert again.skipped_bytes == 0
+
+
+def test_damage_in_the_first_record_keeps_the_rest():
+    fs, p = _log()
+    buf = bytearray(LOG_MAGIC + frame(b"first" * 4) + frame(b"second") + frame(b"third"))
+    buf[4 + 9 + 3] ^= 0x55
+    fs.write_atomic(p, bytes(buf))
+    log = RecordLog(fs, p)
+    assert log.open() == [b"second", b"third"] and log.skipped_bytes == 9 + 20
+    assert RecordLog(fs, p).open() == [b"second", b"third"]
 
 
 def test_header_cut_starts_empty():
