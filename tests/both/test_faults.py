@@ -271,8 +271,8 @@ def test_redeemed_replayed_after_a_power_cut_is_not_applied_again():
 
 # -- 9. no task of the agent dies silently --------------------------------------------------------
 def test_a_failing_task_is_restarted_and_counted():
-    from device.metrics import Metrics
     import device.tasks as tasks_mod
+    from device.metrics import Metrics
     metrics = Metrics()
     lines = []
     runs = []

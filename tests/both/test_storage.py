@@ -1,5 +1,5 @@
 from device.ports.storage import LOG_MAGIC, PosixFS, RecordLog, frame, scan
-from tests.both.util import raises, tmpdir
+from tests.both.util import tmpdir
 
 
 def _log():
