@@ -683,3 +683,28 @@ def test_tls_install_needs_a_provisioned_terminal():
     d, path, cmds, call, _ = unprovisioned("con-tls-unprov")
     err(call("tls install {}"), "not_provisioned")
     err(call("tls"), "bad_argument")
+
+
+def test_a_console_builds_only_what_it_uses():
+    # No agent: the queue, a lockout and the PINs in force are all `queue list` and `login` use.
+    from device.console.commands import ConsoleView
+    from device.ports.storage import RecordLog
+    from device.sales.queue import ChargeQueue
+    from device.staff.pins import Lockout
+
+    class Pins:
+        def pins(self):
+            return {"tech": TECH}
+
+    d = tmpdir("con-view")
+    q = ChargeQueue(RecordLog(PosixFS(), d + "/q.log")).open()
+    q.commit(make_sale(b"\x05" * 16, q.take_receipt_no(), 700, [], "CNY", NOW, True, "c"))
+    view = ConsoleView(queue=q, settings=Pins(), lockout=Lockout(PosixFS(), d + "/lock",
+                                                                 Clock()).open())
+    con = Console(Commands(view, clock=Clock(), log_out=Quiet()))
+
+    def call(line):
+        return json.loads(con.feed(line.encode() + b"\n")[0].decode())
+    assert call("login 2468")["ok"]
+    rep = call("queue list")
+    assert rep["pending_count"] == 1 and rep["pending"][0]["amt"] == 700
