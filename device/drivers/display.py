@@ -3,6 +3,8 @@
 # `null` keeps only counters, for headless devices.
 import json
 
+from device.drivers.files import write_all
+
 
 class DisplayError(Exception):
     """A frame that is not (str, [str, ...]) or a file that cannot be written."""
@@ -15,17 +17,6 @@ def _check_frame(screen, lines):
         if type(line) is not str:
             raise DisplayError("display lines must be text, got %r" % (line,))
     return list(lines)
-
-
-def _write_all(f, data):
-    # Unbuffered file (buffering=0): nothing of a failed write lingers to resurface with the next;
-    # a raw write may be short, so loop.
-    view = memoryview(data)
-    while len(view):
-        n = f.write(view)
-        if not n:
-            raise OSError("short write")
-        view = view[n:]
 
 
 class JsonlDisplay:
@@ -54,7 +45,7 @@ class JsonlDisplay:
         text = '{"at": %s, "screen": %s, "lines": %s}\n' % (
             json.dumps(float(self.clock())), json.dumps(screen), json.dumps(lines))
         try:
-            _write_all(self._f, text.encode())
+            write_all(self._f, text.encode())
             self._f.flush()
         except OSError as e:
             self.errors += 1

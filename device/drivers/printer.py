@@ -2,20 +2,11 @@
 # A printer fault is never the sale's fault: the record is already durable when we print, so
 # errors come out as PrinterError for the caller to show and count, never as a crash.
 
+from device.drivers.files import write_all
+
 
 class PrinterError(Exception):
     """The printer could not take a job (disk full, file gone, bad job)."""
-
-
-def _write_all(f, data):
-    # Unbuffered file (buffering=0): nothing of a failed write lingers to resurface with the next;
-    # a raw write may be short, so loop.
-    view = memoryview(data)
-    while len(view):
-        n = f.write(view)
-        if not n:
-            raise OSError("short write")
-        view = view[n:]
 
 
 class FilePrinter:
@@ -34,7 +25,7 @@ class FilePrinter:
         if not isinstance(data, (bytes, bytearray)):
             raise PrinterError("a print job is bytes, got %s" % type(data).__name__)
         try:
-            _write_all(self._f, data)
+            write_all(self._f, data)
             self._f.flush()  # the job is on the "paper" when print() returns
         except OSError as e:
             self.errors += 1
