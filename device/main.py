@@ -65,14 +65,22 @@ def new_agent(cfg, path, log_out=None):
     return Agent(cfg, config_path=path, log_out=log_out)
 
 
-def run_path(path, console_port=None):
+def _start(path):
+    """(fs, cfg or None, exit code or None): a factory reset finished, the config read."""
     from device.ports.storage import PosixFS
     fs = PosixFS()
     finish_factory_reset(fs, path)
     cfg, err = load(path, fs)
     if err:
         sys.stderr.write("config error: %s\n" % err)
-        return 2
+        return fs, None, 2
+    return fs, cfg, None
+
+
+def run_path(path, console_port=None):
+    fs, cfg, code = _start(path)
+    if code is not None:
+        return code
     console_cfg = {"driver": "serial", "port": console_port} if console_port else None
     if cfg is not None:
         if cfg["console"] is None and console_cfg is not None:
@@ -87,69 +95,63 @@ def run_path(path, console_port=None):
 def _unprovisioned(path, fs, console_cfg):
     from device.console.commands import Commands
     from device.console.lines import Console
+    from device.drivers.serial import SerialError, open_serial
     # With the console on stdin/stdout, log lines go to stderr (stdout carries only replies).
     log_out = sys.stderr if console_cfg is None else None
     cmds = Commands(None, path, fs=fs, console_cfg=console_cfg, log_out=log_out,
                     on_provisioned=lambda cfg: new_agent(cfg, path, log_out))
     con = Console(cmds)
     cmds.log("no config at %s: console only, waiting for provision" % path)
-    if console_cfg is None:
-        port = None
-        _serve_stdio(con, cmds, until_agent=True)
-    else:
-        from device.drivers.serial import SerialError, open_serial
-        try:
-            port = open_serial(console_cfg)
-        except (SerialError, ValueError) as e:
-            sys.stderr.write("unprovisioned and no console: %s\n" % e)
-            return 2
-        while cmds.started is None and cmds.exit_code is None:
-            try:
-                data = port.read_available()
-                for out in con.feed(data):
-                    port.write(out)
-            except SerialError as e:  # the cable pulled mid-line: wait for the next one
-                cmds.log(str(e))
-                data = b""
-                time.sleep(0.5)
-            if not data:
-                time.sleep(BOOT_POLL_S)
+    try:
+        port = open_serial(console_cfg or {"driver": "stdio"})
+    except (SerialError, ValueError) as e:
+        sys.stderr.write("unprovisioned and no console: %s\n" % e)
+        return 2
+    _serve(con, cmds, port, until_agent=True)
     if cmds.exit_code is not None or cmds.started is None:
         return cmds.exit_code or 0
-    # The console the terminal was provisioned on goes on serving it, session and all.
+    # The console the terminal was provisioned on (a serial line or stdin) goes on serving it,
+    # session and all.
     return run_agent(cmds.started, port, con)
 
 
-def _serve_stdio(con, cmds, until_agent=False):
+def _serve(con, cmds, port, until_agent=False):
+    """Feeds the console from a port until the input ends, a command restarts the terminal,
+    or (until_agent) a `provision` started the agent."""
+    from device.drivers.serial import SerialError
     while True:
-        line = sys.stdin.readline()
-        if not line:
-            return 0
-        for out in con.feed(line.encode() if isinstance(line, str) else line):
-            sys.stdout.write(out.decode())
-        if hasattr(sys.stdout, "flush"):
-            sys.stdout.flush()
+        try:
+            data = port.read_available()
+            if not data and getattr(port, "eof", False):
+                data = b"\n"  # the last line may have no line end
+            for out in con.feed(data):
+                port.write(out)
+        except SerialError as e:  # the cable pulled mid-line: wait for the next one
+            cmds.log(str(e))
+            data = b""
+            time.sleep(0.5)
         if cmds.exit_code is not None:
             return cmds.exit_code
         if until_agent and cmds.started is not None:
             return 0
+        if getattr(port, "eof", False):
+            return 0
+        if not data:
+            time.sleep(BOOT_POLL_S)
 
 
 def console_path(path):
     """The console on stdin/stdout (replies on stdout, logs on stderr)."""
     from device.console.commands import Commands
     from device.console.lines import Console
-    from device.ports.storage import PosixFS
-    fs = PosixFS()
-    finish_factory_reset(fs, path)
-    cfg, err = load(path, fs)
-    if err:
-        sys.stderr.write("config error: %s\n" % err)
-        return 2
+    from device.drivers.serial import StdioPort
+    fs, cfg, code = _start(path)
+    if code is not None:
+        return code
     agent = new_agent(cfg, path, sys.stderr) if cfg is not None else None
     cmds = Commands(agent.view if agent else None, path, fs=fs, log_out=sys.stderr,
                     on_provisioned=lambda c: new_agent(c, path, sys.stderr))
-    code = _serve_stdio(Console(cmds), cmds)
+    code = _serve(Console(cmds), cmds, StdioPort())
     agent = agent or cmds.started
     if agent is not None and not cmds.reset_done:
         agent.counters.flush()

@@ -631,7 +631,7 @@ class Keystore:
 def write_csv(path, tokens):
     """cti (hex), campaign, token: one row per coupon, header first."""
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # CRLF would stick to a token cut from a line
         w.writerow(["cti", "campaign", "token"])
         for t in tokens:
             c = token_claims(t)

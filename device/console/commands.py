@@ -24,7 +24,30 @@ SESSION_IDLE_S = 600
 CONFIRM_S = 60         # a factory-reset confirmation code is good for this long
 LIST_MAX = 100         # entries per list in `queue list`
 LOG_TAIL_DEFAULT = 20
-LOCK_FILE = "/console_lock.json"
+
+# What `help` lists: command -> (argument, what it does). A command with no argument refuses
+# one (a typo must not run the command as if nothing followed).
+HELP = (
+    ("status", "", "the terminal at a glance (no login needed)"),
+    ("login", "PIN", "a technician session (5 wrong PINs lock for 300 s)"),
+    ("logout", "", "ends the session"),
+    ("help", "", "this list"),
+    ("provision", "JSON", "writes the config (SPEC 5), atomically"),
+    ("trust load", "PT1:...", "installs a trust list (newer ver only)"),
+    ("revocations load", "PR1:...", "installs a revocation list (newer ver only)"),
+    ("coupon check", "TOKEN [TOTAL]", "the verdict a sale would get; nothing redeemed"),
+    ("queue list", "", "pending, waiting and declined records"),
+    ("journal show", "", "journal damage found at boot"),
+    ("journal ack", "", "acknowledges the journal damage (selftest passes again)"),
+    ("selftest", "", "drivers, storage, clock, link, lists, journal"),
+    ("config get", "[KEY]", "the running config (secrets hidden), and what the next boot uses"),
+    ("config set", "KEY VALUE", "changes a settable key (broker.*, drivers, limits.*, ...)"),
+    ("log tail", "[N]", "the last N log lines (default 20)"),
+    ("tls install", "JSON", "the broker CA, this terminal's certificate and key"),
+    ("reboot", "", "restarts the terminal"),
+    ("factory-reset", "[CODE]", "erases config and data, after a confirmation code"),
+)
+NO_ARGUMENT = [name.replace(" ", "_") for name, arg, _ in HELP if not arg]
 
 
 class ConsoleView:
@@ -47,7 +70,9 @@ class ConsoleView:
         self.selftest = selftest
         self.damage = damage
         self.log = log
-        self.commands = {}
+        self.commands = {}      # name -> fn(arg): commands a service adds
+        self.help = []          # (name, argument, what it does) of those, for `help`
+        self.no_argument = []   # those that take no argument
 
 
 class Commands:
@@ -91,7 +116,19 @@ class Commands:
         fn = getattr(self, "cmd_" + name, None)
         if fn is None and self.t is not None:
             fn = self.t.commands.get(name)
+        if fn is not None and (name in NO_ARGUMENT or (self.t is not None
+                                                       and name in self.t.no_argument)):
+            return _no_argument(name, fn)
         return fn
+
+    def cmd_help(self, arg):
+        lines = []
+        for name, argument, what in HELP:
+            lines.append({"command": name, "argument": argument, "does": what})
+        if self.t is not None:
+            for name, argument, what in self.t.help:
+                lines.append({"command": name, "argument": argument, "does": what})
+        return reply_ok(commands=lines, provisioned=self.t is not None)
 
     def groups(self):
         """The two-word command groups services added ("licence" for `licence load`)."""
@@ -503,6 +540,14 @@ def _split_word(text):
     if i < 0:
         return text, ""
     return text[:i], text[i + 1:].strip(" ")
+
+
+def _no_argument(name, fn):
+    def call(arg):
+        if arg.strip(" \t"):
+            return reply_error("bad_argument", "%s takes no argument" % name.replace("_", " "))
+        return fn(arg)
+    return call
 
 
 def _record(q, rec, answer):

@@ -82,7 +82,8 @@ def _parse(argv):
             raise ArgError("%s is required" % name)
     if len(tokens) != 1:
         raise ArgError("exactly one TOKEN expected, got %d" % len(tokens))
-    return opts, tokens[0]
+    # A line end is never base45 (a space is): one pasted from a file is not part of the token.
+    return opts, tokens[0].rstrip("\r\n")
 
 
 def _integer(name, text, minimum=None):

@@ -3,6 +3,7 @@
 #   CPython             pyserial with timeout=0 (reads only what is there)
 #   MicroPython unix    the tty device file in termios raw mode, VMIN=0/VTIME=0 (see _TtyPort)
 #   MicroPython boards  machine.UART when the port is "uart:N"
+# and the technician console on a desktop's stdin/stdout ({"driver": "stdio"}): StdioPort.
 import sys
 
 from device.ports import runtime as rt
@@ -50,6 +51,8 @@ def open_serial(cfg):
     """Opens the port of a SPEC 5 {"driver": "serial", "port": ..., "baud": ...} config.
 
     Bad config -> ValueError; a port that cannot be opened -> SerialError naming it."""
+    if isinstance(cfg, dict) and cfg.get("driver") == "stdio":
+        return StdioPort()
     port, baud = _settings(cfg)
     if port.startswith("uart:"):
         return _UartPort(port, baud)
@@ -250,3 +253,61 @@ class _UartPort(_Port):
             deinit = getattr(self._u, "deinit", None)
             if deinit:
                 deinit()
+
+
+class StdioPort(_Port):
+    """The console on stdin/stdout (`python -m device console`, or `run` with no console port):
+    bytes in, never text, so input that is not UTF-8 reaches the console's `bad_encoding` instead
+    of breaking a decoder. Non-blocking: select.poll, then what is there (os.read on CPython;
+    MicroPython's stdin buffer reads what poll promised). End of input closes the port."""
+
+    IMPL = "stdio"
+
+    def __init__(self, inp=None, out=None):
+        import os
+        import select
+
+        _Port.__init__(self, "stdio", 0)
+        self._in = inp or sys.stdin
+        self._out = out or sys.stdout
+        self._fd = self._in.fileno()
+        self._os_read = getattr(os, "read", None)
+        self._poll = select.poll()
+        self._poll.register(self._in, select.POLLIN)
+        self._pollin = select.POLLIN
+        self.eof = False
+        self.is_open = True
+
+    def read_available(self):
+        if self.eof:
+            return b""
+        out = bytearray()
+        while len(out) < READ_MAX:
+            ready = self._poll.poll(0)
+            if not ready or not ready[0][1] & self._pollin:
+                if ready and not out:
+                    self.eof = True  # hung up with nothing left to read
+                break
+            if self._os_read is not None:
+                chunk = self._os_read(self._fd, READ_MAX - len(out))
+            else:
+                chunk = self._in.buffer.read(1)
+            if not chunk:
+                self.eof = True
+                break
+            out += chunk
+        self.rx += len(out)
+        return bytes(out)
+
+    def _write(self, data):
+        buf = getattr(self._out, "buffer", None)
+        if buf is not None:
+            buf.write(data)
+        else:
+            self._out.write(data.decode())
+        if hasattr(self._out, "flush"):
+            self._out.flush()
+
+    def close(self):
+        self.is_open = False
+
