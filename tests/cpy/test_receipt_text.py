@@ -1,4 +1,4 @@
-# The ESC/POS a terminal prints, read back as text (host_sim/receipt_text.py), as make sim shows it.
+# The ESC/POS a terminal prints, read back as text (host_sim/receipt_text.py) as make sim shows.
 from device.sales.escpos import Receipt
 from device.sales.receipt import build_receipt
 from device.sales.sale import make_sale
