@@ -36,7 +36,7 @@ from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
 from host_sim.registry import Registry, RegistryError
 from host_sim.store import StoreError
-from protocol import base45, cbor, topics
+from protocol import cbor, topics
 
 PIN_ITERATIONS = 1000
 LIST_PREFIX = {"trustlist": "PT1:", "revocations": "PR1:"}
@@ -47,25 +47,19 @@ class CliError(Exception):
 
 
 def read_list(path, what):
-    """The raw COSE bytes of a "PT1:"/"PR1:" file (one text line, base45 of the COSE_Sign1)."""
-    prefix = LIST_PREFIX[what]
+    """The raw COSE bytes of a "PT1:"/"PR1:" list, given as its text or a file holding it."""
+    from host_sim.issuance import IssuanceError, read_text
     try:
-        with open(path) as f:
-            # Only line ends are stripped: a space is a base45 digit.
-            text = f.read().strip("\r\n")
-    except (OSError, UnicodeError) as e:
-        raise CliError("%s: cannot read %s: %s" % (what, path, e))
-    if not text.startswith(prefix):
-        raise CliError("%s: %s does not start with %s" % (what, path, prefix))
-    try:
-        data = bytes(base45.decode(text[len(prefix):]))
+        data = bytes(read_text(path, LIST_PREFIX[what]))
         msg = cbor.loads(data)
+    except IssuanceError as e:
+        raise CliError("%s: %s" % (what, e.message))
     except (ValueError, cbor.CBORError) as e:
-        raise CliError("%s: %s is not base45 of CBOR: %s" % (what, path, e))
+        raise CliError("%s: not base45 of CBOR: %s" % (what, e))
     if isinstance(msg, cbor.Tag) and msg.tag == 18:
         msg = msg.value
     if type(msg) is not list or len(msg) != 4:
-        raise CliError("%s: %s does not hold a COSE_Sign1" % (what, path))
+        raise CliError("%s: not a COSE_Sign1" % what)
     return data
 
 

@@ -132,12 +132,17 @@ def write_text(path, prefix, cose):
 
 
 def read_text(path, prefix):
-    """The COSE bytes of a one-line text file written by write_text."""
-    try:
-        with open(path) as f:
-            text = f.read().strip("\r\n")  # a space is a base45 digit: strip line ends only
-    except (OSError, UnicodeError) as e:
-        raise IssuanceError("file", "cannot read %s: %s" % (path, e))
+    """The COSE bytes of a list given as its text ("PT1:...") or as the path of a one-line text
+    file written by write_text: every list option takes either."""
+    if path.startswith(prefix):
+        text = path.strip("\r\n")
+        path = "the text given"
+    else:
+        try:
+            with open(path) as f:
+                text = f.read().strip("\r\n")  # a space is a base45 digit: strip line ends
+        except (OSError, UnicodeError) as e:
+            raise IssuanceError("file", "cannot read %s: %s" % (path, e))
     if not text.startswith(prefix):
         raise IssuanceError("file", "%s does not start with %s" % (path, prefix))
     try:

@@ -42,10 +42,17 @@ def cmd_init_root(args):
 
 def cmd_issuer(args):
     with _open(args) as ks:
+        had = len(ks.issuer_keys(args.iss))
         kid = ks.create_issuer(args.iss, args.alg, args.nbf, args.exp)
         key = ks.issuer_keys(args.iss)[-1]
-        _print({"iss": args.iss, "kid": kid, "nbf": key["nbf"], "exp": key["exp"],
-                "trust_ver": ks.trust_ver})
+        out = {"iss": args.iss, "kid": kid, "nbf": key["nbf"], "exp": key["exp"],
+               "trust_ver": ks.trust_ver}
+        if had:
+            # Two keys valid at once for one merchant: usually a rotation was meant.
+            out["warning"] = ("%s already had %d key(s); both now sign. To replace a key, use "
+                              "`rotate %s [--retire-old-at UNIX]`" % (args.iss, had, args.iss))
+            sys.stderr.write("warning: %s\n" % out["warning"])
+        _print(out)
 
 
 def cmd_rotate(args):

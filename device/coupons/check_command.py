@@ -112,6 +112,13 @@ def _root_key(text):
 
 
 def _install(store, option, text, kind):
+    if not text.startswith(("PT1:", "PR1:")):
+        # Not a list text: the path of a file holding one (every list option takes either).
+        try:
+            with open(text) as f:
+                text = f.read().strip("\r\n")
+        except (OSError, UnicodeError) as e:
+            raise ArgError("%s: neither a list text nor a readable file: %s" % (option, e))
     try:
         return store.install_text(text, expect=kind)[1]
     except TrustError as e:

@@ -102,3 +102,33 @@ def test_issued_csv_has_plain_line_ends_and_a_pasted_cr_is_not_part_of_a_token(t
                        + [case["token"] + "\r"], cwd=ROOT, capture_output=True, timeout=30)
     got = json.loads(p.stdout)
     assert got["verdict"] == "ok" and got["discount"] == case["discount"], p.stdout
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_list_options_take_the_text_or_a_file(runtime, tmp_path):
+    vec = json.load(open(os.path.join(ROOT, "..", "shared", "vectors", "coupons.json")))
+    case = [c for c in vec["cases"] if c["verdict"] == "revoked"][0]
+    (tmp_path / "tl.txt").write_text(vec["trustlist"] + "\r\n")
+    (tmp_path / "rl.txt").write_text(vec["revocations"] + "\n")
+    base = ["coupon-check", "--root-key", vec["root_pub_hex"], "--store", vec["store"],
+            "--currency", vec["currency"], "--now", str(vec["now"]), "--total",
+            str(case["total"])]
+    for tl, rl in ((vec["trustlist"], vec["revocations"]),
+                   (str(tmp_path / "tl.txt"), str(tmp_path / "rl.txt"))):
+        p = _device(runtime, base + ["--trustlist", tl, "--revocations", rl, case["token"]],
+                    b"")
+        assert json.loads(p.stdout)["verdict"] == "revoked", (p.stdout, p.stderr)
+    p = _device(runtime, base + ["--trustlist", str(tmp_path / "nope"), case["token"]], b"")
+    assert p.returncode == 2 and b"--trustlist" in p.stderr
+
+
+def test_a_second_issuer_for_a_merchant_warns(tmp_path):
+    keys = str(tmp_path / "keys")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "host_sim.issue", "--keys", keys]  # noqa: E731
+                                    + list(a), cwd=ROOT, capture_output=True, timeout=30)
+    assert run("init-root").returncode == 0
+    first = run("issuer", "M-ACME")
+    assert first.returncode == 0 and "warning" not in json.loads(first.stdout)
+    second = run("issuer", "M-ACME")
+    assert second.returncode == 0 and b"rotate" in second.stderr
+    assert "rotate M-ACME" in json.loads(second.stdout)["warning"]
