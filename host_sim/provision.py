@@ -6,12 +6,17 @@
 #       [--revocations FILE] [--broker-host H] [--broker-port P] [--root R] [--data-dir DIR]
 #       [--drivers FILE] [--tech-pin PIN] [--supervisor-pin PIN] [--clerk-pin PIN]
 #       [--certs DIR [--broker-config DIR [--broker-pid PID]]]
-#       [--baud B] [--timeout S] --label-png FILE
+#       [--baud B] [--timeout S] [--label-png FILE]
+#   python -m host_sim.provision --spawn cpython|micropython [--keep] ... (the same options)
+#       Desktop provisioning without hardware: starts a fresh, unprovisioned terminal process
+#       whose console is a new pseudo-terminal, provisions it over that line like a real one,
+#       and stops it at the end (--keep leaves it running and prints its pid).
 #
 # Steps: `status` (the terminal must be unprovisioned) -> register it in the host registry (a new
 # 32-byte secret; the id is --device-id or the next free T-NNNN) -> `provision` the config ->
 # `login` with the tech PIN -> `trust load` / `revocations load` -> `selftest` -> `status` ->
-# label PNG (QR of the device id, the id and store in text) -> one JSON summary on stdout.
+# label PNG when asked (a full QR code of the device id: handheld scanners often cannot read Micro
+# QR; the id and store in text) -> one JSON summary on stdout.
 # With --certs DIR (the locked-down broker of issue 5): the device's client certificate is made
 # or kept in DIR (host_sim.certs, the CA must exist), the config's broker section is TLS with the
 # device's own account (username = device id, password from the registry) and the files at
@@ -55,12 +60,14 @@ class ProvisionError(Exception):
 class Terminal:
     """A terminal's technician console on a serial port: one command, one JSON reply."""
 
-    def __init__(self, port, baud=9600, timeout=DEFAULT_TIMEOUT):
-        import serial
-        try:
-            self.s = serial.Serial(port, baud, timeout=0.1, write_timeout=timeout)
-        except (OSError, ValueError, serial.SerialException) as e:
-            raise ProvisionError("cannot open %s: %s" % (port, e))
+    def __init__(self, port, baud=9600, timeout=DEFAULT_TIMEOUT, stream=None):
+        if stream is None:
+            import serial
+            try:
+                stream = serial.Serial(port, baud, timeout=0.1, write_timeout=timeout)
+            except (OSError, ValueError, serial.SerialException) as e:
+                raise ProvisionError("cannot open %s: %s" % (port, e))
+        self.s = stream
         self.timeout = timeout
         self._buf = b""
         # A half-typed line on the terminal's side ends here; its reply (if any) is dropped.
@@ -99,6 +106,54 @@ class Terminal:
         self.s.close()
 
 
+class PtyStream:
+    """The master side of a pseudo-terminal with the few pyserial calls Terminal makes."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def write(self, data):
+        os.write(self.fd, data)
+
+    def flush(self):
+        pass
+
+    def read(self, n):
+        import select
+        r, _, _ = select.select([self.fd], [], [], 0.1)
+        return os.read(self.fd, n) if r else b""
+
+    def reset_input_buffer(self):
+        while self.read(65536):
+            pass
+
+    def close(self):
+        os.close(self.fd)
+
+
+def spawn_terminal(runtime, workdir):
+    """A fresh unprovisioned terminal on a new pty: (process, console stream, config path)."""
+    import subprocess
+    import tty
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.makedirs(workdir, exist_ok=True)
+    cfg_path = os.path.join(workdir, "device.json")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if runtime == "micropython":
+        cmd = [os.path.join(os.path.dirname(sys.executable), "micropython")]
+        env = dict(os.environ, MICROPYPATH=root + ":.frozen")
+    else:
+        cmd = [sys.executable, "-u"]
+        env = dict(os.environ, PYTHONPATH=root)
+    log = open(os.path.join(workdir, "device.log"), "a")
+    proc = subprocess.Popen(cmd + ["-m", "device", "run", "--config", cfg_path, "--console",
+                                   os.ttyname(slave)], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    os.close(slave)  # the terminal holds its own end open
+    return proc, PtyStream(master), cfg_path
+
+
 # -- the label ---------------------------------------------------------------------------------
 QR_SCALE = 8
 QR_BORDER = 4
@@ -123,7 +178,7 @@ def _text_rows(text, scale):
 def label_pixels(device_id, store_id):
     """The label as rows of 0/1 (1 = black): the QR of the device id, then the id and store."""
     import segno
-    qr = segno.make(device_id, error="m")
+    qr = segno.make_qr(device_id, error="m")  # never Micro QR
     img = [list(r) for r in qr.matrix_iter(scale=QR_SCALE, border=QR_BORDER)]
     gap = QR_SCALE * 2
     for text in (device_id, store_id):
@@ -274,7 +329,15 @@ def provision(args, out=sys.stdout):
     if args.revocations:
         lists.append(("revocations", _list_text(args.revocations, "revocations")))
     store = _cert_store(args)
-    term = Terminal(args.port, args.baud, args.timeout)
+    spawned = None
+    if args.spawn:
+        proc, stream, cfg_path = spawn_terminal(args.spawn, args.spawn_dir)
+        spawned = {"pid": proc.pid, "runtime": args.spawn, "config": cfg_path,
+                   "log": os.path.join(args.spawn_dir, "device.log"), "running": True}
+        time.sleep(0.5)
+        term = Terminal(None, timeout=args.timeout, stream=stream)
+    else:
+        term = Terminal(args.port, args.baud, args.timeout)
     try:
         st = term.must("status", "status")
         if st.get("provisioned"):
@@ -283,7 +346,8 @@ def provision(args, out=sys.stdout):
         reg = Registry(args.db)
         try:
             device_id = args.device_id or next_device_id(reg)
-            data_dir = args.data_dir or "var/" + device_id
+            data_dir = args.data_dir or (os.path.join(args.spawn_dir, "data") if args.spawn
+                                         else "var/" + device_id)
             # the certificate first: a failure there leaves the registry as it was
             tls, bundle = device_tls(store, device_id, data_dir) if store else ({}, None)
             existed = reg.device(device_id) is not None
@@ -332,7 +396,12 @@ def provision(args, out=sys.stdout):
         term.command("logout")
     finally:
         term.close()
-    size = write_png(args.label_png, label_pixels(device_id, args.store))
+        if spawned is not None and not args.keep:
+            from host_sim.procs import stop_process
+            stop_process(proc, 10)
+            spawned["running"] = False
+    size = write_png(args.label_png, label_pixels(device_id, args.store)) \
+        if args.label_png else None
     summary = {
         "device_id": device_id, "store_id": args.store, "merchant_id": args.merchant,
         "data_dir": data_dir, "secret_rotated": existed, "tech_pin": None if args.tech_pin
@@ -344,7 +413,8 @@ def provision(args, out=sys.stdout):
         "tls": None if tls_rep is None else {"files": tls_rep.get("files"),
                                              "key_mode": tls_rep.get("key_mode"),
                                              "rebooted": bool(tls_rep.get("reboot_needed"))},
-        "broker_accounts": reload, "label_png": args.label_png, "label_size": list(size),
+        "broker_accounts": reload, "label_png": args.label_png,
+        "label_size": list(size) if size else None, "spawned": spawned,
     }
     out.write(json.dumps(summary, indent=1) + "\n")
     out.flush()
@@ -363,7 +433,14 @@ def _pid(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m host_sim.provision",
                                 description="Provision a terminal over its serial console.")
-    p.add_argument("--port", required=True, help="serial port of the terminal's console")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the terminal's console")
+    where.add_argument("--spawn", choices=("cpython", "micropython"),
+                       help="no hardware: start a fresh terminal on a pseudo-terminal")
+    p.add_argument("--spawn-dir", default="var/provisioned",
+                   help="with --spawn: where the spawned terminal keeps its config and log")
+    p.add_argument("--keep", action="store_true",
+                   help="with --spawn: leave the provisioned terminal running")
     p.add_argument("--baud", type=int, default=9600)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for each reply")
@@ -383,7 +460,7 @@ def build_parser():
     p.add_argument("--tech-pin", help="default: a random 6-digit PIN, shown once")
     p.add_argument("--supervisor-pin")
     p.add_argument("--clerk-pin")
-    p.add_argument("--label-png", required=True, help="device label to write")
+    p.add_argument("--label-png", help="write the device label (PNG) here")
     p.add_argument("--certs", help="certificate directory: TLS broker with the device's own "
                    "certificate, pushed with `tls install`")
     p.add_argument("--broker-config", help="the `host_sim broker-config` directory: rewrite its "

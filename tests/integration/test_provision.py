@@ -408,3 +408,29 @@ def _row(db, device_id):
         return reg.device(device_id)
     finally:
         reg.close()
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_desktop_provisioning_without_hardware(runtime, tmp_path):
+    # Issue 17: no serial hardware on a laptop: --spawn starts a fresh terminal on a pty.
+    from host_sim.procs import free_port
+    db = str(tmp_path / "host.db")
+    p = subprocess.run([sys.executable, "-m", "host_sim.provision", "--spawn", runtime,
+                        "--spawn-dir", str(tmp_path / "term"), "--db", db, "--store", "S-001",
+                        "--merchant", "M-ACME", "--currency", "CNY", "--root-key", "cd" * 32,
+                        "--broker-port", str(free_port()), "--tech-pin", "2468",
+                        "--timeout", "30"],
+                       cwd=ROOT, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    summary = json.loads(p.stdout)
+    assert summary["device_id"] == "T-0001" and summary["rt"] == runtime
+    assert summary["spawned"]["running"] is False and summary["label_png"] is None
+    cfg = json.load(open(summary["spawned"]["config"]))
+    assert cfg["device_id"] == "T-0001" and cfg["data_dir"].startswith(str(tmp_path))
+
+
+def test_device_label_is_a_full_qr_code():
+    from host_sim.provision import QR_BORDER, QR_SCALE, label_pixels
+    img = label_pixels("T-0001", "S-001")
+    # A Micro QR symbol is at most 17 modules wide; the smallest full QR code is 21.
+    assert len(img[0]) >= (21 + 2 * QR_BORDER) * QR_SCALE
