@@ -120,7 +120,7 @@ def _read_png(path):
 def _check_label(path, device_id):
     import segno
     w, h, rows = _read_png(path)
-    qr = segno.make(device_id, error="m")
+    qr = segno.make_qr(device_id, error="m")  # a full QR code, never Micro QR
     size = qr.symbol_size(scale=1, border=0)[0]
     # Every module of the symbol is where segno puts it (sampled at module centres).
     for y in range(size):
