@@ -126,6 +126,11 @@ class Agent:
             self.metrics.inc("handler_errors")
             self.log("handler error on %s: %s %s" % (topic, type(e).__name__, e))
 
+    def on_oversized(self, topic, size):
+        """A downlink over the link's packet limit: skipped unread and acknowledged by it."""
+        self.metrics.inc("drop_oversized")
+        self.log("oversized message on %s (%d bytes) dropped" % (topic, size))
+
     def _on_down(self, mtype, payload):
         try:
             msg = envelope.open_envelope(self.secret, payload, self.device_id, mtype)
@@ -407,7 +412,8 @@ class Agent:
                 try:
                     self.link = make_link(self.cfg["broker"], self.device_id, will,
                                           self.on_connect, self.on_message,
-                                          keepalive=self.cfg["broker"]["keepalive"])
+                                          keepalive=self.cfg["broker"]["keepalive"],
+                                          on_oversized=self.on_oversized)
                 except Exception as e:
                     # A broker setting that cannot work yet (certificates not installed...):
                     # sell offline, show why on the console, and try again.

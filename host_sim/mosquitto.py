@@ -5,9 +5,12 @@
 #   AND the account's password, and an ACL that confines each terminal to its own topics
 #   (secure_config, write_secure_broker).
 # Every config sets max_queued_messages 0 (unlimited): with the default 1000 a slow subscriber
-# silently loses QoS 1 messages (PLATFORM_NOTES). Started as root, mosquitto would switch to the
-# `mosquitto` user, which cannot read our 0600 keys; like tests/support/broker.py the configs
-# say `user root` instead, so private keys never need to be readable by a second account.
+# silently loses QoS 1 messages (PLATFORM_NOTES); and message_size_limit just above the largest
+# list (protocol/limits.py), so no larger message ever reaches a terminal. The locked-down one
+# also sets max_packet_size: the cap on every client's packets, terminal uploads included.
+# Started as root, mosquitto would switch to the `mosquitto` user, which cannot read our 0600
+# keys; like tests/support/broker.py the configs say `user root` instead, so private keys never
+# need to be readable by a second account.
 import base64
 import hashlib
 import os
@@ -17,7 +20,7 @@ import subprocess
 import time
 
 from host_sim.registry import HOST_USERNAME
-from protocol import topics
+from protocol import limits, topics
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; our passwords are 256 random bits
@@ -76,7 +79,8 @@ class BrokerConfig:
                "per_listener_settings false",
                "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),
                "persistence false",
-               "max_queued_messages 0"]
+               "max_queued_messages 0",
+               "message_size_limit %d" % limits.BROKER_MESSAGE_LIMIT]
         if os.geteuid() == 0:
             out.append("user root")
         if self.log_path:
@@ -268,7 +272,9 @@ def secure_config(port, ca, cert, key, passwd_path, acl_path, host="127.0.0.1", 
         "use_identity_as_username false",
         "use_username_as_clientid true",
     ]
-    conf.add_lines("password_file %s" % passwd_path, "acl_file %s" % acl_path)
+    conf.add_lines("password_file %s" % passwd_path, "acl_file %s" % acl_path,
+                   # caps every client's packets, terminal uploads included (global in 2.0)
+                   "max_packet_size %d" % limits.BROKER_PACKET_LIMIT)
     return conf
 
 

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import time
 
+from protocol import limits
+
 _LIVE = set()
 
 
@@ -44,11 +46,13 @@ class Broker:
     """mosquitto on 127.0.0.1:<free port>; `extra` config lines (anything mosquitto.conf
     accepts: a TLS listener, an ACL file...) are appended. `log_types` defaults to everything:
     packet-level lines such as "Received PINGREQ" are what the keepalive tests look for.
+    `message_size_limit` is the project's (protocol/limits.py) unless a test lifts it (0).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, extra=(), port=None, log_types=("all",), workdir=None):
+    def __init__(self, extra=(), port=None, log_types=("all",), workdir=None,
+                 message_size_limit=limits.BROKER_MESSAGE_LIMIT):
         self.exe = mosquitto_path()
         if self.exe is None:
             raise BrokerError("mosquitto not found: run scripts/ensure-mosquitto")
@@ -57,6 +61,7 @@ class Broker:
         self._started_once = False
         self.extra = list(extra)
         self.log_types = list(log_types)
+        self.message_size_limit = message_size_limit  # 0: none (oversized-message tests)
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="mosquitto-")
         self.conf_path = os.path.join(self.dir, "mosquitto.conf")
@@ -71,6 +76,7 @@ class Broker:
             "allow_anonymous true",
             # the default (1000) drops QoS 1 messages under load: see PLATFORM_NOTES
             "max_queued_messages 0",
+            "message_size_limit %d" % self.message_size_limit,
             "persistence false",
             "log_dest file " + self.log_path,
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
