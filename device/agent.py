@@ -211,7 +211,8 @@ class Agent:
             try:
                 self.link = make_link(self.cfg["broker"], self.device_id, will, self._on_connect,
                                       self.downlink.receive,
-                                      keepalive=self.cfg["broker"]["keepalive"])
+                                      keepalive=self.cfg["broker"]["keepalive"],
+                                      on_oversized=self.downlink.oversized)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
                 # sell offline, show why on the console, and try again.

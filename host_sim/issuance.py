@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from host_sim.files import write_atomic
-from protocol import base45
+from protocol import base45, limits
 
 ALG_ES256 = -7
 ALG_EDDSA = -8
@@ -294,6 +294,29 @@ def campaign_claims(cmp, name, kind, val, nbf, exp, stores, min_spend, cur, sku,
     return claims
 
 
+# ---------------------------------------------------------------- list size
+
+TRUST = "trustlist"
+REVOCATIONS = "revocations"
+
+
+def check_list_size(what, cose, serials=None):
+    """cose when a terminal takes a list that size (protocol/limits.py LIST_MAX_BYTES); else
+    IssuanceError("too_large") saying what to do instead. The broker drops larger messages
+    (message_size_limit) and a terminal refuses them: such a list would never arrive."""
+    n = len(cose)
+    if n <= limits.LIST_MAX_BYTES:
+        return cose
+    name = "revocation list" if what == REVOCATIONS else "trust list"
+    msg = "the %s would be %d bytes; terminals take at most %d (docs/protocol.md, Sizes)" % (
+        name, n, limits.LIST_MAX_BYTES)
+    if what == REVOCATIONS:
+        msg += ("; it would hold %d serials: revoke whole campaigns (--cmp) instead of their "
+                "serials, about %d serials of 16 bytes fit" % (
+                    serials or 0, (limits.LIST_MAX_BYTES - 200) // 17))
+    raise IssuanceError("too_large", msg)
+
+
 # ---------------------------------------------------------------- the keystore
 
 class Keystore:
@@ -468,25 +491,32 @@ class Keystore:
             raise IssuanceError("trustlist", "no issuer keys: create one with issuer")
         keys = [{"kid": bytes.fromhex(k["kid"]), "alg": k["alg"], "pub": bytes.fromhex(k["pub"]),
                  "iss": k["iss"], "nbf": k["nbf"], "exp": k["exp"]} for k in st["keys"]]
-        return self._sign_list({"ver": st["trust_ver"], "iat": self.now(), "keys": keys})
+        return check_list_size(TRUST, self._sign_list({"ver": st["trust_ver"],
+                                                       "iat": self.now(), "keys": keys}))
 
     def revoke(self, cti=(), cmp=()):
         """Adds serials and/or campaigns to the cumulative revocation list; returns the new
-        list (ver + 1) as COSE_Sign1 bytes."""
+        list (ver + 1) as COSE_Sign1 bytes. Nothing changes when the list would outgrow what a
+        terminal takes (check_list_size)."""
         ctis = [_cti_bytes(c).hex() for c in cti]
         cmps = [_need_text("cmp", c) for c in cmp]
         if not ctis and not cmps:
             raise IssuanceError("revoke", "give at least one cti or cmp")
         self._root()
-        with self._change() as st:
-            for c in ctis:
-                if c not in st["revoked_cti"]:
-                    st["revoked_cti"].append(c)
-            for c in cmps:
-                if c not in st["revoked_cmp"]:
-                    st["revoked_cmp"].append(c)
-            st["rev_ver"] += 1
-        return self.revocations()
+        try:
+            with self._change() as st:
+                for c in ctis:
+                    if c not in st["revoked_cti"]:
+                        st["revoked_cti"].append(c)
+                for c in cmps:
+                    if c not in st["revoked_cmp"]:
+                        st["revoked_cmp"].append(c)
+                st["rev_ver"] += 1
+                cose = self.revocations()  # raises before the new state is written
+        except IssuanceError:
+            self._state = self._load()
+            raise
+        return cose
 
     def revoked(self):
         """(revoked cti hex list, revoked campaign list), cumulative."""
@@ -511,16 +541,17 @@ class Keystore:
 
     def revocations(self):
         """The current revocation list as COSE_Sign1 bytes; "mem" is present once a member
-        card was blocked."""
+        card was blocked. Serials in order: a terminal then installs it in one pass
+        (device/trust/lists.py)."""
         st = self._state
         if not st["rev_ver"]:
             raise IssuanceError("revocations", "nothing revoked yet")
         payload = {"ver": st["rev_ver"], "iat": self.now(),
-                   "cti": [bytes.fromhex(c) for c in st["revoked_cti"]],
+                   "cti": sorted(bytes.fromhex(c) for c in st["revoked_cti"]),
                    "cmp": list(st["revoked_cmp"])}
         if st["revoked_mem"]:
             payload["mem"] = [[m, e] for m, e in sorted(st["revoked_mem"].items())]
-        return self._sign_list(payload)
+        return check_list_size(REVOCATIONS, self._sign_list(payload), len(st["revoked_cti"]))
 
     # -- coupons -----------------------------------------------------------------------------
     def create_campaign(self, cmp, name, kind, val, nbf=None, exp=None, stores=None,

@@ -11,8 +11,10 @@
 #   python -m host_sim.issue [--keys DIR] publish [--db HOSTDB] [--broker-host H] --broker-port P
 #       [--root R] [--trustlist FILE] [--revocations FILE]
 # publish sends the lists retained (QoS 1, raw COSE bytes) on {root}/fleet/down/...; without
-# files it sends the keystore's current lists. --db copies every issued coupon's max uses into
-# the host database, where the charge processor looks them up.
+# files it sends the keystore's current lists. A list over the maximum a terminal takes
+# (64 KiB, protocol/limits.py) is refused, by revoke and publish alike, with what to do
+# instead. --db copies every issued coupon's max uses into the host database, where the charge
+# processor looks them up.
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import json
@@ -144,6 +146,8 @@ def cmd_publish(args):
     if args.revocations:
         lists.append(("revocations", issuance.read_text(args.revocations,
                                                         issuance.REVOCATION_PREFIX)))
+    for what, data in lists:  # a list from a file may come from elsewhere: same limit
+        issuance.check_list_size(what, data)
     ks = _open(args) if args.keys or not lists else None
     try:
         if not lists:

@@ -5,10 +5,13 @@
 #   AND the account's password, and an ACL that confines each terminal to its own topics
 #   (secure_config, write_secure_broker).
 # Every config sets max_queued_messages 0 (unlimited): with the default 1000 a slow subscriber
-# silently loses QoS 1 messages (PLATFORM_NOTES), and set_tcp_nodelay true (no ~40 ms stall of a
-# PUBLISH behind a PUBACK). Started as root, mosquitto would switch to the `mosquitto` user,
-# which cannot read our 0600 keys; like tests/support/broker.py the configs say `user root`
-# instead, so private keys never need to be readable by a second account.
+# silently loses QoS 1 messages (PLATFORM_NOTES), set_tcp_nodelay true (no ~40 ms stall of a
+# PUBLISH behind a PUBACK), and message_size_limit just above the largest list
+# (protocol/limits.py), so no larger message ever reaches a terminal. The locked-down one also
+# sets max_packet_size: the cap on every client's packets, terminal uploads included.
+# Started as root, mosquitto would switch to the `mosquitto` user, which cannot read our 0600
+# keys; like tests/support/broker.py the configs say `user root` instead, so private keys never
+# need to be readable by a second account.
 import base64
 import hashlib
 import os
@@ -20,7 +23,7 @@ import time
 from host_sim.files import write_atomic
 from host_sim.procs import free_port, stop_process
 from host_sim.registry import HOST_USERNAME
-from protocol import topics
+from protocol import limits, topics
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; our passwords are 256 random bits
@@ -75,7 +78,8 @@ class BrokerConfig:
                "max_queued_messages 0",
                # a PUBLISH written behind a PUBACK must not wait for the peer's delayed ACK
                # (~40 ms, PLATFORM_NOTES 2026-12-02)
-               "set_tcp_nodelay true"]
+               "set_tcp_nodelay true",
+               "message_size_limit %d" % limits.BROKER_MESSAGE_LIMIT]
         if os.geteuid() == 0:
             out.append("user root")
         if self.log_path:
@@ -261,7 +265,9 @@ def secure_config(port, ca, cert, key, passwd_path, acl_path, host="127.0.0.1", 
         "use_identity_as_username false",
         "use_username_as_clientid true",
     ]
-    conf.add_lines("password_file %s" % passwd_path, "acl_file %s" % acl_path)
+    conf.add_lines("password_file %s" % passwd_path, "acl_file %s" % acl_path,
+                   # caps every client's packets, terminal uploads included (global in 2.0)
+                   "max_packet_size %d" % limits.BROKER_PACKET_LIMIT)
     return conf
 
 

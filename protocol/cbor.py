@@ -349,6 +349,41 @@ def _item(data, i, end, depth, max_depth):
     return Tag(n, v), i
 
 
+_ARG_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+
+
+def head(data, i, end):
+    """The head of the item at data[i] without decoding its contents: (major type, argument,
+    index after the head). For streaming a large array or map item by item (a revocation
+    list's serials); the same strictness as loads()."""
+    if i >= end:
+        raise CBORError("truncated input")
+    ib = data[i]
+    major = ib >> 5
+    ai = ib & 31
+    if major == 7:
+        raise CBORError("not a head with an argument")
+    if ai < 24:
+        return major, ai, i + 1
+    size = _ARG_BYTES.get(ai)
+    if size is None:
+        if ai == 31:
+            raise CBORError("indefinite length not allowed")
+        raise CBORError("reserved additional info %d" % ai)
+    if i + 1 + size > end:
+        raise CBORError("truncated input")
+    return major, int.from_bytes(bytes(data[i + 1:i + 1 + size]), "big"), i + 1 + size
+
+
+def item(data, i, end, depth=0, max_depth=16):
+    """Decodes the one item at data[i] (bytes; depth: the containers around it); returns
+    (value, index after it). loads() for a part of a buffer, without copying it out."""
+    try:
+        return _item(data, i, end, depth, max_depth)
+    except (MemoryError, RuntimeError):
+        raise CBORError("input too large or too deep") from None
+
+
 def loads(data, max_depth=16):
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -1,7 +1,6 @@
 # MQTT 3.1.1 packet codec, sans-I/O: encoders return bytes, Parser turns bytes into packet tuples.
-# No sockets, no clocks: the connection owner (device/ports/mqtt_client.py, test brokers) does the
-# I/O
-# and drops the link when a packet is malformed (MQTTError).
+# No sockets, no clocks: the session (protocol/mqtt_session.py) and test brokers use it; the
+# connection owner drops the link when a packet is malformed (MQTTError).
 import struct
 
 CONNECT = 1
@@ -21,6 +20,10 @@ DISCONNECT = 14
 
 MAX_REMAINING = 268435455  # largest value four length bytes can carry
 MAX_PACKET = 256 * 1024
+# A PUBLISH larger than this that arrives in pieces has its payload kept as those pieces and
+# joined once at its end (Parser): one large block on a small heap, not the packet and then
+# its payload.
+BIG_PACKET = 4096
 SUBACK_FAILURE = 0x80
 
 # Fixed-header flags the spec (2.2.2) requires for every type but PUBLISH.
@@ -402,6 +405,13 @@ def _decode(kind, flags, body):
 class Parser:
     """Incremental decoder: feed(bytes) -> list of complete packets, keeping any partial one.
 
+    A PUBLISH that arrives in pieces is streamed once its topic and packet id are in: a large
+    one's payload is kept as the pieces it came in and joined once, at its end (one large
+    block on a small heap, not the whole packet and then its payload), and one larger than
+    max_packet is not kept at all: its payload bytes are passed over as they arrive and it
+    comes out as ("oversized", topic, packet size, qos, retain, dup, pid), so the owner can
+    acknowledge it and carry on; so does one whose payload finds no room on the heap
+    (MemoryError while it is kept). Any other packet over max_packet is an error.
     After an MQTTError the stream is out of step; every later feed raises the same error.
     """
 
@@ -410,9 +420,15 @@ class Parser:
         self._parts = []  # chunks not parsed yet; joined only once a packet can be complete
         self._have = 0
         self._need = 0  # size of the packet being received, once its header is known
+        self._body_left = 0  # payload bytes still to come of the PUBLISH being streamed
+        self._pieces = None  # its payload so far, or None when it is skipped (oversized)
+        self._head = None  # (topic, packet size, qos, retain, dup, pid) of that PUBLISH
         self._error = None
 
     def buffered(self):
+        """Bytes held for packets not complete yet (a skipped payload holds none)."""
+        if self._pieces is not None:
+            return sum(len(p) for p in self._pieces)
         return self._have
 
     def feed(self, data):
@@ -423,17 +439,32 @@ class Parser:
         except MQTTError as e:
             self._error = e
             self._parts = []
-            self._have = self._need = 0
+            self._have = self._need = self._body_left = 0
+            self._pieces = self._head = None
             raise
 
     def _feed(self, data):
+        packets = []
+        if self._body_left:
+            n = min(self._body_left, len(data))
+            if self._pieces is not None:
+                try:
+                    self._pieces.append(bytes(memoryview(data)[:n]))
+                except MemoryError:
+                    self._pieces = None  # no room for it now: skipped as if oversized
+            self._body_left -= n
+            if self._body_left:
+                return packets
+            packets.append(self._streamed())
+            data = memoryview(data)[n:]
         if data:
             self._parts.append(bytes(data))
             self._have += len(data)
         if self._need > self._have:
-            return []  # a large body still arriving: no copying until it is all here
+            return packets  # a large packet still arriving: no copying until it is all here
         buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        packets = []
+        self._parts = []  # buf holds it all now: the chunks can go
+        view = memoryview(buf)
         pos = 0
         n = len(buf)
         self._need = 0
@@ -442,20 +473,68 @@ class Parser:
             if header is None:
                 break
             start, length = header
-            if start + length > n:
-                self._need = start + length - pos
-                break
             first = buf[pos]
-            packets.append(_decode(first >> 4, first & 0x0F, buf[start:start + length]))
+            size = start - pos + length
+            oversized = size > self.max_packet
+            if oversized and first >> 4 != PUBLISH:
+                raise MQTTError("too_large", "packet of %d bytes" % size)
+            if oversized or (start + length > n and size > BIG_PACKET and first >> 4 == PUBLISH):
+                end = self._stream(first & 0x0F, view, pos, start, length, n, not oversized)
+                if end is None:
+                    break  # topic and packet id not all here yet
+                pos = end
+                if self._body_left:
+                    break  # everything left in buf was payload
+                packets.append(self._streamed())
+                continue
+            if start + length > n:
+                self._need = size
+                break
+            packets.append(_decode(first >> 4, first & 0x0F, view[start:start + length]))
             pos = start + length
         rest = buf[pos:] if pos else buf
         self._parts = [rest] if rest else []
         self._have = len(rest)
         return packets
 
+    def _stream(self, flags, view, pos, start, length, n, keep):
+        # Reads the variable header of a PUBLISH (topic, packet id), then takes as much of its
+        # payload as this chunk holds, keeping it or not; _body_left counts the rest. None
+        # while the variable header is incomplete (at most 65 539 bytes: waiting is bounded).
+        if start + 2 > n:
+            self._need = start + 2 - pos
+            return None
+        qos = (flags >> 1) & 3
+        head = 2 + ((view[start] << 8) | view[start + 1]) + (2 if qos else 0)
+        if head > length:
+            raise MQTTError("truncated", "PUBLISH header runs past the packet end")
+        if start + head > n:
+            self._need = start + head - pos
+            return None
+        packet = _decode_publish(flags, _Reader(view[start:start + head]))
+        self._head = (packet[1], start - pos + length, packet[3], packet[4], packet[5],
+                      packet[6])
+        body_end = start + length
+        end = min(body_end, n)
+        self._pieces = [bytes(view[start + head:end])] if keep else None
+        self._body_left = body_end - end
+        return end
+
+    def _streamed(self):
+        topic, size, qos, retain, dup, pid = self._head
+        pieces = self._pieces
+        self._head = self._pieces = None
+        if pieces is not None:
+            try:
+                payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                return ("publish", topic, payload, qos, retain, dup, pid)
+            except MemoryError:  # a small, fragmented heap has no block that size just now
+                pieces = None
+        return ("oversized", topic, size, qos, retain, dup, pid)
+
     def _header(self, buf, pos, n):
         # Returns (body start, body length), or None while the length bytes are incomplete.
-        # The size limit is checked here, before the body is buffered.
+        # The caller checks the size limit before it buffers the body.
         length = 0
         shift = 0
         i = pos + 1
@@ -470,6 +549,4 @@ class Parser:
             i += 1
             if not b & 0x80:
                 break
-        if i - pos + length > self.max_packet:
-            raise MQTTError("too_large", "packet of %d bytes" % (i - pos + length))
         return i, length

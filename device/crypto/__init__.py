@@ -163,16 +163,21 @@ def _pub_fits(alg, pub):
 
 def verify(alg, pub, msg, sig):
     """True when sig is a valid signature of msg under pub: alg -7 (ES256, sig raw r || s, high s
-    accepted, pub a 65- or 33-byte SEC1 point) or -8 (Ed25519, pub 32 raw bytes). Any bad input
-    (unknown alg, wrong types or lengths, a key that is not a point) gives False, never raises."""
-    if (not _pub_fits(alg, pub) or not isinstance(msg, _BYTES)
+    accepted, pub a 65- or 33-byte SEC1 point) or -8 (Ed25519, pub 32 raw bytes). msg may be a
+    tuple of buffers, the message in pieces: the pure verifiers hash them in order, so a 64 KiB
+    list is never copied into one message. Any bad input (unknown alg, wrong types or lengths,
+    a key that is not a point) gives False, never raises."""
+    parts = msg if type(msg) is tuple else (msg,)
+    if (not _pub_fits(alg, pub) or not all(isinstance(p, _BYTES) for p in parts)
             or not isinstance(sig, (bytes, bytearray)) or len(sig) != 64):
         return False
     pub = bytes(pub)
     key = _key(alg, pub)
     if key is None:
         return False
-    return _verify(alg, key, pub, bytes(msg), bytes(sig))
+    if not rt.MICROPYTHON:
+        msg = b"".join(bytes(p) for p in parts)
+    return _verify(alg, key, pub, msg, bytes(sig))
 
 
 def kid(alg, pub):

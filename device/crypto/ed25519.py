@@ -217,10 +217,12 @@ def _scalar(data):
 
 
 def verify_point(A, pub, msg, sig):
-    """True when sig (64 bytes) is a valid signature of msg under pub, A = decode_point(pub)."""
+    """True when sig (64 bytes) is a valid signature of msg under pub, A = decode_point(pub).
+    msg may be a tuple of buffers: the message in pieces, hashed in order, never joined."""
     global _base_table
+    parts = msg if type(msg) is tuple else (msg,)
     if (not isinstance(sig, (bytes, bytearray)) or len(sig) != 64
-            or not isinstance(msg, (bytes, bytearray, memoryview))
+            or not all(isinstance(p, (bytes, bytearray, memoryview)) for p in parts)
             or not isinstance(pub, (bytes, bytearray)) or len(pub) != 32 or A is None):
         return False
     s = _scalar(sig[32:])
@@ -228,7 +230,8 @@ def verify_point(A, pub, msg, sig):
         return False
     h = sha512(bytes(sig[:32]))
     h.update(pub)
-    h.update(msg)
+    for p in parts:
+        h.update(p)
     k = _scalar(h.digest()) % L
     if _base_table is None:
         _base_table = _comb_table(_BX, _BY)

@@ -201,16 +201,21 @@ def _double_comb(ta, ka, tb, kb):
 
 
 def verify_point(Q, msg, sig):
-    """True when sig (64 bytes r || s) is a valid ES256 signature of msg, Q = decode_point(pub)."""
+    """True when sig (64 bytes r || s) is a valid ES256 signature of msg, Q = decode_point(pub).
+    msg may be a tuple of buffers: the message in pieces, hashed in order, never joined."""
     global _base_table
+    parts = msg if type(msg) is tuple else (msg,)
     if (Q is None or not isinstance(sig, (bytes, bytearray)) or len(sig) != 64
-            or not isinstance(msg, (bytes, bytearray, memoryview))):
+            or not all(isinstance(p, (bytes, bytearray, memoryview)) for p in parts)):
         return False
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     if not (0 < r < N and 0 < s < N):
         return False
-    e = int.from_bytes(sha256(msg).digest(), "big")
+    h = sha256()
+    for p in parts:
+        h.update(p)
+    e = int.from_bytes(h.digest(), "big")
     w = comb.inv(s, N)
     u1 = e * w % N
     u2 = r * w % N

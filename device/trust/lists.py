@@ -4,14 +4,15 @@
 import struct
 
 from device import crypto
-from protocol import base45, cbor
+from protocol import base45, cbor, limits
 
 TRUST = "trustlist"
 REVOCATIONS = "revocations"
 _PREFIXES = (("PT1:", TRUST), ("PR1:", REVOCATIONS))
 _FILES = {TRUST: "/trustlist.cose", REVOCATIONS: "/revocations.cose"}
 
-ERROR_CODES = ("malformed", "unknown_root", "bad_signature", "rollback", "wrong_kind", "storage")
+ERROR_CODES = ("malformed", "unknown_root", "bad_signature", "rollback", "wrong_kind", "storage",
+               "too_large")
 
 MAX_DEPTH = 16
 ALG_ES256 = -7
@@ -45,26 +46,48 @@ def label(m, n):
     return _MISSING
 
 
-def decode_sign1(raw):
+def sign1_parts(raw):
     """COSE_Sign1 bytes (optionally tag 18) -> (protected bstr, protected map, unprotected map,
-    payload bstr, signature). Raises ValueError (cbor.CBORError) on anything else."""
-    obj = cbor.loads(raw, MAX_DEPTH)
-    if type(obj) is cbor.Tag:
-        if obj.tag != 18:
-            raise ValueError("tag %d is not COSE_Sign1" % obj.tag)
-        obj = obj.value
-    if type(obj) is not list or len(obj) != 4:
+    payload start, payload end, signature): the payload is left where it is in raw, so a
+    64 KiB list is never copied out of it. Raises ValueError (cbor.CBORError) on anything
+    else, with loads()'s strictness (depth, lengths, trailing bytes)."""
+    end = len(raw)
+    major, n, i = cbor.head(raw, 0, end)
+    depth = 1
+    if major == 6:
+        if n != 18:
+            raise ValueError("tag %d is not COSE_Sign1" % n)
+        depth = 2
+        major, n, i = cbor.head(raw, i, end)
+    if major != 4 or n != 4:
         raise ValueError("COSE_Sign1 is an array of 4")
-    prot_b, unprot, payload, sig = obj
-    if type(prot_b) is not bytes or type(unprot) is not dict or type(payload) is not bytes:
+    prot_b, i = cbor.item(raw, i, end, depth, MAX_DEPTH)
+    unprot, i = cbor.item(raw, i, end, depth, MAX_DEPTH)
+    major, n, i = cbor.head(raw, i, end)
+    if type(prot_b) is not bytes or type(unprot) is not dict or major != 2:
         raise ValueError("COSE_Sign1 field types")
+    if n > end - i:
+        raise ValueError("payload longer than the input")
+    start = i
+    sig, i = cbor.item(raw, start + n, end, depth, MAX_DEPTH)
     if type(sig) is not bytes or len(sig) != 64:
         raise ValueError("signature must be 64 bytes")
+    if i != end:
+        raise ValueError("trailing bytes after the item")
     # RFC 9052 3: a zero-length protected bstr stands for the empty map.
     prot = cbor.loads(prot_b, MAX_DEPTH) if prot_b else {}
     if type(prot) is not dict:
         raise ValueError("protected header is not a map")
-    return prot_b, prot, unprot, payload, sig
+    return prot_b, prot, unprot, start, start + n, sig
+
+
+def decode_sign1(raw):
+    """COSE_Sign1 bytes (optionally tag 18) -> (protected bstr, protected map, unprotected map,
+    payload bstr, signature). Raises ValueError (cbor.CBORError) on anything else."""
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    prot_b, prot, unprot, start, end, sig = sign1_parts(raw)
+    return prot_b, prot, unprot, raw[start:end], sig
 
 
 def header_kid(prot, unprot):
@@ -89,6 +112,15 @@ def sig_structure(prot_b, payload):
     """CBOR ["Signature1", protected, h'', payload], written directly (no re-encoding)."""
     return b"".join((b"\x84\x6aSignature1", _bstr_head(len(prot_b)), prot_b, b"\x40",
                      _bstr_head(len(payload)), payload))
+
+
+def _sig_structure_parts(prot_b, raw, start, end):
+    """sig_structure() of the payload raw[start:end] as pieces for crypto.verify: the payload
+    is hashed where it lies, never copied."""
+    n = end - start
+    prefix = b"".join((b"\x84\x6aSignature1", _bstr_head(len(prot_b)), prot_b, b"\x40",
+                       _bstr_head(n)))
+    return (prefix, memoryview(raw)[start:end])
 
 
 def alg_for_key(pub):
@@ -127,45 +159,179 @@ def parse_text(text):
 
 # ---------------------------------------------------------------- revoked serials
 
-class RevokedSet:
-    """Revoked cti values as one sorted blob per length, searched by bisection.
+PAGE_BYTES = 1024  # revoked serials are kept in pages of this size: no large block is needed
 
-    On MicroPython a set of 16-byte bytes objects costs about 73 bytes per entry (object header +
-    separate data block + table slot); the blob costs exactly 16 (see tests/bench_coupon.py).
-    """
 
-    def __init__(self, ctis):
-        self._blobs = {}
-        self.count = len(ctis)
-        lengths = set()
-        for c in ctis:
-            lengths.add(len(c))
-        for n in lengths:
-            group = ctis if len(lengths) == 1 else [c for c in ctis if len(c) == n]
-            group.sort()
-            self._blobs[n] = (b"".join(group), len(group))
+class _Records:
+    """n records of w bytes in pages of PAGE_BYTES (MicroPython's heap is not compacted: after
+    hours of running it may lack one 60 KiB block but have plenty of 4 KiB ones)."""
 
-    def __contains__(self, cti):
-        n = len(cti)
-        entry = self._blobs.get(n)
-        if entry is None:
-            return False
-        blob, hi = entry
-        lo = 0
+    def __init__(self, w, n):
+        self.w = w
+        self.n = n
+        self.per = max(1, PAGE_BYTES // w)
+        self.pages = []
+        left = n
+        while left > 0:
+            k = min(left, self.per)
+            self.pages.append(bytearray(k * w))
+            left -= k
+
+    def get(self, k):
+        i = (k % self.per) * self.w
+        return self.pages[k // self.per][i:i + self.w]
+
+    def put(self, k, data):
+        i = (k % self.per) * self.w
+        self.pages[k // self.per][i:i + self.w] = data
+
+    def swap(self, a, b):
+        x = self.get(a)
+        self.put(a, self.get(b))
+        self.put(b, x)
+
+    def sort(self):
+        """In place: heapsort, no second copy. Records already in order (the project's issuer
+        writes its serials sorted) take one pass."""
+        n = self.n
+        get = self.get
+        prev = get(0) if n else None
+        for k in range(1, n):
+            cur = get(k)
+            if prev > cur:
+                break
+            prev = cur
+        else:
+            return
+        for root in range(n // 2 - 1, -1, -1):
+            self._sift(root, n)
+        for size in range(n - 1, 0, -1):
+            self.swap(0, size)
+            self._sift(0, size)
+
+    def _sift(self, root, size):
+        get = self.get
+        while True:
+            child = 2 * root + 1
+            if child >= size:
+                return
+            if child + 1 < size and get(child) < get(child + 1):
+                child += 1
+            if not get(root) < get(child):
+                return
+            self.swap(root, child)
+            root = child
+
+    def find(self, value):
+        lo, hi = 0, self.n
         while lo < hi:
             mid = (lo + hi) >> 1
-            i = mid * n
-            v = blob[i:i + n]
-            if v < cti:
+            v = self.get(mid)
+            if v < value:
                 lo = mid + 1
-            elif v == cti:
+            elif v == value:
                 return True
             else:
                 hi = mid
         return False
 
+
+class RevokedSet:
+    """Revoked cti values, sorted per length in pages of fixed-size records, searched by
+    bisection.
+
+    On MicroPython a set of 16-byte bytes objects costs about 73 bytes per entry (object header +
+    separate data block + table slot); the records cost exactly 16 (see tests/bench_coupon.py).
+    A received list fills the records straight from its CBOR (revoked_from), never holding the
+    serials as separate objects.
+    """
+
+    def __init__(self, ctis):
+        self._groups = {}
+        self.count = len(ctis)
+        lengths = {}
+        for c in ctis:
+            lengths[len(c)] = lengths.get(len(c), 0) + 1
+        fill = {}
+        for w in lengths:
+            self._groups[w] = _Records(w, lengths[w])
+            fill[w] = 0
+        for c in ctis:
+            w = len(c)
+            self._groups[w].put(fill[w], c)
+            fill[w] += 1
+        for rec in self._groups.values():
+            rec.sort()
+
+    def __contains__(self, cti):
+        rec = self._groups.get(len(cti))
+        return rec is not None and rec.find(cti)
+
     def __len__(self):
         return self.count
+
+
+def revoked_from(raw, i, end):
+    """The CBOR array of cti byte strings at raw[i] -> (RevokedSet, index after the array),
+    streamed: one pass checks and counts the serials per length, a second copies each into
+    its length's records, which are then sorted in place. The list's bytes plus the records
+    are all the heap it takes. Anything but an array is returned decoded as it is (for the
+    caller's type check); an item that is not a 1..32-byte string raises TrustError."""
+    major, n, j = cbor.head(raw, i, end)
+    if major != 4:
+        return cbor.item(raw, i, end, 1, MAX_DEPTH)
+    if 2 * n > end - j:  # every serial takes at least 2 bytes
+        raise TrustError("malformed", "cti array longer than the list")
+    counts = {}
+    k = j
+    for _ in range(n):
+        major, w, k = cbor.head(raw, k, end)
+        if major != 2 or not 1 <= w <= MAX_CTI or w > end - k:
+            raise TrustError("malformed", "revoked cti must be 1..32 bytes")
+        counts[w] = counts.get(w, 0) + 1
+        k += w
+    rs = RevokedSet([])
+    rs.count = n
+    fill = {}
+    for w in counts:
+        rs._groups[w] = _Records(w, counts[w])
+        fill[w] = 0
+    view = memoryview(raw)
+    for _ in range(n):
+        _, w, j = cbor.head(raw, j, end)
+        rs._groups[w].put(fill[w], view[j:j + w])
+        fill[w] += 1
+        j += w
+    for rec in rs._groups.values():
+        rec.sort()
+    return rs, j
+
+
+def _list_payload(raw, i, end, kind):
+    """The payload map of a list at raw[i:end], decoded in place; a revocation list's cti
+    array straight into its RevokedSet (revoked_from)."""
+    major, n, i = cbor.head(raw, i, end)
+    if major != 5:
+        raise TrustError("malformed", "payload is not a map")
+    if 2 * n > end - i:
+        raise TrustError("malformed", "payload: map longer than input")
+    p = {}
+    for _ in range(n):
+        k, i = cbor.item(raw, i, end, 1, MAX_DEPTH)
+        try:
+            hash(k)  # MicroPython's `k in {}` does not hash, so ask explicitly
+            dup = k in p
+        except TypeError:
+            raise TrustError("malformed", "payload: unhashable map key")
+        if dup:
+            raise TrustError("malformed", "payload: duplicate map key")
+        if kind == REVOCATIONS and type(k) is str and k == "cti":
+            p[k], i = revoked_from(raw, i, end)
+        else:
+            p[k], i = cbor.item(raw, i, end, 1, MAX_DEPTH)
+    if i != end:
+        raise TrustError("malformed", "payload: trailing bytes after the item")
+    return p
 
 
 # ---------------------------------------------------------------- list payloads
@@ -214,19 +380,16 @@ def _trust_payload(p):
 
 
 def _revocation_payload(p):
-    ctis = p.get("cti", _MISSING)
+    ctis = p.get("cti", _MISSING)  # a RevokedSet when it was an array (_list_payload)
     cmps = p.get("cmp", _MISSING)
     if ctis is _MISSING and "keys" in p:
         raise TrustError("wrong_kind", "a trust list, not a revocation list")
-    if type(ctis) is not list or type(cmps) is not list:
+    if type(ctis) is not RevokedSet or type(cmps) is not list:
         raise TrustError("malformed", "revocation list needs cti and cmp arrays")
-    for c in ctis:
-        if type(c) is not bytes or not 1 <= len(c) <= MAX_CTI:
-            raise TrustError("malformed", "revoked cti must be 1..32 bytes")
     for c in cmps:
         if type(c) is not str:
             raise TrustError("malformed", "revoked cmp must be text")
-    return RevokedSet(ctis), set(cmps)
+    return ctis, set(cmps)
 
 
 # ---------------------------------------------------------------- the store
@@ -255,19 +418,36 @@ class TrustStore:
         self.load_errors = 0
 
     # -- verification -----------------------------------------------------------------------
-    def _verified_payload(self, raw):
-        """The payload map of a list that verifies under a root key."""
+    def _verified_payload(self, raw, kind):
+        """The payload map of a list that verifies under a root key. The list stays one buffer:
+        its payload is decoded in place and its signature checked over the bytes where they
+        lie."""
         if not isinstance(raw, (bytes, bytearray)):
             raise TrustError("malformed", "list must be bytes")
+        if len(raw) > limits.LIST_MAX_BYTES:
+            raise TrustError("too_large", "%s of %d bytes: the most a terminal takes is %d"
+                             % (kind, len(raw), limits.LIST_MAX_BYTES))
+        if type(raw) is not bytes:
+            raw = bytes(raw)
         try:
-            prot_b, prot, unprot, payload, sig = decode_sign1(raw)
+            prot_b, prot, unprot, start, end, sig = sign1_parts(raw)
         except ValueError as e:
             raise TrustError("malformed", "not a COSE_Sign1: %s" % e)
         alg = label(prot, 1)
         kid = header_kid(prot, unprot)
         if kid is not _MISSING and type(kid) is not bytes:
             raise TrustError("malformed", "kid must be a byte string")
-        tbs = sig_structure(prot_b, payload)
+        # The payload is decoded before the signature is checked, and its fault reported only
+        # for a list that verifies: a long revocation list's records are then allocated while
+        # the heap is still in one piece, before the verifier's arithmetic scatters small
+        # objects over it (MicroPython's heap is never compacted).
+        try:
+            p = _list_payload(raw, start, end, kind)
+            fault = None
+        except ValueError as e:  # cbor.CBORError or TrustError
+            p = None
+            fault = e
+        tbs = _sig_structure_parts(prot_b, raw, start, end)
         named = False
         for rkid, ralg, rpub in self.roots:
             if kid is not _MISSING and kid != rkid:
@@ -279,20 +459,17 @@ class TrustStore:
             if named:
                 raise TrustError("bad_signature", "signature does not verify under the root key")
             raise TrustError("unknown_root", "no root key verifies this list")
-        tbs = None
-        try:
-            p = cbor.loads(payload, MAX_DEPTH)
-        except ValueError as e:
-            raise TrustError("malformed", "payload: %s" % e)
-        if type(p) is not dict:
-            raise TrustError("malformed", "payload is not a map")
+        if isinstance(fault, TrustError):
+            raise fault
+        if fault is not None:
+            raise TrustError("malformed", "payload: %s" % fault)
         ver = p.get("ver")
         if not _is_uint(ver) or not _is_int(p.get("iat")):
             raise TrustError("malformed", "ver must be a uint and iat an int")
         return p, ver
 
     def _check(self, kind, raw, installed_ver):
-        p, ver = self._verified_payload(raw)
+        p, ver = self._verified_payload(raw, kind)
         parsed = _trust_payload(p) if kind == TRUST else _revocation_payload(p)
         if ver <= installed_ver:
             raise TrustError("rollback", "%s ver %d is not newer than %d"

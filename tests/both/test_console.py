@@ -551,7 +551,7 @@ def test_garbage_never_crashes_and_every_reply_is_one_json_line():
 
 # -- tls install ---------------------------------------------------------------------------------
 def _tls_rig(tag):
-    from tests.both.test_mqtt_client import CERT_A, CERT_B, KEY_A
+    from tests.both.test_tls import CERT_A, CERT_B, KEY_A
     d = tmpdir(tag)
     tls = d + "/data/tls/"
     r = Rig(tag, d=d, broker={"host": "127.0.0.1", "port": 8883, "tls": True,
@@ -577,7 +577,7 @@ def test_tls_install_writes_pem_and_der_twins_the_link_can_load():
     import os
 
     from device.ports import runtime as rt
-    from device.ports.mqtt_client import pem_to_der, tls_context
+    from device.ports.tls import pem_to_der, tls_context
     r, tls, bundle = _tls_rig("con-tls")
     err(r("tls install " + json.dumps(bundle)), "login_required")
     r.login()
@@ -606,7 +606,7 @@ def test_tls_install_writes_pem_and_der_twins_the_link_can_load():
     # What the link will do at the next start (MicroPython: from the DER twins).
     assert tls_context(r.agent.cfg["broker"]) is not None
     # Installing again replaces them (a renewed certificate).
-    from tests.both.test_mqtt_client import CERT_B
+    from tests.both.test_tls import CERT_B
     rep = r("tls install " + json.dumps(dict(bundle, ca=bundle["cert"], cert=bundle["cert"])))
     assert rep["ok"], rep
     assert _read(tls + "ca.der") == pem_to_der(bundle["cert"].encode())[0]
@@ -616,14 +616,14 @@ def test_tls_install_writes_pem_and_der_twins_the_link_can_load():
 def test_tls_install_not_configured_when_the_broker_points_elsewhere():
     r = Rig("con-tls-elsewhere")  # plain broker
     r.login()
-    from tests.both.test_mqtt_client import CERT_A, CERT_B, KEY_A
+    from tests.both.test_tls import CERT_A, CERT_B, KEY_A
     rep = r("tls install " + json.dumps({"ca": CERT_B.decode(), "cert": CERT_A.decode(),
                                          "key": KEY_A.decode()}))
     assert rep["ok"] and rep["configured"] is False, rep
 
 
 def test_tls_install_refuses_what_is_not_one_pem_block_of_its_kind():
-    from tests.both.test_mqtt_client import EC_KEY_A
+    from tests.both.test_tls import EC_KEY_A
     r, tls, bundle = _tls_rig("con-tls-bad")
     r.login()
     assert r("tls install " + json.dumps(bundle))["ok"]
@@ -669,7 +669,7 @@ def test_tls_install_refuses_a_key_that_is_not_the_certificates_on_cpython():
     from device.ports import runtime as rt
     if rt.MICROPYTHON:
         return  # Mbed TLS loads a mismatched pair; the broker's handshake refuses it
-    from tests.both.test_mqtt_client import CERT_B
+    from tests.both.test_tls import CERT_B
     r, tls, bundle = _tls_rig("con-tls-pair")
     r.login()
     rep = err(r("tls install " + json.dumps(dict(bundle, cert=CERT_B.decode()))),

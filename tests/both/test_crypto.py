@@ -242,6 +242,26 @@ def test_ecdsa_high_s_is_valid_and_ranges_are_checked():
         assert not p256.verify(pub, msg, sig_of(rr, ss))
 
 
+def test_a_message_in_pieces_verifies_as_the_whole():
+    # the trust store hands a list's signed bytes over as (prefix, view of the payload)
+    longest = RFC8032[0]
+    for e in RFC8032:
+        if len(e[2]) > len(longest[2]):
+            longest = e
+    name, pub, msg, sig = longest
+    pub, sig = h(pub), h(sig)
+    cut = len(msg) // 3
+    for alg, key, m, s in ((crypto.EDDSA, pub, msg, sig),) + ((crypto.ES256,) + _valid_es256(),):
+        k = len(m) // 3
+        pieces = (m[:k], memoryview(m)[k:2 * k], bytearray(m[2 * k:]))
+        assert crypto.verify(alg, key, pieces, s), alg
+        assert crypto.verify(alg, key, (m,), s) and crypto.verify(alg, key, (b"", m), s)
+        assert not crypto.verify(alg, key, (m[:k], m[k + 1:]), s), alg
+        assert not crypto.verify(alg, key, (m[:k], "text"), s), alg
+    assert cut and ed25519.verify_point(ed25519.decode_point(pub), pub, (msg[:cut], msg[cut:]),
+                                        sig)
+
+
 def test_p256_invalid_keys():
     pub, msg, sig = _valid_es256()
     assert crypto.verify(crypto.ES256, compressed(pub), msg, sig)

@@ -138,8 +138,8 @@ def test_large_packet_in_small_chunks_then_the_next_packet():
     got = []
     for i in range(0, len(stream), 1000):
         got.extend(p.feed(stream[i:i + 1000]))
-        if not got:
-            assert p.buffered() == min(i + 1000, len(stream))
+        if not got:  # only the payload is held, in the pieces it came in
+            assert p.buffered() == min(i + 1000, len(big)) - (len(big) - 102400)
     assert got == [("publish", "pos/v1/fleet/down/trustlist", bytes(range(256)) * 400, 1, True,
                     False, 9), VECTORS[7][2]]
     assert p.buffered() == 0
@@ -168,14 +168,15 @@ def test_remaining_length_boundaries_round_trip():
 
 
 def test_parser_reads_four_byte_lengths_without_the_body():
-    # Large bodies are only announced: the parser waits for them (and would reject them
-    # under the default size limit).
+    # Large bodies are only announced: the parser waits for them (and, under the default size
+    # limit, reads an oversized one as topic + skipped payload, or rejects it if no PUBLISH).
     for header, n in (("30ffff7f", 2097151), ("3080808001", 2097152),
                       ("30ffffff7f", 268435455)):
         p = Parser(max_packet=n + 5)
         assert p.feed(H(header)) == []
         assert p.buffered() == len(header) // 2
-        assert _parse_code(H(header)) == "too_large"
+        assert Parser().feed(H(header)) == []  # oversized: waits for its topic
+        assert _parse_code(H("90" + header[2:])) == "too_large"  # a SUBACK that size
 
 
 def test_rejects_more_than_four_length_bytes_before_the_fifth_arrives():
@@ -186,13 +187,62 @@ def test_rejects_more_than_four_length_bytes_before_the_fifth_arrives():
 def test_rejects_oversize_packet_from_its_header_alone():
     limit = mqtt.MAX_PACKET
     assert limit == 256 * 1024
-    ok = H("30") + mqtt.remaining_length(limit - 4)  # 1 + 3 length bytes + body == limit
+    ok = H("90") + mqtt.remaining_length(limit - 4)  # 1 + 3 length bytes + body == limit
     p = Parser()
     assert p.feed(ok) == []
-    too_big = H("30") + mqtt.remaining_length(limit - 3)
+    too_big = H("90") + mqtt.remaining_length(limit - 3)
     assert _parse_code(too_big) == "too_large"
-    assert _parse_code(H("3005"), max_packet=6) == "too_large"
+    assert _parse_code(H("9005"), max_packet=6) == "too_large"
     assert Parser(max_packet=7).feed(H("30050003612f62")) == [VECTORS[5][2]]
+
+
+def test_an_oversized_publish_is_read_as_its_header_and_skipped():
+    payload = bytes(range(256)) * 40
+    big = mqtt.publish("pos/v1/fleet/down/revocations", payload, 1, True, 77, True)
+    after = VECTORS[4][1]
+    for chunk in (1, 7, 100, 4096, len(big) + len(after)):
+        p = Parser(max_packet=1000)
+        got = []
+        stream = big + after
+        for i in range(0, len(stream), chunk):
+            got += p.feed(stream[i:i + chunk])
+            assert p.buffered() <= max(chunk, 40)  # never the payload: at most one chunk
+        assert got == [("oversized", "pos/v1/fleet/down/revocations", len(big), 1, True, True,
+                        77), VECTORS[4][2]], chunk
+        assert p.buffered() == 0
+    # exactly at the limit it is an ordinary packet; one byte more and it is skipped
+    at = mqtt.publish("t", b"x" * 100)
+    assert Parser(max_packet=len(at)).feed(at)[0][0] == "publish"
+    assert Parser(max_packet=len(at) - 1).feed(at) == [("oversized", "t", len(at), 0, False,
+                                                        False, 0)]
+
+
+class _NoRoom(list):
+    def append(self, item):
+        raise MemoryError("no block that size")
+
+
+def test_a_publish_that_finds_no_room_on_the_heap_is_skipped_like_an_oversized_one():
+    big = mqtt.publish("f/list", b"\x11" * 20000, 1, True, 5)
+    p = Parser()
+    assert p.feed(big[:5000]) == []  # being kept, in pieces
+    p._pieces = _NoRoom(p._pieces)  # the heap is full: the next piece cannot be kept
+    got = []
+    for i in range(5000, len(big), 4096):
+        got += p.feed(big[i:i + 4096])
+    assert got == [("oversized", "f/list", len(big), 1, True, False, 5)]
+    assert p.feed(VECTORS[4][1]) == [VECTORS[4][2]]  # and the stream is still in step
+
+
+def test_an_oversized_publish_header_is_still_checked():
+    # QoS 3, a bad topic, a topic longer than the packet: the stream is out of step
+    assert _parse_code(H("360a0003612f62") + b"\x00" * 7, max_packet=5) == "bad_qos"
+    assert _parse_code(H("300a0003612f23") + b"\x00" * 7, max_packet=5) == "bad_topic"
+    assert _parse_code(H("3006ffff612f6200"), max_packet=5) == "truncated"
+    assert _parse_code(H("320a0003612f620000") + b"\x00" * 3, max_packet=5) == "bad_packet_id"
+    p = Parser(max_packet=5)
+    assert p.feed(H("300a0003612f")) == []  # topic incomplete: waits
+    assert p.feed(H("62") + b"\x00" * 5) == [("oversized", "a/b", 12, 0, False, False, 0)]
 
 
 def test_rejects_invalid_utf8_topics():

@@ -3,7 +3,20 @@
 import json
 
 from device.ports.storage import PosixFS
-from device.trust.lists import REVOCATIONS, TRUST, RevokedSet, TrustError, TrustStore, parse_text
+from device.trust.lists import (
+    PAGE_BYTES,
+    REVOCATIONS,
+    TRUST,
+    RevokedSet,
+    TrustError,
+    TrustStore,
+    _Records,
+    decode_sign1,
+    parse_text,
+    revoked_from,
+    sign1_parts,
+)
+from protocol import cbor, limits
 from tests.both.util import raises, tmpdir
 
 _fx = []
@@ -203,6 +216,66 @@ def test_revoked_set():
     for it in (b"", b"y", b"\x01\x00", b"\xff\xff", b"xy", b"xyz\x00"):
         assert it not in r
     assert len(r) == len(items)
+
+
+def _records(n, w, seed):
+    import hashlib
+    return [hashlib.sha256(b"%d %d" % (seed, i)).digest()[:w] for i in range(n)]
+
+
+def test_records_sort_in_place_across_pages():
+    for n, w in ((0, 16), (1, 16), (2, 3), (7, 1), (300, 16), (129, 32), (1500, 3)):
+        recs = _records(n, w, n)
+        recs += recs[:3]  # duplicates too
+        r = _Records(w, len(recs))
+        for k, c in enumerate(recs):
+            r.put(k, c)
+        r.sort()
+        assert len(r.pages) == (len(recs) + r.per - 1) // r.per
+        assert all(len(p) <= PAGE_BYTES for p in r.pages)
+        assert [bytes(r.get(k)) for k in range(len(recs))] == sorted(recs), (n, w)
+        for c in recs:
+            assert r.find(c)
+        assert not r.find(b"\xff" * w) or b"\xff" * w in recs
+
+
+def test_revoked_from_streams_the_serials_into_blobs():
+    ctis = _records(40, 16, 2) + _records(9, 1, 3) + _records(5, 32, 4) + [b"\x00" * 16]
+    data = b"\x82\x01" + cbor.dumps(ctis) + b"\x07"  # in the middle of a buffer
+    rs, end = revoked_from(data, 2, len(data))
+    assert end == len(data) - 1 and len(rs) == len(ctis)
+    for c in ctis:
+        assert c in rs
+    for c in _records(20, 16, 5) + [b"", b"\x01" * 2, b"\x00" * 15]:
+        assert c not in rs
+    assert revoked_from(cbor.dumps([]), 0, 1)[0].count == 0
+    # not an array: handed back decoded, for the caller's type check
+    assert revoked_from(cbor.dumps({"a": 1}), 0, 4) == ({"a": 1}, 4)
+    for bad in ([b""], [bytes(33)], ["text"], [[b"a"]], [1]):
+        raw = cbor.dumps(bad)
+        assert code(revoked_from, raw, 0, len(raw)) == "malformed", bad
+    raw = cbor.dumps([b"ab", b"cd"])
+    assert code(revoked_from, raw[:-1], 0, len(raw) - 1) == "malformed"  # cut short
+    assert code(revoked_from, b"\x9a\x00\x01\x00\x00", 0, 5) == "malformed"  # count lies
+
+
+def test_sign1_parts_leaves_the_payload_in_place():
+    cose = raw("rl_v1")
+    prot_b, prot, unprot, start, end, sig = sign1_parts(cose)
+    assert decode_sign1(cose) == (prot_b, prot, unprot, cose[start:end], sig)
+    assert cbor.loads(cose[start:end])["ver"] == 1
+    for bad in (cose + b"\x00", cose[:-1], b"\xd1" + cose[1:], cose[2:]):
+        raises(ValueError, sign1_parts, bad)
+    assert decode_sign1(bytearray(raw("tl_v1")))[4] == decode_sign1(raw("tl_v1"))[4]
+
+
+def test_a_list_over_the_maximum_is_refused_before_anything_else():
+    s = TrustStore(None, None, [root()])
+    big = b"\x00" * (limits.LIST_MAX_BYTES + 1)
+    assert code(s.install_revocations, big) == "too_large"
+    assert code(s.install_trustlist, bytearray(big)) == "too_large"
+    assert code(s.install_revocations, big[:-1]) == "malformed"  # at the maximum: read
+    assert (s.trust_ver, s.rev_ver) == (0, 0)
 
 
 def test_memory_only_store_writes_nothing():

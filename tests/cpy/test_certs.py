@@ -29,6 +29,7 @@ from host_sim.mosquitto import (
     write_secure_broker,
 )
 from host_sim.registry import HOST_USERNAME, Registry, RegistryError
+from protocol import limits
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICES = ["T-1", "T-2"]
@@ -272,7 +273,9 @@ def test_acl_and_password_file_for_two_devices(reg, store, tmp_path):
                  "use_identity_as_username false", "use_username_as_clientid true",
                  "listener 18883 127.0.0.1", "cafile " + store.ca_pem,
                  "certfile " + store.server_paths()[0], "keyfile " + store.server_paths()[1],
-                 "password_file " + out["passwd"], "acl_file " + out["acl"]):
+                 "password_file " + out["passwd"], "acl_file " + out["acl"],
+                 "message_size_limit %d" % limits.BROKER_MESSAGE_LIMIT,
+                 "max_packet_size %d" % limits.BROKER_PACKET_LIMIT):
         assert line in conf, line
     assert [ln for ln in conf if ln.startswith("listener")] == ["listener 18883 127.0.0.1"]
     # Another root is pasted in verbatim; one that could escape an ACL line is refused.

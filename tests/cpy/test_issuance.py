@@ -281,6 +281,38 @@ def test_revocation_by_cti_and_by_campaign(ks):
     assert e.value.field == "cti"
 
 
+def test_a_revocation_list_over_the_maximum_is_refused_and_nothing_changes(ks, tmp_path,
+                                                                          capsys):
+    from protocol import limits
+
+    root = ks.create_root()
+    ks.create_issuer(MERCHANT)
+    ctis = [hashlib.sha256(b"r %d" % i).digest()[:16].hex() for i in range(3900)]
+    fits = ks.revoke(cti=ctis[:3800])  # about 3 800 serials of 16 bytes fit
+    assert len(fits) <= limits.LIST_MAX_BYTES
+    _, p = open_sign1(fits, bytes.fromhex(root))
+    assert p["cti"] == sorted(p["cti"])  # written in order: one pass on the terminal
+    store = TrustStore(None, "", [bytes.fromhex(root)])
+    assert store.install_revocations(fits) == p["ver"]
+    with pytest.raises(IssuanceError) as e:
+        ks.revoke(cti=ctis[3800:])
+    assert e.value.field == "too_large"
+    assert "65536" in e.value.message and "--cmp" in e.value.message
+    again = Keystore(ks.path)
+    assert again.rev_ver == ks.rev_ver == p["ver"] and len(again.revoked()[0]) == 3800
+    again.close()
+    assert ks.revocations() != b"" and ks.revoke(cmp=["OLD"])  # a campaign still fits
+    # the issuer's publish refuses a list file over the maximum before it connects anywhere
+    r = ks._root()
+    big = issuance.sign1(r["alg"], bytes.fromhex(r["kid"]), ks._private_key(r["kid"]),
+                         {"ver": 99, "iat": 0, "cti": [bytes(16)] * 4000, "cmp": []})
+    path = issuance.write_text(str(tmp_path / "big.txt"), "PR1:", big)
+    assert issue.main(["--keys", ks.path, "publish", "--broker-port", "1",
+                       "--revocations", path]) == 1
+    err = capsys.readouterr().err
+    assert "too_large" in err and "terminals take at most 65536" in err
+
+
 def test_trust_list_version_strictly_increases_and_persists(ks, clock, tmp_path):
     root = ks.create_root()
     store = TrustStore(None, "", [bytes.fromhex(root)])

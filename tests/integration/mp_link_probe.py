@@ -1,17 +1,16 @@
-# A link under remote control, for tests/integration/test_link.py. Runs on MicroPython (and on
-# CPython, where make_link gives the paho link unless "impl" says otherwise).
+# A link under remote control, for tests/integration/test_link.py: the device's one MQTT link
+# (device/ports/link.py), run on MicroPython or CPython.
 #
 #   LINK_PROBE='<json config>' micropython tests/integration/mp_link_probe.py
 #   (an environment variable: this MicroPython unix port dies with "FATAL: uncaught NLR" when
 #   a command-line argument is 256 characters or longer)
 #     {"port": 1883, "client_id": "...", "keepalive": 30, "subs": [[filter, qos], ...],
 #      "will": [topic, text, qos, retain] or null, "ctl": "control/topic",
-#      "backoff": [first, cap] or null, "impl": null | "native" | "paho",
-#      "host": "127.0.0.1", "tls": false, "ca": path}
+#      "backoff": [first, cap] or null, "host": "127.0.0.1", "tls": false, "ca": path}
 #
 # Prints one JSON object per line (flushed) for everything that happens:
-#   {"ev": "connected", "n": connects}     {"ev": "subscribed", "codes": [...]}
-#   {"ev": "msg", "topic": t, "payload": text}
+#   {"ev": "connected", "n": connects, "no_delay": bool}   {"ev": "subscribed", "codes": [...]}
+#   {"ev": "msg", "topic": t, "payload": text}   {"ev": "oversized", "topic": t, "size": bytes}
 #   {"ev": "published", "id": id}          {"ev": "publish_error", "id": id, "code": c}
 #   {"ev": "stats", "t": ms since start, "stats": {...}, "connected": bool}  (on every change)
 #   {"ev": "closed"}
@@ -24,7 +23,7 @@ import sys
 import time
 
 from device.ports.link import LinkError, make_link
-from device.ports.mqtt_client import Backoff
+from device.ports.mqtt_link import Backoff
 
 try:
     from time import ticks_diff, ticks_ms
@@ -38,7 +37,7 @@ except ImportError:
 
 
 T0 = ticks_ms()
-WATCHED = ("connects", "connect_failures", "drops", "ping_timeouts", "bad_packets")
+WATCHED = ("connects", "connect_failures", "drops", "ping_timeouts", "bad_packets", "oversized")
 
 
 def emit(**event):
@@ -63,10 +62,11 @@ class Probe:
                   "tls": cfg.get("tls", False), "ca": cfg.get("ca"), "username": None,
                   "password": None, "root": "pos/v1"}
         self.link = make_link(broker, cfg["client_id"], will, self.on_connect, self.on_message,
-                              cfg.get("keepalive", 30), impl=cfg.get("impl"), **options)
+                              cfg.get("keepalive", 30), on_oversized=self.on_oversized,
+                              **options)
 
     async def on_connect(self, link):
-        emit(ev="connected", n=link.stats["connects"])
+        emit(ev="connected", n=link.stats["connects"], no_delay=link.no_delay)
         subs = [tuple(s) for s in self.cfg.get("subs", [])]
         if self.cfg.get("ctl"):
             subs.append((self.cfg["ctl"], 1))
@@ -78,6 +78,9 @@ class Probe:
             asyncio.create_task(self.command(json.loads(payload)))
             return
         emit(ev="msg", topic=topic, payload=payload.decode())
+
+    def on_oversized(self, topic, size):
+        emit(ev="oversized", topic=topic, size=size)
 
     async def command(self, cmd):
         if cmd["op"] == "publish":

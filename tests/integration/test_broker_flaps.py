@@ -28,8 +28,8 @@ from host_sim.store import open_store
 from tests.support.shop import CUR, DAY
 from tests.support.terminal import wait_until
 
-# charges to drain per runtime: the acceptance's 2 000 through the paho link; a shorter run
-# through the MicroPython link (device/ports/mqtt_client.py), which reconnects on its own code
+# charges to drain per runtime: the acceptance's 2 000 on CPython; a shorter run on
+# MicroPython (the same link, device/ports/mqtt_link.py, slower there)
 CHARGES = {"cpython": 2000, "micropython": 200}
 FLAPS = 10
 DRAIN_TIMEOUT_S = 300

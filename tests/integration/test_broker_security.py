@@ -21,7 +21,7 @@ from host_sim.certs import CertStore, der_twin
 from host_sim.mosquitto import Mosquitto, secure_config, write_secure_broker
 from host_sim.procs import free_port
 from host_sim.registry import HOST_USERNAME, Registry
-from protocol import mqtt
+from protocol import limits, mqtt
 
 ROOT = "pos/v1"
 A, B, C, D = "T-A", "T-B", "T-C", "T-D"
@@ -195,6 +195,40 @@ def test_device_reads_its_own_down_and_the_fleet_lists(env):
     a.expect(FLEET_TRUST, trust)
     host.close()
     a.close()
+
+
+def test_sizes_a_list_at_the_maximum_passes_terminal_uploads_are_capped(env):
+    # mosquitto 2.0 applies message_size_limit and max_packet_size to every client (neither
+    # can be set per listener or account), so the cap on uploads is the one just above the
+    # lists; a terminal's real uploads are under 2 KiB.
+    a = Peer(env, A)
+    assert a.subscribe(ROOT + "/fleet/down/#") == [1]
+    host = Peer(env, HOST_USERNAME, client_id="spy-sizes")
+    assert host.subscribe(ROOT + "/dev/%s/up/#" % A) == [1]
+    listed = os.urandom(limits.LIST_MAX_BYTES)
+    host.publish(FLEET_TRUST, listed, retain=True)
+    a.expect(FLEET_TRUST, listed)
+    a.publish(up(A), b"small")
+    host.expect(up(A), b"small")
+    # An upload over message_size_limit is dropped, and (measured on 2.0.11 with
+    # max_queued_messages 0) its sender disconnected after the PUBACK.
+    a.client.publish(up(A), os.urandom(limits.BROKER_MESSAGE_LIMIT + 1), qos=1)
+    assert a.disconnected.wait(WAIT), "still connected after an over-limit upload"
+    a.close()
+    # A packet over max_packet_size: disconnected from its header, before the body is read.
+    b = Peer(env, A)
+    b.client.publish(up(A), os.urandom(limits.BROKER_PACKET_LIMIT), qos=1)
+    assert b.disconnected.wait(WAIT), "still connected after an oversize packet"
+    b.close()
+    c = Peer(env, A)
+    after = fresh("after")
+    c.publish(up(A), after)
+    host.expect(up(A), after)
+    assert [len(p) for t, p in host.seen if t == up(A)] == [5, len(after)]  # nothing else came
+    c.close()
+    host.close()
+    with open(os.path.join(os.path.dirname(env.out["conf"]), "mosquitto.log")) as f:
+        assert "Client %s disconnected due to oversize packet" % A in f.read()
 
 
 # ---------------------------------------------------------------- what it may not

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from host_sim.procs import free_port, stop_process
+from protocol import limits
 
 _LIVE = set()
 
@@ -37,11 +38,13 @@ class Broker:
     """mosquitto on 127.0.0.1:<free port>; `extra` config lines (anything mosquitto.conf
     accepts: a TLS listener, an ACL file...) are appended. `log_types` defaults to everything:
     packet-level lines such as "Received PINGREQ" are what the keepalive tests look for.
+    `message_size_limit` is the project's (protocol/limits.py) unless a test lifts it (0).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, extra=(), port=None, log_types=("all",), workdir=None):
+    def __init__(self, extra=(), port=None, log_types=("all",), workdir=None,
+                 message_size_limit=limits.BROKER_MESSAGE_LIMIT):
         self.exe = mosquitto_path()
         if self.exe is None:
             raise BrokerError("mosquitto not found: run scripts/ensure-mosquitto")
@@ -50,6 +53,7 @@ class Broker:
         self._started_once = False
         self.extra = list(extra)
         self.log_types = list(log_types)
+        self.message_size_limit = message_size_limit  # 0: none (oversized-message tests)
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="mosquitto-")
         self.conf_path = os.path.join(self.dir, "mosquitto.conf")
@@ -66,6 +70,7 @@ class Broker:
             "max_queued_messages 0",
             # no ~40 ms stall of a PUBLISH behind a PUBACK (PLATFORM_NOTES 2026-12-02)
             "set_tcp_nodelay true",
+            "message_size_limit %d" % self.message_size_limit,
             "persistence false",
             "log_dest file " + self.log_path,
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",

@@ -143,6 +143,27 @@ def revocation_list(root, ver, ctis, cmps, iat=NOW - 5 * DAY, **kw):
     return sign1(root, {"ver": ver, "iat": iat, "cti": list(ctis), "cmp": list(cmps)}, **kw)
 
 
+def longest_revocation_list(root, ver, cti_len=16, limit=None, ordered=False, seed=b"big"):
+    """(COSE bytes, serials) of the revocation list with the most serials of cti_len bytes that
+    fits in limit bytes (default: the maximum a terminal takes, protocol/limits.py); the
+    serials in pseudo-random order unless ordered (as the project's issuer writes them)."""
+    from protocol import limits
+    limit = limits.LIST_MAX_BYTES if limit is None else limit
+
+    def make(n):
+        ctis = [hashlib.sha256(seed + b" %d" % i).digest()[:cti_len] for i in range(n)]
+        if ordered:
+            ctis.sort()
+        return revocation_list(root, ver, ctis, []), ctis
+
+    n = limit // (cti_len + 1)
+    cose, ctis = make(n)
+    while len(cose) > limit:
+        n -= 1
+        cose, ctis = make(n)
+    return cose, ctis
+
+
 def text(prefix, cose):
     return prefix + b45encode(cose)
 
@@ -530,6 +551,16 @@ def _trust_fixture(k):
             "rl_cmp_bytes": rl(11, [], [b"X"]),
             "rl_cmp_missing": text("PR1:", sign1(root, {"ver": 11, "iat": NOW, "cti": []})),
             "rl_cti_missing": text("PR1:", sign1(root, {"ver": 11, "iat": NOW, "cmp": []})),
+            "rl_cti_map": text("PR1:", sign1(root, {"ver": 11, "iat": NOW, "cti": {},
+                                                    "cmp": []})),
+            "rl_cti_nested": rl(11, [[b"\x01"]], []),
+            "rl_cti_count_too_big": text("PR1:", sign1(root, b"\xa4" + cbor2.dumps(
+                {"ver": 11, "iat": NOW, "cmp": []})[1:] + b"\x63cti\x9a\x00\x01\x00\x00")),
+            # two "cti" keys (cbor2 cannot write that from a dict): a4 ver iat cti cti
+            "rl_cti_twice": text("PR1:", sign1(root, b"\xa4" + cbor2.dumps(
+                {"ver": 11, "iat": NOW})[1:] + b"\x63cti\x80\x63cti\x80")),
+            "rl_trailing_bytes": text("PR1:", sign1(root, cbor2.dumps(
+                {"ver": 11, "iat": NOW, "cti": [], "cmp": []}) + b"\x00")),
         },
     }
 

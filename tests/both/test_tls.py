@@ -1,16 +1,16 @@
-# device/ports/mqtt_client.py helpers on both runtimes: reconnect backoff, PEM -> DER, the DER
-# twins
-# MicroPython loads, and tls_context with a client certificate. Real TLS connections are in
-# tests/integration/test_tls_e2e.py and test_link.py.
+# device/ports/tls.py on both runtimes: the one PEM reader (lenient for the link's files, strict
+# for `tls install`), the DER twins MicroPython loads, and tls_context with a client
+# certificate. Real TLS connections are in tests/integration/test_tls_e2e.py and test_link.py.
 import binascii
 import hashlib
 
 from device.ports import runtime as rt
-from device.ports.mqtt_client import (
-    Backoff,
-    LinkError,
+from device.ports.tls import (
+    TlsError,
     der_twin,
     load_der,
+    pem_blocks,
+    pem_text,
     pem_to_der,
     tls_context,
 )
@@ -67,31 +67,7 @@ def write(path, data):
 
 
 def config_error(fn, *args):
-    e = raises(LinkError, fn, *args)
-    assert e.code == "config", e
-    return e
-
-
-# ------------------------------------------------------------------ backoff
-
-
-def test_backoff_doubles_up_to_its_cap_and_resets():
-    low = Backoff(0.5, 30.0, 0.25, rand=lambda: 0.0)  # jitter at its lowest: -25 %
-    assert [low.next() for _ in range(9)] == [0.375, 0.75, 1.5, 3.0, 6.0, 12.0, 22.5, 22.5,
-                                              22.5]
-    high = Backoff(0.5, 30.0, 0.25, rand=lambda: 1.0)  # and at its highest: +25 %
-    assert [high.next() for _ in range(3)] == [0.625, 1.25, 2.5]
-    high.reset()
-    assert high.next() == 0.625
-    flat = Backoff(1.0, 4.0, 0.0)
-    assert [flat.next() for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
-
-
-def test_backoff_jitter_spreads_within_its_bounds():
-    b = Backoff(1.0, 8.0, 0.25)
-    delays = [b.next() for _ in range(60)][3:]  # at the cap from the fourth on
-    assert all(6.0 <= d <= 10.0 for d in delays)
-    assert len(set(delays)) > 20  # a fleet does not come back in lockstep
+    return raises(TlsError, fn, *args)
 
 
 # ------------------------------------------------------------------ PEM -> DER
@@ -127,6 +103,21 @@ def test_pem_to_der_refuses_encrypted_keys():
     legacy = EC_KEY_A.replace(b"KEY-----\n", b"KEY-----\nProc-Type: 4,ENCRYPTED\n", 1)
     config_error(pem_to_der, legacy, b"PRIVATE KEY")
     config_error(pem_to_der, b"-----BEGIN CERTIFICATE-----\n")  # never ends: no block
+
+
+def test_strict_pem_blocks_for_tls_install():
+    der = pem_to_der(CERT_A)[0]
+    assert pem_blocks(CERT_A.decode()) == [("CERTIFICATE", der)]
+    assert pem_blocks(CERT_A + b"\n\n" + KEY_A)[1][0] == "PRIVATE KEY"
+    assert pem_text("CERTIFICATE", der) == CERT_A  # the canonical form round-trips
+    assert "outside" in str(config_error(pem_blocks, "notes\n" + CERT_A.decode()))
+    assert pem_blocks("notes\n" + CERT_A.decode(), False) == [("CERTIFICATE", der)]
+    assert "base64" in str(config_error(pem_blocks, CERT_A.replace(b"MIIB", b"MI!B")))
+    not_der = pem_text("CERTIFICATE", b"\x30\x05\x02\x01\x01")  # length byte wrong
+    assert "not DER" in str(config_error(pem_blocks, not_der))
+    assert "END" in str(config_error(pem_blocks, CERT_A.replace(b"-----END", b"-----END X")))
+    config_error(pem_blocks, b"\xff\xfe")
+    config_error(pem_blocks, "")
 
 
 def test_load_der_prefers_the_der_twin():
