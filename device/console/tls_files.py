@@ -3,7 +3,6 @@
 # installing them under <data_dir>/tls/ only once this runtime's TLS stack has loaded them from
 # a staging copy.
 from device.ports import runtime
-
 from device.ports.tls import TlsError, pem_blocks, pem_text, tls_context
 
 TLS_DIR = "/tls"

@@ -510,6 +510,7 @@ def test_roundtrip_retained_and_clean_close(broker, observers, probes, runtime):
     obs.publish(t + "/fleet/trust", b"v1", retain=True)
     p = probes(runtime, probe_cfg(broker.port, t, cid, will=[t + "/will", "gone", 1, False]))
     assert p.expect(ev="connected", n=1)["no_delay"] is True  # TCP_NODELAY on both runtimes
+    mark = p.cursor
     assert p.expect(ev="subscribed")["codes"] == [1, 1, 1]
     # MQTT 3.1.1 (3.8.4) lets the broker send a retained PUBLISH before the SUBACK, and
     # mosquitto with set_tcp_nodelay does: the message may come either side of it.
