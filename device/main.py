@@ -152,7 +152,7 @@ def console_path(path):
     code = _serve_stdio(Console(cmds), cmds)
     agent = agent or cmds.started
     if agent is not None and not cmds.reset_done:
-        agent.counters.flush()
+        agent.flush()
     finish_factory_reset(fs, path)
     return code
 

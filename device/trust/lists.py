@@ -1,6 +1,7 @@
 # Trust list and revocation list (SPEC 2.2): COSE_Sign1 lists signed by a provisioned root key,
 # verified, installed atomically and kept across reboots; plus the COSE_Sign1 reading that the
-# coupon verifier shares with them.
+# coupon verifier shares with them, and the root-key verification the service licence
+# (device/licence/) shares (TrustStore.root_payload).
 import struct
 
 from device import crypto
@@ -255,10 +256,12 @@ class TrustStore:
         self.load_errors = 0
 
     # -- verification -----------------------------------------------------------------------
-    def _verified_payload(self, raw):
-        """The payload map of a list that verifies under a root key."""
+    def root_payload(self, raw):
+        """The payload map of a COSE_Sign1 that a provisioned root key signed (the lists here,
+        the service licence of device/licence/). Raises TrustError: malformed, unknown_root,
+        bad_signature."""
         if not isinstance(raw, (bytes, bytearray)):
-            raise TrustError("malformed", "list must be bytes")
+            raise TrustError("malformed", "signed data must be bytes")
         try:
             prot_b, prot, unprot, payload, sig = decode_sign1(raw)
         except ValueError as e:
@@ -278,7 +281,7 @@ class TrustStore:
         else:
             if named:
                 raise TrustError("bad_signature", "signature does not verify under the root key")
-            raise TrustError("unknown_root", "no root key verifies this list")
+            raise TrustError("unknown_root", "no root key verifies it")
         tbs = None
         try:
             p = cbor.loads(payload, MAX_DEPTH)
@@ -286,6 +289,11 @@ class TrustStore:
             raise TrustError("malformed", "payload: %s" % e)
         if type(p) is not dict:
             raise TrustError("malformed", "payload is not a map")
+        return p
+
+    def _verified_payload(self, raw):
+        """The payload map of a list that verifies under a root key, and its ver."""
+        p = self.root_payload(raw)
         ver = p.get("ver")
         if not _is_uint(ver) or not _is_int(p.get("iat")):
             raise TrustError("malformed", "ver must be a uint and iat an int")
