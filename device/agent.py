@@ -4,8 +4,9 @@
 # screens, console, downlink gate); this module only moves events between them and the outside.
 #
 # A service (device/services.py lists them) is a module whose install(agent) registers what it
-# adds: queue kinds, downlink handlers, screens, till gates, console commands, status facts.
-# Adding one never edits this file.
+# adds: queue kinds, downlink handlers, screens, till gates, console commands, status facts,
+# tasks (add_task) and what to save when the terminal stops (on_stop). Adding one never edits
+# this file.
 import asyncio
 
 from device import crypto, firmware, services
@@ -87,6 +88,8 @@ class Agent:
         self.link = None
         self.console = None
         self.on_connect_hooks = []
+        self._service_tasks = []   # (name, fn) started by run()
+        self._stop_hooks = []
         self.downlink.on("redeemed", self._on_redeemed)
         self.downlink.on("config", self._on_config, durable=True)
         self.downlink.on_fleet("trustlist", self._on_list("trustlist"))
@@ -122,6 +125,28 @@ class Agent:
                 q.compact(self.clock.now())  # so the same records are not counted at every boot
             except Exception as e:
                 self.log("journal not rewritten: %s" % e)
+
+    # -- what services add besides their collaborators' extension points -----------------------
+    def add_task(self, name, fn):
+        """`await fn()` runs under the task supervisor for as long as the terminal runs."""
+        self._service_tasks.append((name, fn))
+
+    def on_stop(self, fn):
+        """fn() runs when the terminal stops on purpose (end of run, reboot; not after a
+        factory reset): what a service keeps in memory goes to flash."""
+        self._stop_hooks.append(fn)
+
+    def flush(self):
+        """Saves what is kept in memory between writes: the counters, then each on_stop."""
+        try:
+            self.counters.flush()
+        except OSError as e:
+            self.log("counters not saved: %s" % e)
+        for fn in self._stop_hooks:
+            try:
+                fn()
+            except Exception as e:  # one service's failure must not skip the others
+                self.log("not saved at stop: %s %s" % (type(e).__name__, e))
 
     # -- logging ---------------------------------------------------------------------------------
     def log(self, text):
@@ -296,10 +321,7 @@ class Agent:
         """Stops the terminal for a restart (device/ports/runtime.restart)."""
         self.log("restarting (exit %d)" % code)
         if flush:
-            try:
-                self.counters.flush()
-            except OSError as e:
-                self.log("counters not saved: %s" % e)
+            self.flush()
         self.queue.log.close()
         self.peripherals.close()
         runtime.restart(code)
@@ -321,11 +343,10 @@ class Agent:
         self.tasks.start("status", self._status_loop)
         self.tasks.start("forward", self._forward_loop)
         self.tasks.start("io", self._io_loop)
+        for name, fn in self._service_tasks:
+            self.tasks.start(name, fn)
         try:
             await self._start_link()
         finally:
             self.tasks.cancel()
-            try:
-                self.counters.flush()
-            except OSError as e:
-                self.log("counters not saved: %s" % e)
+            self.flush()

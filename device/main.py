@@ -154,7 +154,7 @@ def console_path(path):
     code = _serve(Console(cmds), cmds, StdioPort())
     agent = agent or cmds.started
     if agent is not None and not cmds.reset_done:
-        agent.counters.flush()
+        agent.flush()
     finish_factory_reset(fs, path)
     return code
 

@@ -2,6 +2,11 @@
 import time
 
 from device import firmware as build
+from device.ports import runtime
+
+# Seconds a desktop terminal adds to the OS clock: the stand-in for a board's RTC set wrong (or
+# corrected), since a test cannot set the machine's clock. Boards have no environment.
+CORRECTION_ENV = "POS_CLOCK_CORRECTION_S"
 
 # Boards whose native epoch is 2000 (most MicroPython ports) count from here.
 EPOCH_2000_OFFSET = 946684800
@@ -23,6 +28,17 @@ def gmtime(unix):
     return time.gmtime(unix - _OFFSET)
 
 
+def env_correction():
+    """POS_CLOCK_CORRECTION_S as an int; 0 when unset or not an integer."""
+    v = runtime.env(CORRECTION_ENV)
+    if not v:
+        return 0
+    try:
+        return int(v)
+    except ValueError:
+        return 0
+
+
 def ticks_ms():
     return _ticks_ms()
 
@@ -35,12 +51,13 @@ class Clock:
     """Wall clock in Unix seconds.
 
     `correction` lets the host (or a technician) fix a wrong RTC without touching the OS clock,
-    which the agent may not own; it is added to every reading.
+    which the agent may not own; it is added to every reading. Unset, it is the environment's
+    POS_CLOCK_CORRECTION_S (desktop only; 0 when absent).
     """
 
-    def __init__(self, build_time=None, correction=0):
+    def __init__(self, build_time=None, correction=None):
         self.build_time = build.BUILD_TIME if build_time is None else build_time
-        self.correction = correction
+        self.correction = env_correction() if correction is None else correction
 
     def now(self):
         return int(time.time()) + _OFFSET + self.correction

@@ -93,3 +93,32 @@ def acknowledged(n):
 
 def more_declined(n):
     return "+%d more: F1 prints all" % n
+
+# Service licence (SPEC 8.5): the idle reminders (stepping up at 30, 7 and 1 days left), the
+# grace warning, and why a restricted terminal refuses a sale (the `refused` screen).
+LICENCE_REFUSED = ["Service licence expired:", "no sales until it is renewed"]
+LICENCE_RENEW = "Renew: ask your provider"
+LICENCE_RENEW_SOON = "Renew soon: ask your provider"
+LICENCE_RENEW_NOW = "RENEW NOW: ask your provider"
+LICENCE_EXPIRED = "LICENCE EXPIRED: renew now"
+LICENCE_STOPPED = "LICENCE EXPIRED: no new sales"
+
+
+def _days(n):
+    return "%d day%s" % (n, "" if n == 1 else "s")
+
+
+def licence_lines(state, days, step):
+    """Idle lines for a licence state; step: the reminder step reached (30, 7 or 1 days)."""
+    if state == "expiring":
+        head = "Licence: %s left" % _days(days)
+        if step == 1:
+            return [head, LICENCE_RENEW_NOW]
+        if step == 7:
+            return [head, LICENCE_RENEW_SOON]
+        return [head]
+    if state == "grace":
+        return [LICENCE_EXPIRED, "Sales stop in %s" % _days(days)]
+    if state == "restricted":
+        return [LICENCE_STOPPED, LICENCE_RENEW]
+    return []

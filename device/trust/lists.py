@@ -1,6 +1,7 @@
 # Trust list and revocation list (SPEC 2.2): COSE_Sign1 lists signed by a provisioned root key,
 # verified, installed atomically and kept across reboots; plus the COSE_Sign1 reading that the
-# coupon verifier shares with them.
+# coupon verifier shares with them, and the root-key verification the service licence
+# (device/licence/) shares (TrustStore.root_payload).
 import struct
 
 from device import crypto
@@ -418,6 +419,42 @@ class TrustStore:
         self.load_errors = 0
 
     # -- verification -----------------------------------------------------------------------
+    def _root_verify(self, alg, kid, tbs, sig):
+        """Passes when a provisioned root key (the one the kid names, when there is one) signed
+        tbs; TrustError unknown_root or bad_signature otherwise."""
+        named = False
+        for rkid, ralg, rpub in self.roots:
+            if kid is not _MISSING and kid != rkid:
+                continue
+            named = kid is not _MISSING
+            if type(alg) is int and alg == ralg and crypto.verify(ralg, rpub, tbs, sig):
+                return
+        if named:
+            raise TrustError("bad_signature", "signature does not verify under the root key")
+        raise TrustError("unknown_root", "no root key verifies it")
+
+    def root_payload(self, raw):
+        """The payload map of a small COSE_Sign1 that a provisioned root key signed (the
+        service licence of device/licence/). Raises TrustError: malformed, unknown_root,
+        bad_signature."""
+        if not isinstance(raw, (bytes, bytearray)):
+            raise TrustError("malformed", "signed data must be bytes")
+        try:
+            prot_b, prot, unprot, payload, sig = decode_sign1(bytes(raw))
+        except ValueError as e:
+            raise TrustError("malformed", "not a COSE_Sign1: %s" % e)
+        kid = header_kid(prot, unprot)
+        if kid is not _MISSING and type(kid) is not bytes:
+            raise TrustError("malformed", "kid must be a byte string")
+        self._root_verify(label(prot, 1), kid, sig_structure(prot_b, payload), sig)
+        try:
+            p = cbor.loads(payload, MAX_DEPTH)
+        except ValueError as e:
+            raise TrustError("malformed", "payload: %s" % e)
+        if type(p) is not dict:
+            raise TrustError("malformed", "payload is not a map")
+        return p
+
     def _verified_payload(self, raw, kind):
         """The payload map of a list that verifies under a root key. The list stays one buffer:
         its payload is decoded in place and its signature checked over the bytes where they
@@ -447,18 +484,7 @@ class TrustStore:
         except ValueError as e:  # cbor.CBORError or TrustError
             p = None
             fault = e
-        tbs = _sig_structure_parts(prot_b, raw, start, end)
-        named = False
-        for rkid, ralg, rpub in self.roots:
-            if kid is not _MISSING and kid != rkid:
-                continue
-            named = kid is not _MISSING
-            if type(alg) is int and alg == ralg and crypto.verify(ralg, rpub, tbs, sig):
-                break
-        else:
-            if named:
-                raise TrustError("bad_signature", "signature does not verify under the root key")
-            raise TrustError("unknown_root", "no root key verifies this list")
+        self._root_verify(alg, kid, _sig_structure_parts(prot_b, raw, start, end), sig)
         if isinstance(fault, TrustError):
             raise fault
         if fault is not None:

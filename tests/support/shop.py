@@ -174,12 +174,13 @@ class Terminal:
         self.proc = None
 
     # -- process ---------------------------------------------------------------------------
-    def start(self, timeout=30):
+    def start(self, timeout=30, env=None):
+        """env: variables for the device process (POS_CLOCK_CORRECTION_S sets its clock)."""
         # Keys, scans and commands sent while the terminal was off are lost, as on a real line:
         # none of them may reach the next boot.
         for pty in (self.keypad, self.scanner, self.console):
             termios.tcflush(pty.slave, termios.TCIFLUSH)
-        self.proc = DeviceProcess(self.runtime, self.cfg_path, ROOT, self.log_path)
+        self.proc = DeviceProcess(self.runtime, self.cfg_path, ROOT, self.log_path, env=env)
         # The first frame is drawn after the serial ports are open: input is safe from then on.
         self.wait_frame(lambda f: True, timeout, start=len(self.read_frames()))
 

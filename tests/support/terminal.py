@@ -92,8 +92,10 @@ def runtime_cmd(runtime, root):
 class DeviceProcess:
     """`python -m device run --config F` (or micropython) as a child process, logged to a file."""
 
-    def __init__(self, runtime, config_path, root, log_path, args=None):
-        cmd, env = runtime_cmd(runtime, root)
+    def __init__(self, runtime, config_path, root, log_path, args=None, env=None):
+        """env: variables added to the child's environment (POS_CLOCK_CORRECTION_S...)."""
+        cmd, base = runtime_cmd(runtime, root)
+        env = dict(base, **(env or {}))
         self.log_path = str(log_path)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd + ["-m", "device"] + (args or ["run", "--config",

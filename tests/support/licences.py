@@ -1,0 +1,138 @@
+"""Makes signed service licences (SPEC 8.5) for tests (CPython only: cbor2 and cryptography
+through tests/support/coupons.py, independent of the device code).
+
+    python -m tests.support.licences     # rewrites tests/both/fixtures/licence_cases.json
+
+Licence: "PL1:" + base45(COSE_Sign1 by a root key), payload {"ver", "dev", "plan", "exp",
+"grace"}. The fixture lets the both-runtime tests (which cannot sign on MicroPython) install
+real licences; integration tests sign their own with licence().
+"""
+import json
+import os
+import sys
+
+import cbor2
+
+from tests.support.coupons import ALG_EDDSA, ALG_ES256, DAY, Key, b45encode, sign1
+
+NOW = 1795400000
+DEVICE = "T-0300"
+OTHER = "T-9999"
+PLAN = "basic"
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "both", "fixtures", "licence_cases.json")
+
+
+def root_key():
+    """The root the fixture's licences are signed by (also the coupon fixture's root)."""
+    return Key("root")
+
+
+def payload(ver, dev, exp, grace=7 * DAY, plan=PLAN, **extra):
+    p = {"ver": ver, "dev": dev, "plan": plan, "exp": exp, "grace": grace}
+    p.update(extra)
+    return p
+
+
+def licence(root, ver, dev, exp, grace=7 * DAY, plan=PLAN, **kw):
+    """COSE_Sign1 bytes of a licence signed by root (a coupons.Key)."""
+    return sign1(root, payload(ver, dev, exp, grace, plan), **kw)
+
+
+def text(cose):
+    return "PL1:" + b45encode(cose)
+
+
+def _without(p, key):
+    return {k: v for k, v in p.items() if k != key}
+
+
+def build():
+    root = root_key()
+    root_p256 = Key("root-p256", ALG_ES256)
+    rogue = Key("rogue-root")
+
+    def lic(ver, exp, dev=DEVICE, grace=7 * DAY, signer=root, **kw):
+        return text(licence(signer, ver, dev, exp, grace, **kw))
+
+    def raw(p, signer=root, **kw):
+        return text(sign1(signer, p, **kw))
+
+    good = payload(20, DEVICE, NOW + 100 * DAY)
+    cases = {
+        # installable in this order at NOW, each newer than the one before
+        "ok_v1": lic(1, NOW + 100 * DAY),
+        "expiring_v2": lic(2, NOW + 10 * DAY),
+        "grace_v3": lic(3, NOW - DAY, grace=2 * DAY),
+        "restricted_v4": lic(4, NOW - 3 * DAY, grace=2 * DAY),
+        "renewal_v5": lic(5, NOW + 365 * DAY),
+        "p256_root_v6": lic(6, NOW + 100 * DAY, signer=root_p256),
+        "untagged_extra_keys_v7": raw(dict(payload(7, DEVICE, NOW + 100 * DAY), iat=NOW,
+                                           zz=[1, {"a": b"b"}]), tagged=False),
+        "kid_unprotected_v8": lic(8, NOW + 100 * DAY, prot={1: ALG_EDDSA},
+                                  unprot={4: root.kid}),
+        "no_kid_v9": lic(9, NOW + 100 * DAY, prot={1: ALG_EDDSA}),
+        "zero_grace_v10": lic(10, NOW - 1, grace=0),
+        # refused
+        "other_device_v30": lic(30, NOW + 100 * DAY, dev=OTHER),
+        "ver_zero": lic(0, NOW + 100 * DAY),
+        "rogue_root_v30": lic(30, NOW + 100 * DAY, signer=rogue),
+        "rogue_other_device_v30": lic(30, NOW + 100 * DAY, dev=OTHER, signer=rogue),
+        "alg_mismatch_v30": lic(30, NOW + 100 * DAY, prot={1: ALG_ES256, 4: root.kid}),
+        "other_device_malformed": raw(dict(payload(30, OTHER, NOW), ver=True)),
+    }
+    # A rogue key claiming the root's kid: the named root does not verify it.
+    cases["forged_root_kid_v30"] = text(sign1(root, dict(good, ver=30), signer=rogue))
+    malformed = {
+        "ver_bool": raw(dict(good, ver=True)),
+        "ver_negative": raw(dict(good, ver=-1)),
+        "ver_missing": raw(_without(good, "ver")),
+        "dev_missing": raw(_without(good, "dev")),
+        "dev_bytes": raw(dict(good, dev=DEVICE.encode())),
+        "dev_empty": raw(dict(good, dev="")),
+        "plan_missing": raw(_without(good, "plan")),
+        "plan_empty": raw(dict(good, plan="")),
+        "plan_int": raw(dict(good, plan=3)),
+        "exp_missing": raw(_without(good, "exp")),
+        "exp_bool": raw(dict(good, exp=True)),
+        "exp_float": raw(dict(good, exp=float(NOW))),
+        "exp_null": raw(dict(good, exp=None)),
+        "grace_missing": raw(_without(good, "grace")),
+        "grace_negative": raw(dict(good, grace=-1)),
+        "grace_bool": raw(dict(good, grace=False)),
+        "payload_array": raw(cbor2.dumps([20, DEVICE, PLAN, NOW, 0])),
+        "payload_not_cbor": raw(b"\xff"),
+        "sig_short": "PL1:" + b45encode(cbor2.dumps(cbor2.CBORTag(18, [
+            cbor2.dumps({1: ALG_EDDSA, 4: root.kid}), {}, cbor2.dumps(good), bytes(63)]))),
+        "not_cose": "PL1:" + b45encode(cbor2.dumps({"ver": 20})),
+        "lowercase": "pl1:" + lic(20, NOW)[4:],
+        "trust_list_prefix": "PT1:" + lic(20, NOW)[4:],
+        "bad_base45": "PL1:GGW",
+        "empty": "PL1:",
+        "too_long": "PL1:" + "0" * 4000,
+    }
+    tampered = lic(20, NOW + 100 * DAY)
+    cases["tampered_v20"] = tampered[:-6] + ("000000" if tampered[-6:] != "000000" else "111111")
+    return {
+        "about": "Generated by `python -m tests.support.licences`; do not edit by hand.",
+        "now": NOW, "device": DEVICE, "day": DAY,
+        "root_hex": root.pub.hex(), "root_p256_hex": root_p256.pub.hex(),
+        "rogue_root_hex": rogue.pub.hex(),
+        "licences": cases, "malformed": malformed,
+    }
+
+
+def main(argv):
+    data = build()
+    out = argv[0] if argv else FIXTURE
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(data, f, indent=1, ensure_ascii=True)
+        f.write("\n")
+    print("wrote %s: %d licences, %d malformed" % (out, len(data["licences"]),
+                                                    len(data["malformed"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
