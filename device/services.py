@@ -3,4 +3,5 @@
 # gates, console commands, status facts); the agent's own code never names a service.
 SERVICES = (
     "device.licence.service",
+    "device.bookings.service",
 )

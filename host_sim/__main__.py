@@ -21,6 +21,9 @@
 #       [--log FILE]
 #   python -m host_sim members --db DB [--keystore DIR] add|show|history|block|reissue|code|topup
 #     (member accounts, cards and codes: host_sim/members_cli.py)
+#   python -m host_sim bookings --db DB create|list|cancel|history
+#     (the store's bookings: host_sim/bookings_cli.py)
+# `serve` runs the store services of serve_services() (host_sim/service.py).
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -75,6 +78,13 @@ def _emit(line):
     sys.stdout.flush()
 
 
+def serve_services():
+    """The store service classes `serve` runs (host_sim/service.py)."""
+    from host_sim.bookings import Bookings
+
+    return [Bookings]
+
+
 def cmd_serve(args):
     from host_sim.host import Host, HostError
 
@@ -94,7 +104,8 @@ def cmd_serve(args):
     tls = _serve_tls(args)
     try:
         host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
-                    latency_s=args.latency, client_id=args.client_id, log=_emit, **tls)
+                    latency_s=args.latency, client_id=args.client_id, log=_emit,
+                    services=serve_services(), **tls)
     except HostError as e:
         raise CliError(str(e))
     try:
@@ -368,9 +379,11 @@ def build_parser():
     b.add_argument("--log", help="broker log file (default OUT/mosquitto.log)")
     b.set_defaults(fn=cmd_broker_config)
 
-    # Listed for --help only: main() hands `members ...` to host_sim/members_cli.py.
+    # Listed for --help only: main() hands `members ...` and `bookings ...` to their CLIs.
     sub.add_parser("members", add_help=False,
                    help="member accounts, cards and codes (members --help)")
+    sub.add_parser("bookings", add_help=False,
+                   help="the store's bookings: create, list, cancel, history (bookings --help)")
     return p
 
 
@@ -380,6 +393,10 @@ def main(argv=None):
         from host_sim import members_cli
 
         return members_cli.main(argv[1:])
+    if argv[:1] == ["bookings"]:
+        from host_sim import bookings_cli
+
+        return bookings_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "decline_over", None) is not None and args.decline_over < 0:
         build_parser().error("--decline-over must be >= 0")

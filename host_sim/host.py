@@ -9,7 +9,7 @@
 # message, so only that one is lost (counted `internal_error`). Anything that fails the gate is
 # dropped and counted per device and reason; nothing a terminal (or an attacker on the broker)
 # sends can stop the worker. The host outbox (service.push) is published after each batch and
-# every OUTBOX_POLL_S.
+# every OUTBOX_POLL_S; services with a tick(now) are called about every TICK_S from the worker.
 import hashlib
 import heapq
 import inspect
@@ -39,6 +39,7 @@ CORE_TYPES = ("hello", "status", "charge")
 BATCH_MAX = 64
 OUTBOX_POLL_S = 0.2
 OUTBOX_TAKE = 100
+TICK_S = 1.0  # services' tick(now) at most this often
 SEQ_END = AMOUNT_END  # a seq must fit the database's signed 64-bit integer
 
 
@@ -122,6 +123,7 @@ class Host:
         self._connected = False
         self._refused = None  # the broker's reason when it last refused our CONNECT
         self._timers = _Scheduler(self._on_timer_error)
+        self._next_tick = 0.0
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -275,6 +277,7 @@ class Host:
             if batch:
                 self._run_batch(batch)
             self._drain_outbox()
+            self._tick()
 
     def _run_batch(self, items):
         with self._lock:
@@ -524,6 +527,23 @@ class Host:
         with self._lock:
             self._counts["outbox_sent"] += len(outs) + len(lists)
         return len(rows)
+
+    def _tick(self):
+        """Each service's tick(now), about once every TICK_S, from this worker (between
+        batches): the service opens its own transactions (a day rolling over...)."""
+        t = time.monotonic()
+        if t < self._next_tick:
+            return
+        self._next_tick = t + TICK_S
+        for svc in self.services:
+            fn = getattr(svc, "tick", None)
+            if fn is None:
+                continue
+            try:
+                fn(int(self.clock()))
+            except Exception as e:  # noqa: BLE001 - the worker must survive anything
+                self._count("errors")
+                self.log("error in the %s tick: %r" % (getattr(svc, "name", "service"), e))
 
     # ------------------------------------------------------------ observation
 

@@ -15,6 +15,9 @@
 #                the charge's transaction; code: None approves as far as this service goes,
 #                a text declines (its writes are rolled back to a savepoint); extra: fields for
 #                the charge_result ("bal", "pts", "vip")
+#   tick(now)                                  optional: called by the serving host about once a
+#                second from its worker, between batches; it opens its own transactions (on
+#                ctx.store) and pushes what it must (bookings: a new list when the day rolls over)
 # Pushes that arise outside a message (a command line, a scheduler) go through the host outbox:
 # push(tx, ...) inserts a row in the same transaction as the change; the serving host publishes
 # the rows in order and deletes them, so a change and its announcement commit together, from

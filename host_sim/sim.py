@@ -1,12 +1,15 @@
 """`make sim`: a broker, the host and one virtual terminal you drive from the keyboard.
 
     python -m host_sim.sim [--runtime cpython|micropython] [--dir var/sim] [--fresh]
-                           [--headless SECONDS]
+                           [--headless SECONDS [--press KEY,KEY...]]
 
 The terminal is a real device process: its keypad, scanner and console are pseudo-terminals
 this program writes to, its display is the jsonl file this program draws, and its network goes
 through a relay (host_sim/netcut.py) that the `n` key cuts and restores. Ctrl-C or `q` stops
 everything this program started.
+
+The store has demo bookings for today (made at start when it has none today): F2 on the idle
+screen opens them (SPEC 8.4); `python -m host_sim bookings --db DIR/host.db ...` makes more.
 """
 import argparse
 import json
@@ -37,7 +40,11 @@ KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CA
 for _d in "0123456789":
     KEYS[_d] = _d
 HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4\r\n"
-        "s=paste a scan  v=scan a demo coupon  n=cut/restore network  q=quit")
+        "F2 on idle=bookings  s=paste a scan  v=demo coupon  n=cut/restore network  q=quit")
+# Demo bookings for today: (minutes from the current half hour, minutes long, name, service).
+# The first one has started, so F4 (no-show) works on it at once.
+DEMO_BOOKINGS = ((-30, 30, "Ann Lee", "Haircut"), (0, 45, "Bo Chen", "Nails"),
+                 (60, 60, "Cy Dorn", "Massage"), (150, 90, "Di Eve", "Colour"))
 
 
 def split_keys(data):
@@ -119,6 +126,7 @@ class Sim:
         db = os.path.join(self.dir, "host.db")
         root_key, trust_path = self._issuer()
         cfg_path = self._register(db, root_key)
+        self._demo_bookings(db)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
         host_log = open(os.path.join(self.dir, "host.log"), "a")
         self.procs.append(subprocess.Popen(
@@ -188,6 +196,27 @@ class Sim:
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1)
         return path
+
+    def _demo_bookings(self, db):
+        """Today's demo bookings, unless the store has bookings today already."""
+        from host_sim import bookings, service
+        from host_sim.store import open_store
+
+        store = open_store(db)
+        try:
+            store.schema(bookings.SCHEMA)
+            store.schema(service.OUTBOX_SCHEMA)
+            now = int(time.time())
+            today = bookings.day_of(now) * bookings.DAY
+            with store.transaction() as tx:
+                if bookings.between(tx, STORE, today, today + bookings.DAY):
+                    return
+                half = now - now % 1800
+                for start, length, name, svc in DEMO_BOOKINGS:
+                    bookings.create(tx, STORE, half + start * 60, length * 60, name, svc, now)
+        finally:
+            store.close()
+        self.message += "; demo bookings: F2 on idle"
 
     # -- the screen ------------------------------------------------------------------------------
     def poll_frames(self):
@@ -287,12 +316,18 @@ class Sim:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
             sys.stdout.write("\r\n")
 
-    def headless(self, seconds):
+    def headless(self, seconds, press=()):
+        """Prints frames as JSON lines; `press`: keys typed once the idle screen is online."""
         end = time.monotonic() + seconds
         print(self.message, flush=True)
         while time.monotonic() < end:
             if self.poll_frames():
                 print(json.dumps(self.frame), flush=True)
+                if press and self.frame.get("screen") == "idle" \
+                        and "online" in self.frame.get("lines", ()):
+                    for key in press:
+                        self.send("keypad", key)
+                    press = ()
             self._check_children()
             time.sleep(0.1)
 
@@ -332,6 +367,9 @@ def main(argv=None):
                     help="auto: mosquitto, or amqtt where mosquitto cannot run")
     ap.add_argument("--headless", type=float, metavar="SECONDS",
                     help="print frames as JSON lines for SECONDS instead of drawing")
+    ap.add_argument("--press", default="", metavar="KEY,KEY",
+                    help="headless: keypad keys typed once the idle screen is online (F2: the "
+                    "demo bookings)")
     args = ap.parse_args(argv)
     sim = Sim(args)
     # SIGTERM, and SIGHUP when the terminal window closes: stop everything like Ctrl-C does.
@@ -340,7 +378,7 @@ def main(argv=None):
     try:
         sim.start()
         if args.headless is not None or not sys.stdin.isatty():
-            sim.headless(args.headless or 10)
+            sim.headless(args.headless or 10, [k for k in args.press.split(",") if k])
         else:
             sim.interactive()
     except KeyboardInterrupt:

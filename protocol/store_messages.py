@@ -12,6 +12,9 @@ BOOKING_STATES = ("booked", "checked_in", "cancelled", "no_show")
 BOOKING_OPS = ("check_in", "cancel", "no_show")
 BOOKING_REASONS = ("customer_asked", "staff_unavailable", "store_closed", "other")
 BOOKING_RESULTS = ("ok", "conflict", "unknown")
+# The project's optional "code" of booking_result: which rule refused an update whose version
+# was current (a version that is not current is a plain conflict, without a code).
+BOOKING_CODES = ("not_booked", "too_early", "unknown_booking")
 MAX_BOOKINGS = 200
 MAX_LICENCE = 2048
 
@@ -97,6 +100,7 @@ def _booking_result(b):
     s.req(b, "uid", s.id16)
     s.req(b, "st", s.choice, BOOKING_RESULTS)
     s.opt(b, "booking", booking_item)
+    s.opt(b, "code", s.text, 1, 64)  # one of BOOKING_CODES from this host; text for others
 
 
 # ---------------------------------------------------------------- licence (8.5)

@@ -122,3 +122,36 @@ def licence_lines(state, days, step):
     if state == "restricted":
         return [LICENCE_STOPPED, LICENCE_RENEW]
     return []
+
+
+# Bookings (SPEC 8.4): the `bookings` screen, its actions and the conflict notice.
+TITLE_BOOKINGS = "Bookings"
+BOOKINGS_OFF = "bookings are off"
+NO_BOOKINGS = "no bookings"
+NO_BOOKING_LIST = "no list from the host yet"
+HINT_BOOKINGS = "ENTER=in F3=cancel F4=no-show"
+HINT_REASON = "digit=reason CANCEL=back"
+NOT_STARTED = "slot not started: no no-show"
+BOOKING_STATE = {"booked": "booked", "checked_in": "in", "cancelled": "cancel",
+                 "no_show": "noshow"}
+BOOKING_STATE_LONG = {"booked": "booked", "checked_in": "checked in",
+                      "cancelled": "cancelled", "no_show": "no-show"}
+BOOKING_DONE = {"check_in": "checked in", "cancel": "cancelled", "no_show": "no-show"}
+BOOKING_REASON_TEXT = ("customer asked", "staff unavailable", "store closed", "other")
+
+
+def booking_state(st):
+    return BOOKING_STATE_LONG.get(st, st)
+
+
+def already(st):
+    """The line for an action on a booking that is not `booked` any more."""
+    return "already " + booking_state(st)
+
+
+def booking_done(name, op, offline):
+    return "%s: %s%s" % (name[:14], BOOKING_DONE[op], " (offline)" if offline else "")
+
+
+def idle_bookings(n):
+    return "F2 bookings: %d to come today" % n

@@ -274,6 +274,12 @@ def test_store_service_bodies():
     reject("booking_update", {"uid": rid, "bid": "B1", "op": "cancel", "v": 1, "at": 2,
                               "clerk": "c"}, "reason", "required")
     check("booking_result", {"uid": rid, "st": "conflict", "booking": item})
+    check("booking_result", {"uid": rid, "st": "conflict", "booking": item,
+                             "code": "too_early"})
+    check("booking_result", {"uid": rid, "st": "ok", "booking": dict(item, st="checked_in")})
+    reject("booking_result", {"uid": rid, "st": "conflict", "code": ""}, "code", "")
+    reject("booking_result", {"uid": rid, "st": "ok", "booking": dict(item, v=-1)},
+           "booking.v", "")
     check("member_query", {"qid": rid, "mid": "M1"})
     check("member_info", {"qid": rid, "mid": "M1", "bal": 10, "pts": 0, "tier": "gold",
                           "vip_exp": None, "st": "active"})

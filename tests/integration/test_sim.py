@@ -17,13 +17,13 @@ def _children_of(pid):
 
 
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
-def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path, broker):
+def test_sim_headless_shows_idle_online_demo_bookings_and_cleans_up(tmp_path, broker):
     start = time.monotonic()
-    cmd = [sys.executable, "-m", "host_sim.sim", "--headless", "12", "--fresh", "--broker",
-           broker, "--dir", str(tmp_path / "sim")]
+    cmd = [sys.executable, "-m", "host_sim.sim", "--headless", "15", "--fresh", "--broker",
+           broker, "--dir", str(tmp_path / "sim"), "--press", "F2"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    first_idle = online = None
+    first_idle = online = booked = None
     kids = []
     for line in p.stdout:
         if not kids:
@@ -33,13 +33,17 @@ def test_sim_headless_shows_idle_online_and_cleans_up(tmp_path, broker):
         frame = json.loads(line)
         if frame["screen"] == "idle" and first_idle is None:
             first_idle = time.monotonic() - start
-        if frame["screen"] == "idle" and "online" in frame["lines"]:
+        if frame["screen"] == "idle" and "online" in frame["lines"] and online is None:
             online = time.monotonic() - start
+        # F2, typed once online, opens today's demo bookings (the next one first).
+        if frame["screen"] == "bookings" and any("Bo Chen" in x for x in frame["lines"]):
+            booked = frame["lines"]
             break
     p.terminate()
     p.wait(30)
     assert first_idle is not None and first_idle < 15, first_idle
     assert online is not None and online < 20, online
+    assert booked is not None and booked[0].startswith("Bookings "), booked
     assert kids, "the sim started no processes?"
     time.sleep(0.5)
     alive = [k for k in kids if os.path.exists("/proc/%d" % k)

@@ -8,7 +8,8 @@ trust list and publication from the issuance keystore (host_sim/issuance.py).
     shop.report(); shop.charges("T-A"); shop.fresh_applies()
 
 Used by tests/integration/test_store_wide.py, test_rotation_e2e.py, test_power_cut.py,
-test_broker_flaps.py and test_offline_limits.py.
+test_broker_flaps.py, test_offline_limits.py and test_bookings.py (the host runs the store
+services of `serve`: bookings).
 """
 import contextlib
 import io
