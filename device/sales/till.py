@@ -7,7 +7,7 @@
 from device import crypto
 from device.sales.cart import allocate_discounts
 from device.sales.receipt import build_receipt
-from device.sales.sale import make_sale
+from device.sales.sale import make_sale, receipt_no
 from device.screens import messages
 
 # What a gate is asked about (SPEC 8.5: the licence restricts all of these).
@@ -118,7 +118,7 @@ class Till:
         self.metrics.inc("sales" if kind == "sale" else "sales_" + kind)
         receipt = build_receipt(rec, self.shop, coupons, member)
         return {"ok": True, "amount": rec["amt"], "sent": not offline, "receipt": receipt,
-                "cid": rec["cid"], "kind": kind}
+                "cid": rec["cid"], "kind": kind, "receipt_no": receipt_no(rec)}
 
     def record(self, rec):
         """Commits any queue record durably: None, or the refusal to show when flash failed."""

@@ -508,6 +508,8 @@ class Clerk:
         amount = r.get("amount")
         lines = ["Paid " + self.money(amount) if type(amount) is int else "Paid"]
         lines.append(messages.SENT if r.get("sent") else messages.QUEUED)
+        if r.get("receipt_no"):
+            lines.append(messages.receipt_line(r["receipt_no"]))
         return lines
 
     def _body_refused(self):

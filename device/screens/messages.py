@@ -31,6 +31,7 @@ MAX_DIGITS = "at most 9 digits"
 PRESS_ENTER = "press ENTER first"
 SALE_CANCELLED = "sale cancelled"
 SENT = "sent"
+
 QUEUED = "queued offline"
 CHECK_ONLY = "checked only, not redeemed"
 HINT_AMOUNT = "ENTER=ok CLEAR=del CANCEL"
@@ -48,6 +49,11 @@ LIMIT_TEXT = {
     "offline_max_age_s": "oldest sale too old",
 }
 
+
+
+def receipt_line(no):
+    """The receipt number on `committed`: what a refund or a query about the sale quotes."""
+    return "receipt " + no
 
 def verdict_text(code):
     """The clerk's line for a verdict code; unknown codes get a generic refusal with the code."""

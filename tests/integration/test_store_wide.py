@@ -71,7 +71,7 @@ def test_a_coupon_redeemed_on_one_terminal_is_refused_on_the_other_within_1s(sho
             a.open_sale(10000)
             assert sale_verdict(a.sale_check(tok)) == "ok"
             committed = a.commit()
-            assert committed["lines"] == ["Paid 95.00 CNY", messages.SENT], committed
+            assert committed["lines"][:2] == ["Paid 95.00 CNY", messages.SENT], committed
             # ...and refused on the next scan once T-A has committed the sale that redeems it.
             delay = refusal_delay(b, committed["at"], "already_redeemed", start)
         b.press("CANCEL")
@@ -134,7 +134,7 @@ def _offline_double_redemption(shop, relays):
         # Neither terminal can know of the other's sale: both accept the coupon.
         for t in (a, b):
             assert t.check(tok)[0] == "ok"
-            assert t.sell(10000, tok)["lines"] == ["Paid 95.00 CNY", messages.QUEUED]
+            assert t.sell(10000, tok)["lines"][:2] == ["Paid 95.00 CNY", messages.QUEUED]
             assert t.status()["queue"]["pending"] == 1
 
         restored = time.time()
