@@ -13,14 +13,18 @@
 #       --config-out FILE
 #     (--certs DIR: a TLS broker section with the device's certificate from DIR, made now if
 #      needed, and its broker password; run `broker-config` afterwards so the broker knows it)
-#   python -m host_sim report --db PATH [--charges]
-#     (--charges: one JSON line per charge, oldest first, instead of the totals)
+#   python -m host_sim report --db PATH [--charges | --refunds]
+#     (--charges / --refunds: one JSON line per charge / refund, oldest first, instead of the
+#      totals)
 # --db is a SQLite file path or a postgresql:// URL wherever it is taken.
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
 #       [--log FILE]
 #   python -m host_sim members --db DB [--keystore DIR] add|show|history|block|reissue|code|topup
 #     (member accounts, cards and codes: host_sim/members_cli.py)
+#   python -m host_sim refunds --db DB list|approve RID|reject RID --reason TEXT|settings
+#     (the supervisor's review of refunds and the refund rules: host_sim/refunds_cli.py)
+# serve runs the store services of SERVICES below (members, refunds).
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -31,14 +35,18 @@ import sys
 import threading
 import time
 
-from host_sim import cli
+from host_sim import cli, refunds
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
+from host_sim.members import Members
+from host_sim.refunds import Refunds
 from host_sim.registry import Registry, RegistryError
 from host_sim.store import StoreError
 from protocol import base45, cbor, topics
 
 PIN_ITERATIONS = 1000
+# The store services `serve` runs (host_sim/service.py), in this order.
+SERVICES = (Members, Refunds)
 LIST_PREFIX = {"trustlist": "PT1:", "revocations": "PR1:"}
 
 
@@ -100,7 +108,8 @@ def cmd_serve(args):
     tls = _serve_tls(args)
     try:
         host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
-                    latency_s=args.latency, client_id=args.client_id, log=_emit, **tls)
+                    latency_s=args.latency, client_id=args.client_id, log=_emit,
+                    services=SERVICES, **tls)
     except HostError as e:
         raise CliError(str(e))
     try:
@@ -234,7 +243,15 @@ def cmd_report(args):
             for line in Charges(reg).lines():
                 sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
             return 0
-        out = {"charges": Charges(reg).report(), "drops": reg.drops(), "devices": []}
+        reg.store.schema(refunds.SCHEMA)
+        with reg.store.read() as tx:
+            if args.refunds:
+                for r in refunds.every(tx):
+                    sys.stdout.write(json.dumps(refunds.public(r), sort_keys=True) + "\n")
+                return 0
+            refund_totals = refunds.report(tx)
+        out = {"charges": Charges(reg).report(), "refunds": refund_totals, "drops": reg.drops(),
+               "devices": []}
         for d in reg.devices():
             d.pop("secret")
             out["devices"].append(d)
@@ -353,8 +370,11 @@ def build_parser():
 
     q = sub.add_parser("report", help="charges report as JSON")
     q.add_argument("--db", required=True)
-    q.add_argument("--charges", action="store_true",
-                   help="one JSON line per charge, oldest first, instead of the totals")
+    lines = q.add_mutually_exclusive_group()
+    lines.add_argument("--charges", action="store_true",
+                       help="one JSON line per charge, oldest first, instead of the totals")
+    lines.add_argument("--refunds", action="store_true",
+                       help="one JSON line per refund, oldest first, instead of the totals")
     q.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("certs", help="make the private CA, broker and client certificates")
@@ -377,6 +397,8 @@ def build_parser():
     # Listed for --help only: main() hands `members ...` to host_sim/members_cli.py.
     sub.add_parser("members", add_help=False,
                    help="member accounts, cards and codes (members --help)")
+    sub.add_parser("refunds", add_help=False,
+                   help="review refunds, refund rules (refunds --help)")
     return p
 
 
@@ -386,6 +408,10 @@ def main(argv=None):
         from host_sim import members_cli
 
         return members_cli.main(argv[1:])
+    if argv[:1] == ["refunds"]:
+        from host_sim import refunds_cli
+
+        return refunds_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "decline_over", None) is not None and args.decline_over < 0:
         build_parser().error("--decline-over must be >= 0")

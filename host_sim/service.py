@@ -15,6 +15,9 @@
 #                the charge's transaction; code: None approves as far as this service goes,
 #                a text declines (its writes are rolled back to a savepoint); extra: fields for
 #                the charge_result ("bal", "pts", "vip")
+#   after_charge(tx, charge, result)           optional: a charge was just decided (fresh, in
+#                its transaction, after its row is written); for what waited for it (a refund
+#                asked before its charge arrived); answers go through push()
 # Pushes that arise outside a message (a command line, a scheduler) go through the host outbox:
 # push(tx, ...) inserts a row in the same transaction as the change; the serving host publishes
 # the rows in order and deletes them, so a change and its announcement commit together, from
