@@ -360,11 +360,11 @@ class Refunds:
         result, outcome = request(tx, msg.device_id, msg.body, msg.now)
         if outcome == REUSED:
             self.registry.count_drop(msg.device_id, RID_REUSED, tx)
-        self.ctx.log("refund %s rid=%s cid=%s amt=%d -> %s%s%s" % (
+        note = "refund %s rid=%s cid=%s amt=%d -> %s%s%s" % (
             msg.device_id, msg.body["rid"].hex(), msg.body["cid"].hex(), msg.body["amt"],
             result["st"], " code=" + result["code"] if "code" in result else "",
-            "" if outcome == FRESH else " (%s)" % outcome))
-        return [Out(msg.device_id, "refund_result", result)]
+            "" if outcome == FRESH else " (%s)" % outcome)
+        return [Out(msg.device_id, "refund_result", result, note)]
 
     def after_charge(self, tx, charge, result):
         """A charge was just decided: refunds held for its cid are decided now and their
@@ -374,5 +374,3 @@ class Refunds:
             decide(tx, r, charge["now"])
             if r["st"] != HELD:
                 service.push(tx, dev, "refund_result", answer(r), charge["now"])
-                self.ctx.log("refund %s rid=%s held for its charge -> %s" % (
-                    dev, rid.hex(), answer(r)["st"]))

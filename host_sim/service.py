@@ -70,14 +70,16 @@ class Msg:
 
 
 class Out:
-    """A down message to seal and publish once the transaction has committed."""
+    """A down message to seal and publish once the transaction has committed. note: a line
+    for the host's log, written after the commit in the batch's order (what was decided)."""
 
-    def __init__(self, device_id, mtype, body):
+    def __init__(self, device_id, mtype, body, note=None):
         if mtype in messages.DOWN_TYPES:
             messages.check(mtype, body)
         self.device_id = device_id
         self.mtype = mtype
         self.body = body
+        self.note = note
 
     def __repr__(self):
         return "Out(%s, %s)" % (self.device_id, self.mtype)
