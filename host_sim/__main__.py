@@ -368,7 +368,7 @@ def build_parser():
     r.add_argument("--config-out", required=True)
     r.set_defaults(fn=cmd_register)
 
-    q = sub.add_parser("report", help="charges report as JSON")
+    q = sub.add_parser("report", help="charges and refunds report as JSON")
     q.add_argument("--db", required=True)
     lines = q.add_mutually_exclusive_group()
     lines.add_argument("--charges", action="store_true",

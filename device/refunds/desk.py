@@ -12,15 +12,15 @@ from protocol.store_messages import REFUND_BAD
 
 
 class Ticket:
-    """The sale a refund is for, as its QR and this terminal's journal know it. paid/left are
-    None when this terminal does not hold the sale (another terminal's, or compacted away):
-    then the clerk types the amount and the host alone knows what is left."""
+    """The sale a refund is for, as its QR and this terminal's journal know it. left (what may
+    still be refunded) is None when this terminal does not hold the sale (another terminal's,
+    or compacted away): then the clerk types the amount and the host alone knows what is
+    left."""
 
-    def __init__(self, device_id, n, cid, paid=None, left=None):
+    def __init__(self, device_id, n, cid, left=None):
         self.device_id = device_id
         self.n = n
         self.cid = cid
-        self.paid = paid
         self.left = left
 
 
@@ -72,7 +72,7 @@ class RefundDesk:
         left = sale["amt"] - self.book.refunded(cid)
         if left <= 0:
             return messages.REFUND_NOTHING_LEFT
-        return Ticket(dev, n, cid, sale["amt"], left)
+        return Ticket(dev, n, cid, left)
 
     def refusal(self):
         """Lines of a gate that refuses new refunds now (restricted licence, full disk)."""

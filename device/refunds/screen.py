@@ -69,9 +69,6 @@ class RefundScreen(Screen):
             return clerk.ask_pin("supervisor", messages.TITLE_REFUND_PIN, approved, now)
         return desk.commit(clerk, ticket, amount, reason, False, now)
 
-    def scan(self, clerk, text, now):
-        return clerk.say(messages.FINISH_MENU)
-
     def body(self, clerk):
         t = self.ticket
         if self.amount is not None:
