@@ -4,7 +4,7 @@
 # the clerk sees `committed` and the refund receipt prints. The host decides every refund.
 from device import crypto
 from device.refunds.receipt import build_refund_receipt
-from device.refunds.record import RECORD, make_refund
+from device.refunds.record import RECORD, make_refund, refund_no
 from device.sales.escpos import format_amount
 from device.sales.receipt import read_receipt_code
 from device.screens import messages
@@ -117,7 +117,8 @@ class RefundDesk:
         receipt = build_refund_receipt(rec, self.shop, ticket.device_id)
         return clerk.done({"ok": True, "receipt": receipt, "lines": [
             messages.refund_requested(format_amount(amt, rec["cur"])),
-            messages.REFUND_QUEUED if offline else messages.REFUND_SENT]}, now)
+            messages.REFUND_QUEUED if offline else messages.REFUND_SENT,
+            messages.refund_receipt_line(refund_no(rec))]}, now)
 
     def waiting(self):
         """How many of this terminal's refunds wait for the host's review."""

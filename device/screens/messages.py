@@ -138,5 +138,10 @@ def refund_requested(amount):
     return "Refund requested " + amount
 
 
+def refund_receipt_line(no):
+    """The refund's own number on `committed`, as its receipt prints it."""
+    return "refund receipt " + no
+
+
 def refunds_waiting(n):
     return "refunds in review: %d" % n

@@ -144,7 +144,8 @@ def test_refund_of_a_sale_on_this_till_enter_refunds_all_that_is_left():
         messages.HINT_REFUND_REASON
     assert screen(keys(a, "9"))[0] == "refund"  # not a reason: nothing happens
     out = keys(a, "2")
-    assert screen(out) == ("committed", ["Refund requested 12.34 CNY", messages.REFUND_QUEUED])
+    assert screen(out) == ("committed", ["Refund requested 12.34 CNY", messages.REFUND_QUEUED,
+                                         "refund receipt R000002"])
     [receipt] = prints(out)
     assert b"REFUND REQUEST" in receipt and b"12.34 CNY" in receipt and b"defective" in receipt
     [rec] = refunds(a)
@@ -175,7 +176,8 @@ def test_typed_amounts_partial_refunds_and_what_is_left():
     assert screen(keys(a, "CLEAR"))[1][2] == "Amount 4.00 CNY"  # back to the amount
     keys(a, "ENTER")
     out = keys(a, "1")
-    assert screen(out) == ("committed", ["Refund requested 4.00 CNY", messages.REFUND_SENT])
+    assert screen(out) == ("committed", ["Refund requested 4.00 CNY", messages.REFUND_SENT,
+                                         "refund receipt R000002"])
     assert refunds(a)[0]["off"] is False and refunds(a)[0]["reason"] == "changed_mind"
     keys(a, "CLEAR")
     assert screen(a.clerk.scan(qr, NOW))[1][1] == "refundable 6.00 CNY"

@@ -125,7 +125,8 @@ def _online(shop, t):
     assert qr.startswith("T-R/000001/")
     f = refund(t, qr)
     assert f["screen"] == "committed" and f["lines"] == ["Refund requested 12.34 " + CUR,
-                                                         "sent: the host decides"], f
+                                                         "sent: the host decides",
+                                                         "refund receipt R000002"], f
     [r] = wait_refund(shop, t, lambda rows: rows and rows[0]["st"] == "approved")
     assert (r["amt"], r["cid"], r["reason"], r["charge_dev"], r["device_id"], r["off"]) == (
         1234, qr.split("/")[2], "defective", "T-R", "T-R", False)
@@ -149,7 +150,7 @@ def _offline(shop, t, relay):
     t.wait_status(lambda s: not s["online"], 20)
     qr = sell(t, 2000)
     f = refund(t, qr, 500, reason="1")
-    assert f["lines"] == ["Refund requested 5.00 " + CUR, "queued offline: host decides"], f
+    assert f["lines"][:2] == ["Refund requested 5.00 " + CUR, "queued offline: host decides"], f
     st = t.wait_status(lambda s: True)
     assert st["records"] == 2 and st["queue"]["pending"] == 1  # the sale and its refund
     relay.restore()
