@@ -4,4 +4,5 @@
 SERVICES = (
     "device.licence.service",
     "device.bookings.service",
+    "device.refunds.service",
 )

@@ -13,8 +13,9 @@
 #       --config-out FILE
 #     (--certs DIR: a TLS broker section with the device's certificate from DIR, made now if
 #      needed, and its broker password; run `broker-config` afterwards so the broker knows it)
-#   python -m host_sim report --db PATH [--charges]
-#     (--charges: one JSON line per charge, oldest first, instead of the totals)
+#   python -m host_sim report --db PATH [--charges | --refunds]
+#     (--charges / --refunds: one JSON line per charge / refund, oldest first, instead of the
+#      totals)
 # --db is a SQLite file path or a postgresql:// URL wherever it is taken.
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
@@ -23,6 +24,8 @@
 #     (member accounts, cards and codes: host_sim/members_cli.py)
 #   python -m host_sim bookings --db DB create|list|cancel|history
 #     (the store's bookings: host_sim/bookings_cli.py)
+#   python -m host_sim refunds --db DB list|approve RID|reject RID --reason TEXT|settings
+#     (the supervisor's review of refunds and the refund rules: host_sim/refunds_cli.py)
 # `serve` runs the store services of serve_services() (host_sim/service.py).
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
@@ -34,14 +37,17 @@ import sys
 import threading
 import time
 
-from host_sim import cli
+from host_sim import cli, refunds
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
+from host_sim.members import Members
+from host_sim.refunds import Refunds
 from host_sim.registry import Registry, RegistryError
 from host_sim.store import StoreError
 from protocol import cbor, topics
 
 PIN_ITERATIONS = 1000
+# The store services `serve` runs (host_sim/service.py), in this order.
 LIST_PREFIX = {"trustlist": "PT1:", "revocations": "PR1:"}
 
 
@@ -82,7 +88,7 @@ def serve_services():
     """The store service classes `serve` runs (host_sim/service.py)."""
     from host_sim.bookings import Bookings
 
-    return [Bookings]
+    return [Members, Refunds, Bookings]
 
 
 def cmd_serve(args):
@@ -239,7 +245,15 @@ def cmd_report(args):
             for line in Charges(reg).lines():
                 sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
             return 0
-        out = {"charges": Charges(reg).report(), "drops": reg.drops(), "devices": []}
+        reg.store.schema(refunds.SCHEMA)
+        with reg.store.read() as tx:
+            if args.refunds:
+                for r in refunds.every(tx):
+                    sys.stdout.write(json.dumps(refunds.public(r), sort_keys=True) + "\n")
+                return 0
+            refund_totals = refunds.report(tx)
+        out = {"charges": Charges(reg).report(), "refunds": refund_totals, "drops": reg.drops(),
+               "devices": []}
         for d in reg.devices():
             d.pop("secret")
             out["devices"].append(d)
@@ -356,10 +370,13 @@ def build_parser():
     r.add_argument("--config-out", required=True)
     r.set_defaults(fn=cmd_register)
 
-    q = sub.add_parser("report", help="charges report as JSON")
+    q = sub.add_parser("report", help="charges and refunds report as JSON")
     q.add_argument("--db", required=True)
-    q.add_argument("--charges", action="store_true",
-                   help="one JSON line per charge, oldest first, instead of the totals")
+    lines = q.add_mutually_exclusive_group()
+    lines.add_argument("--charges", action="store_true",
+                       help="one JSON line per charge, oldest first, instead of the totals")
+    lines.add_argument("--refunds", action="store_true",
+                       help="one JSON line per refund, oldest first, instead of the totals")
     q.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("certs", help="make the private CA, broker and client certificates")
@@ -384,6 +401,8 @@ def build_parser():
                    help="member accounts, cards and codes (members --help)")
     sub.add_parser("bookings", add_help=False,
                    help="the store's bookings: create, list, cancel, history (bookings --help)")
+    sub.add_parser("refunds", add_help=False,
+                   help="review refunds, refund rules (refunds --help)")
     return p
 
 
@@ -397,6 +416,10 @@ def main(argv=None):
         from host_sim import bookings_cli
 
         return bookings_cli.main(argv[1:])
+    if argv[:1] == ["refunds"]:
+        from host_sim import refunds_cli
+
+        return refunds_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "decline_over", None) is not None and args.decline_over < 0:
         build_parser().error("--decline-over must be >= 0")

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS charges (
     PRIMARY KEY (device_id, cid)
 );
 CREATE INDEX IF NOT EXISTS charges_applied ON charges (applied_at);
+CREATE INDEX IF NOT EXISTS charges_cid ON charges (cid);
 CREATE TABLE IF NOT EXISTS redemptions (
     device_id TEXT NOT NULL,
     cid       BLOB NOT NULL,
@@ -114,6 +115,7 @@ class Charges:
         # Hook: cti -> max uses (or None); the coupons table from issuance is the fallback.
         self.coupon_max_uses_hook = coupon_max_uses
         self.services = [s for s in services if getattr(s, "on_charge", None) is not None]
+        self.followers = [s for s in services if getattr(s, "after_charge", None) is not None]
         _migrate_cid_key(self.store)
         self.store.schema(_SCHEMA)
 
@@ -199,7 +201,12 @@ class Charges:
                    (dev, cid, charge["store_id"], canonical, encoded, result["st"], code,
                     result.get("auth"), body["amt"], body["cur"],
                     now if received_at is None else int(received_at), now))
-        return cbor2.loads(encoded), FRESH
+        result = cbor2.loads(encoded)
+        for svc in self.followers:
+            # What waited for this charge (a refund asked before it arrived) is decided now,
+            # in the same transaction.
+            svc.after_charge(tx, charge, result)
+        return result, FRESH
 
     def _ask_services(self, tx, charge):
         """Every service's on_charge under one savepoint: the first code declines and undoes

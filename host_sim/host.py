@@ -662,6 +662,7 @@ def _wrap(svc, fn):
         b.logs.append("%s %s -> %s: %d answer(s)" % (msg.mtype, msg.device_id,
                                                      getattr(svc, "name", "service"),
                                                      len(outs or ())))
+        b.logs.extend(o.note for o in outs or () if getattr(o, "note", None))
     return handle
 
 

@@ -18,6 +18,9 @@
 #   tick(now)                                  optional: called by the serving host about once a
 #                second from its worker, between batches; it opens its own transactions (on
 #                ctx.store) and pushes what it must (bookings: a new list when the day rolls over)
+#   after_charge(tx, charge, result)           optional: a charge was just decided (fresh, in
+#                its transaction, after its row is written); for what waited for it (a refund
+#                asked before its charge arrived); answers go through push()
 # Pushes that arise outside a message (a command line, a scheduler) go through the host outbox:
 # push(tx, ...) inserts a row in the same transaction as the change; the serving host publishes
 # the rows in order and deletes them, so a change and its announcement commit together, from
@@ -70,14 +73,16 @@ class Msg:
 
 
 class Out:
-    """A down message to seal and publish once the transaction has committed."""
+    """A down message to seal and publish once the transaction has committed. note: a line
+    for the host's log, written after the commit in the batch's order (what was decided)."""
 
-    def __init__(self, device_id, mtype, body):
+    def __init__(self, device_id, mtype, body, note=None):
         if mtype in messages.DOWN_TYPES:
             messages.check(mtype, body)
         self.device_id = device_id
         self.mtype = mtype
         self.body = body
+        self.note = note
 
     def __repr__(self):
         return "Out(%s, %s)" % (self.device_id, self.mtype)

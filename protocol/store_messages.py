@@ -8,6 +8,7 @@ MEMBER_STATES = ("active", "blocked", "unknown")
 REFUND_REASONS = ("changed_mind", "defective", "wrong_item", "not_delivered", "other")
 REFUND_STATES = ("review", "approved", "rejected", "refunded", "failed")
 REFUND_FINAL = ("approved", "rejected", "refunded", "failed")
+REFUND_BAD = ("rejected", "failed")  # final answers a supervisor must acknowledge
 BOOKING_STATES = ("booked", "checked_in", "cancelled", "no_show")
 BOOKING_OPS = ("check_in", "cancel", "no_show")
 BOOKING_REASONS = ("customer_asked", "staff_unavailable", "store_closed", "other")
@@ -48,7 +49,7 @@ def _refund(b):
     if amt < 1:
         raise MessageError("amt", "a refund is at least 1")
     s.req(b, "cur", s.text, 1, 8)
-    s.req(b, "reason", s.text, 1, 64)
+    s.req(b, "reason", s.choice, REFUND_REASONS)
     s.req(b, "at", s.uint)
     s.req(b, "clerk", s.text)
     s.req(b, "off", s.boolean)
@@ -62,6 +63,7 @@ def _refund_result(b):
     s.opt(b, "fee", s.amount)
     s.opt(b, "net", s.amount)
     s.opt(b, "bal", s.amount)
+    s.opt(b, "note", s.text, 1, 64)  # the reviewer's words on a rejection
 
 
 # ---------------------------------------------------------------- bookings (8.4)

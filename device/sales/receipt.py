@@ -3,6 +3,7 @@
 from device.ports.clock import gmtime
 from device.sales.escpos import Receipt, format_amount
 from device.sales.sale import receipt_no
+from protocol.schema import all_in
 
 KIND_TITLE = {"member": "Paid from member balance", "topup": "Member balance top-up",
               "vip": "VIP membership"}
@@ -48,9 +49,35 @@ def build_receipt(rec, shop, coupons=(), member=None, answer=None, width=42):
         r.columns("Points", "%d" % answer["pts"])
     r.text("-" * width).bold(True).columns("TOTAL", format_amount(rec["amt"], cur)).bold(False)
     r.text("Approved offline - sent when online" if rec["off"] else "Sent to host")
-    r.align("center").qr("%s/%s/%s" % (shop["device_id"], no, rec["cid"].hex()), module=4)
+    r.align("center").qr(receipt_code(shop["device_id"], no, rec["cid"]), module=4)
     r.text(no).feed(3).cut()
     return r.bytes()
+
+
+def receipt_code(device_id, no, cid):
+    """The text of a receipt's QR (SPEC 8.3): DEVICE_ID/RECEIPT_NO/CID_HEX."""
+    return "%s/%s/%s" % (device_id, no, cid.hex())
+
+
+def read_receipt_code(text):
+    """(device_id, receipt number, cid) of a receipt QR's text, or None for any other text.
+    The device id follows the config's id rule (printable ASCII, no "/+#", at most 64), the
+    number is decimal, the cid 32 lowercase hex digits."""
+    j = text.rfind("/")
+    i = text.rfind("/", 0, j) if j > 0 else -1
+    if i <= 0:
+        return None
+    dev, no, cid = text[:i], text[i + 1:j], text[j + 1:]
+    if len(cid) != 32 or not all_in(cid, "0123456789abcdef"):
+        return None
+    if not 1 <= len(no) <= 9 or not all_in(no, "0123456789"):
+        return None
+    if len(dev) > 64:
+        return None
+    for c in dev:
+        if c in "/+#" or not 0x21 <= ord(c) <= 0x7E:
+            return None
+    return dev, int(no), bytes.fromhex(cid)
 
 
 def _when(t):

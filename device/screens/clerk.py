@@ -24,7 +24,9 @@ Core screens (these names are the `screen` field of the display frames):
              it with roles.check_pin(role, pin); CANCEL goes back.
   declined   the notices no supervisor has acknowledged (roles.declined_lines()): declined
              charges, rejected refunds...; ENTER acknowledges them all (roles.ack_declined()),
-             F1 prints the list (roles.print_declined()), CANCEL goes back.
+             F1 prints the list (roles.print_declined()), CANCEL goes back. Under them, the
+             records still waiting for the host's decision (roles.waiting_lines(), optional:
+             refunds in review), which only the host's final answer clears.
 committed, refused and coupon go back to idle on the next key (which is consumed) or after
 timeout_s; a scan there is handled as on idle. A message on idle clears after timeout_s too. pin,
 declined and the services' menu screens go back after menu_timeout_s without a key. F4 on idle
@@ -477,12 +479,19 @@ class Clerk:
 
     def _body_declined(self):
         lines = self.roles.declined_lines()
-        if not lines:
+        waiting = self.roles.waiting_lines() if self._opt("waiting_lines") else []
+        if not lines and not waiting:
             return [messages.NO_DECLINED, messages.HINT_BACK]
-        body = ["Declined: %d" % len(lines)] + list(lines[:DECLINED_SHOWN])
-        if len(lines) > DECLINED_SHOWN:
-            body.append(messages.more_declined(len(lines) - DECLINED_SHOWN))
-        return body + [messages.HINT_DECLINED]
+        body = []
+        if lines:
+            body = ["Declined: %d" % len(lines)] + list(lines[:DECLINED_SHOWN])
+            if len(lines) > DECLINED_SHOWN:
+                body.append(messages.more_declined(len(lines) - DECLINED_SHOWN))
+        if waiting:
+            body += [messages.waiting_title(len(waiting))] + list(waiting[:DECLINED_SHOWN])
+            if len(waiting) > DECLINED_SHOWN:
+                body.append(messages.more_waiting(len(waiting) - DECLINED_SHOWN))
+        return body + [messages.HINT_DECLINED if lines else messages.HINT_BACK]
 
     def _body_amount(self):
         return ["Amount " + self.money(int(self._digits or "0")), messages.HINT_AMOUNT]

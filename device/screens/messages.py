@@ -161,3 +161,56 @@ def booking_done(name, op, offline):
 
 def idle_bookings(n):
     return "F2 bookings: %d to come today" % n
+
+
+
+def waiting_title(n):
+    return "Waiting for the host: %d" % n
+
+
+def more_waiting(n):
+    return "+%d more waiting" % n
+
+# Refunds (SPEC 8.3): the `refund` screen opened by a receipt's QR on idle.
+REFUND_REFUSED = "Refund refused"
+REFUND_NOT_RECORDED = ["Refund NOT recorded:", "storage error", "call a technician"]
+REFUND_OF_DECLINED = ["the sale was declined:", "nothing was paid"]
+REFUND_NOTHING_LEFT = ["the sale is refunded in full"]
+REFUND_UNKNOWN_SALE = "not on this till: type amount"
+REFUND_TYPE_AMOUNT = "type the amount to refund"
+REFUND_CANCELLED = "refund cancelled"
+HINT_REFUND_ALL = "ENTER=all CLEAR=del CANCEL"
+HINT_REFUND_REASON = ["1 changed mind  2 defective", "3 wrong item  4 not delivered",
+                      "5 other  CLEAR=back"]
+TITLE_REFUND_PIN = "Refund: supervisor PIN"
+REFUND_QUEUED = "queued offline: host decides"
+REFUND_SENT = "sent: the host decides"
+
+
+def refund_title(no):
+    return "Refund of receipt " + no
+
+
+def refund_left(amount):
+    return "refundable " + amount
+
+
+def refund_at_most(amount):
+    return "at most " + amount
+
+
+def refund_amount(amount):
+    return "Refund %s, why?" % amount
+
+
+def refund_requested(amount):
+    return "Refund requested " + amount
+
+
+def refund_receipt_line(no):
+    """The refund's own number on `committed`, as its receipt prints it."""
+    return "refund receipt " + no
+
+
+def refunds_waiting(n):
+    return "refunds in review: %d" % n

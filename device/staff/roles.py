@@ -97,6 +97,12 @@ class Roles:
         """One screen line per unacknowledged notice: receipt no, amount, code."""
         return [notice_line(k, rec, answer)[:LINE] for k, rec, answer in self.queue.notices()]
 
+    def waiting_lines(self):
+        """One screen line per record the host answered "not decided yet" (a refund in review):
+        shown under the notices, cleared by the host's final answer, never acknowledged."""
+        q = self.queue
+        return [notice_line(q.kinds[rec["r"]], rec, answer)[:LINE] for rec, answer in q.waiting]
+
     def ack_declined(self):
         """Acknowledges every notice shown; returns how many were recorded."""
         done = 0

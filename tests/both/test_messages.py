@@ -263,7 +263,12 @@ def test_store_service_bodies():
                      "at": 1, "clerk": "clerk", "off": False})
     reject("refund", {"rid": rid, "cid": rid, "amt": 0, "cur": "CNY", "reason": "defective",
                       "at": 1, "clerk": "clerk", "off": False}, "amt", "at least")
+    reject("refund", {"rid": rid, "cid": rid, "amt": 5, "cur": "CNY", "reason": "broken",
+                      "at": 1, "clerk": "clerk", "off": False}, "reason", "changed_mind")
     check("refund_result", {"rid": rid, "st": "review"})
+    check("refund_result", {"rid": rid, "st": "rejected", "code": "review_rejected",
+                            "note": "no receipt"})
+    reject("refund_result", {"rid": rid, "st": "rejected", "note": ""}, "note", "1..64")
     reject("refund_result", {"rid": rid, "st": "pending"}, "st", "review")
     item = {"bid": "B1", "at": 10, "dur": 1800, "name": "Li", "svc": "cut", "st": "booked",
             "v": 1}

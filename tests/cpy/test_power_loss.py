@@ -1,10 +1,14 @@
-"""Power-loss harness: the charge queue under >= 1 000 random power cuts (issue 4, item 7).
+"""Power-loss harness: the queue under >= 1 000 random power cuts (issue 4, item 7), with sales
+and refunds (SPEC 8.3) mixed in one journal.
 
 Each round reopens the queue from the flash model, checks the invariants, arms a cut a few
-storage steps ahead and runs random work (commit, forward, result, compact, store-wide
-redemptions, acknowledgements) until the cut lands. Invariants after every reboot:
-- every sale confirmed to the clerk (commit returned) is still there, resolved or pending;
-- the host applies each cid once and always sees the same charge for it;
+storage steps ahead and runs random work (commit a sale or a refund of one, forward, answers,
+a final answer pushed for a refund in review, compact, store-wide redemptions,
+acknowledgements) until the cut lands. Invariants after every reboot:
+- every sale and refund confirmed to the clerk (commit returned) is still there, pending,
+  waiting (a refund in review) or resolved, until its final answer was durably recorded;
+- the host applies each cid and each rid once and always sees the same body for it;
+- a refund of one of this terminal's sales never reaches the host before that sale's charge;
 - the ledger counts exactly the redemptions of the sales on flash (none without its charge).
 """
 import random
@@ -15,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from device.ports.storage import RecordLog
+from device.refunds.record import REFUND, make_refund
 from device.sales.queue import ChargeQueue
 from device.sales.sale import charge_body, make_sale
 from tests.support.flash import FlashModelFS, PowerCut
@@ -23,13 +28,17 @@ FAR = 4 * 10 ** 9
 
 
 class Host:
-    """Idempotent by cid, like the real one; remembers what it was sent."""
+    """Idempotent by cid and by rid, like the real one; remembers what it was sent. A refund
+    may go to review first; asked again (or pushed) it is decided once."""
 
     def __init__(self, rng):
         self.rng = rng
         self.results = {}
         self.bodies = {}
         self.applied = Counter()
+        self.refunds = {}         # rid -> its answer as it stands
+        self.refund_bodies = {}
+        self.refunds_applied = Counter()
 
     def charge(self, body):
         cid = body["cid"]
@@ -43,40 +52,70 @@ class Host:
             {"cti": c["cti"], "st": "ok"} for c in body["cpn"]]}
         return self.results[cid]
 
+    def refund(self, body, ours):
+        rid = body["rid"]
+        if rid in self.refunds:
+            assert self.refund_bodies[rid] == body, "same rid, different refund"
+            return self.refunds[rid]
+        if body["cid"] in ours:
+            assert body["cid"] in self.bodies, "refund forwarded before its charge"
+        self.refunds_applied[rid] += 1
+        self.refund_bodies[rid] = body
+        self.refunds[rid] = {"rid": rid, "st": "review"}
+        if self.rng.random() < 0.6:
+            self.decide(rid)
+        return self.refunds[rid]
+
+    def decide(self, rid):
+        """The review's final answer (once)."""
+        if self.refunds[rid]["st"] == "review":
+            st_ = "rejected" if self.rng.random() < 0.2 else "approved"
+            self.refunds[rid] = {"rid": rid, "st": st_}
+        return self.refunds[rid]
+
 
 def _open(fs):
-    return ChargeQueue(RecordLog(fs, "q.log"), window=3, retention=4).open()
+    q = ChargeQueue(RecordLog(fs, "q.log"), window=3, retention=4)
+    q.add_kind(REFUND)
+    return q.open()
+
+
+def _forward(q, host, ours, rec):
+    if rec["r"] == "sale":
+        return "charge_result", host.charge(charge_body(rec))
+    return "refund_result", host.refund(q.message(rec)[1], ours)
 
 
 def run_harness(seed, cuts):
     rng = random.Random(seed)
     fs = FlashModelFS(seed)
     host = Host(rng)
-    confirmed = set()
-    durable = {}              # cid -> sale known to be on flash
-    resolved_ok = set()       # cids whose result append returned
+    confirmed = set()         # ids (cid, rid) of the sales and refunds the clerk saw
+    durable = {}              # id -> record known to be on flash
+    resolved_ok = set()       # ids whose final answer append returned
     host_cti_ok = Counter()   # store-wide redemptions whose append returned
     host_cti_try = Counter()
-    n_cid = 0
+    ours = set()              # cids of this terminal's sales
+    n_id = 0
     now = 1000
     rounds = 0
     while fs.cuts < cuts:
         rounds += 1
         q = _open(fs)
-        seen = {r["cid"]: r for r in q.pending}
-        seen.update({p[0]["cid"]: p[0] for p in q.resolved})
-        assert len(seen) == len(q.pending) + len(q.resolved), "a cid twice in the journal"
-        # A confirmed sale may leave the journal only once its result was durably recorded
-        # (and compaction then dropped it); anything else is a lost sale.
-        for cid in confirmed - set(seen):
-            assert cid in resolved_ok, "confirmed sale lost"
-        for cid in list(seen):
-            durable[cid] = seen[cid]
+        held = list(q.pending) + [p[0] for p in q.waiting] + [p[0] for p in q.resolved]
+        seen = {q.id_of(r): r for r in held}
+        assert len(seen) == len(held), "an id twice in the journal"
+        # A confirmed record may leave the journal only once its final answer was durably
+        # recorded (and compaction then dropped it); anything else is lost.
+        for rid in confirmed - set(seen):
+            assert rid in resolved_ok, "confirmed record lost"
+        for rid in list(seen):
+            durable[rid] = seen[rid]
         # A result whose append was cut may still have landed whole: flash has the last word.
-        resolved_ok.update(p[0]["cid"] for p in q.resolved)
+        resolved_ok.update(q.id_of(p[0]) for p in q.resolved)
         want = Counter()
         for rec in durable.values():
-            for c in rec["cpn"]:
+            for c in rec.get("cpn", ()):
                 want[c["cti"]] += 1
         for cti, n in want.items():
             assert q.ledger.uses(cti) == n, "ledger and sales disagree"
@@ -89,25 +128,45 @@ def run_harness(seed, cuts):
             for _ in range(rng.randint(1, 25)):
                 now += rng.randint(0, 30)
                 op = rng.random()
-                if op < 0.35:
-                    n_cid += 1
-                    cid = n_cid.to_bytes(16, "big")
+                n_id += 1
+                new_id = n_id.to_bytes(16, "big")
+                if op < 0.25:
                     cpn = []
                     if rng.random() < 0.5:
                         cti = b"c%d" % rng.randint(0, 30)
                         cpn = [{"cti": cti, "cmp": "C", "disc": 5, "exp": FAR}]
-                    rec = make_sale(cid, q.take_receipt_no(), 100 + rng.randint(0, 900), cpn,
-                                    "CNY", now, rng.random() < 0.5, "clerk")
+                    rec = make_sale(new_id, q.take_receipt_no(), 100 + rng.randint(0, 900),
+                                    cpn, "CNY", now, rng.random() < 0.5, "clerk")
                     q.commit(rec)
-                    confirmed.add(cid)
-                    durable[cid] = rec
-                elif op < 0.7:
+                    confirmed.add(new_id)
+                    durable[new_id] = rec
+                    ours.add(new_id)
+                elif op < 0.35:
+                    # A refund of one of our sales (often one still queued) or of another
+                    # terminal's.
+                    cid = rng.choice(sorted(ours)) if ours and rng.random() < 0.8 else \
+                        b"\xff" * 8 + new_id[8:]
+                    rec = make_refund(new_id, q.take_receipt_no(), cid, 1 + rng.randint(0, 99),
+                                      "CNY", "defective", now, rng.random() < 0.5, "clerk")
+                    q.commit(rec)
+                    confirmed.add(new_id)
+                    durable[new_id] = rec
+                elif op < 0.6:
                     for rec in q.due(now * 1000):
-                        result = host.charge(charge_body(rec))
-                        q.sent(rec["cid"], now * 1000, rng.random())
-                        if rng.random() < 0.8:  # some results are lost in transit
-                            if q.on_result(result, now) is not None:
-                                resolved_ok.add(rec["cid"])
+                        mtype, answer = _forward(q, host, ours, rec)
+                        q.sent(q.id_of(rec), now * 1000, rng.random())
+                        if rng.random() < 0.8:  # some answers are lost in transit
+                            if q.on_answer(mtype, answer, now) is not None and \
+                                    answer["st"] != "review":
+                                resolved_ok.add(q.id_of(rec))
+                elif op < 0.7:
+                    # The review decides: the final answer reaches the terminal (pushed, or
+                    # asked again after a reconnect).
+                    for rec in q.waiting_due():
+                        answer = host.decide(rec["rid"])
+                        if rng.random() < 0.7 and \
+                                q.on_answer("refund_result", answer, now) is not None:
+                            resolved_ok.add(rec["rid"])
                 elif op < 0.8:
                     q.compact(now)
                 elif op < 0.9:
@@ -123,25 +182,31 @@ def run_harness(seed, cuts):
             pass
         fs.reboot()
 
-    # Drain: with the power steady everything confirmed reaches the host exactly once.
+    # Drain: with the power steady everything confirmed reaches the host exactly once, and
+    # every refund in review gets its final answer.
     q = _open(fs)
     for _ in range(1000):
-        if not q.pending:
+        if not q.pending and not q.waiting:
             break
         now += 200
         for rec in q.due(now * 1000):
-            q.sent(rec["cid"], now * 1000, 0.5)
-            q.on_result(host.charge(charge_body(rec)), now)
-    assert not q.pending
-    assert confirmed <= set(host.results)
-    assert set(host.results) <= set(durable)
+            q.sent(q.id_of(rec), now * 1000, 0.5)
+            q.on_answer(*_forward(q, host, ours, rec), now)
+        for rec in q.waiting_due():
+            q.on_answer("refund_result", host.decide(rec["rid"]), now)
+    assert not q.pending and not q.waiting
+    at_host = set(host.results) | set(host.refunds)
+    assert confirmed <= at_host
+    assert at_host <= set(durable)
     assert all(n == 1 for n in host.applied.values())
-    return fs.cuts, rounds, len(confirmed)
+    assert all(n == 1 for n in host.refunds_applied.values())
+    sales = len([i for i in confirmed if i in ours])
+    return fs.cuts, rounds, sales, len(confirmed) - sales
 
 
 def test_thousand_power_cuts_lose_nothing_and_apply_nothing_twice():
-    cuts, rounds, sales = run_harness(seed=20261123, cuts=1000)
-    assert cuts >= 1000 and sales > 500
+    cuts, rounds, sales, refunds = run_harness(seed=20261123, cuts=1000)
+    assert cuts >= 1000 and sales > 500 and refunds > 150
 
 
 def test_other_seeds():
