@@ -201,6 +201,8 @@ class Host:
                 self._worker = None
             self.client.disconnect()
         finally:
+            if self.inbound is not None:
+                self.inbound.close()
             self.client.loop_stop()
             self.registry.close()
             self.store.close()

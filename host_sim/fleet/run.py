@@ -36,7 +36,9 @@ class FleetError(RuntimeError):
 
 class Fleet:
     def __init__(self, db, broker_port, terminals, shards=None, work=None, broker_host="127.0.0.1",
-                 per_store=10, coupons=200, outage_share=0.1, seed=1, log=None):
+                 per_store=10, coupons=200, outage_share=0.1, seed=1, log=None,
+                 worker_args=()):
+        """worker_args: more `serve` options for every worker (--amqp URL: RabbitMQ)."""
         self.db = db
         self.broker = (broker_host, broker_port)
         self.n = terminals
@@ -48,6 +50,7 @@ class Fleet:
         self.outage_share = outage_share
         self.seed = seed
         self.log = log or (lambda line: None)
+        self.worker_args = list(worker_args)
         self.devices = ["F%04d" % i for i in range(terminals)]
         self.workers = {}      # index -> Popen
         self.worker_logs = {}  # index -> [log paths] (a restarted worker gets a new file)
@@ -100,7 +103,7 @@ class Fleet:
         self.worker_logs.setdefault(i, []).append(path)
         args = [sys.executable, "-u", "-m", "host_sim", "serve", "--db", self.db,
                 "--broker-host", self.broker[0], "--broker-port", str(self.broker[1]),
-                "--worker", str(i)]
+                "--worker", str(i)] + self.worker_args
         if i == 1 and self.trustlist_path:
             args += ["--trustlist", self.trustlist_path]
         with open(path, "w") as out:
@@ -359,6 +362,8 @@ def add_arguments(p):
     p.add_argument("--coupons", type=int, default=200)
     p.add_argument("--dir", help="work directory (kept); default a temp dir, removed")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--amqp", metavar="URL",
+                   help="workers consume up messages from this RabbitMQ (serve --amqp)")
 
 
 def main(args):
@@ -369,7 +374,8 @@ def main(args):
     scale = tuple(int(x) for x in args.scale.split(",") if x)
     fleet = Fleet(args.db, args.broker_port, args.terminals, shards=args.shards, work=args.dir,
                   broker_host=args.broker_host, coupons=args.coupons,
-                  outage_share=args.outage, seed=args.seed, log=log)
+                  outage_share=args.outage, seed=args.seed, log=log,
+                  worker_args=["--amqp", args.amqp] if args.amqp else ())
     try:
         fleet.prepare()
         fleet.start_shards()

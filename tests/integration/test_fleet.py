@@ -1,8 +1,11 @@
 """Several host workers (issue 15): the shared subscription, exactly once with two workers and a
 worker SIGKILLed mid-drain on PostgreSQL, and a small fleet scenario on both engines. Terminals
 are real device agents in shard processes (host_sim/fleet); workers are `python -m host_sim
-serve --worker N` processes; the broker is real mosquitto (or RabbitMQ: tests/test_cluster.py).
+serve --worker N` processes; the broker is real mosquitto, or with FLEET_BROKER=rabbitmq
+(`make test-cluster`) a RabbitMQ node whose MQTT plugin the terminals use while the workers
+consume a durable queue over AMQP (host_sim/amqp_inbound.py).
 """
+import os
 import threading
 import time
 
@@ -11,6 +14,8 @@ import pytest
 
 from host_sim.fleet.run import Fleet, scenario
 from host_sim.store import open_store
+
+RABBIT = os.environ.get("FLEET_BROKER") == "rabbitmq"
 
 
 def _count_charges(db):
@@ -22,6 +27,7 @@ def _count_charges(db):
         store.close()
 
 
+@pytest.mark.skipif(RABBIT, reason="mosquitto's shared subscriptions (RabbitMQ: a queue)")
 def test_shared_subscription_by_topic_name_for_311_clients(broker):
     """mosquitto 2.0 shares `$share/GROUP/filter` between MQTT 3.1.1 clients by its name: each
     message goes to one member of the group."""
@@ -58,17 +64,49 @@ def test_shared_subscription_by_topic_name_for_311_clients(broker):
     assert got["a"] and got["b"]  # shared, not copied
 
 
+class _Mosquitto:
+    def __init__(self, broker):
+        self.port = broker.port
+        self.worker_args = ()
+
+
+class _Rabbit:
+    def __init__(self, node):
+        self.node = node
+        self.port = node.mqtt_port
+        self.worker_args = ("--amqp", node.amqp_url)
+
+
+@pytest.fixture
+def fleet_broker(request):
+    """The broker the fleet tests run on: mosquitto, or RabbitMQ under make test-cluster."""
+    if not RABBIT:
+        yield _Mosquitto(request.getfixturevalue("fresh_broker"))
+        return
+    from tests.support.rabbitmq import RabbitMQ, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    node = RabbitMQ()
+    try:
+        node.start()
+        yield _Rabbit(node)
+    finally:
+        node.close()
+
+
 @pytest.fixture
 def pg_db(pg_server):
     return pg_server.new_database("fleet")
 
 
-def test_two_workers_exactly_once_with_a_worker_killed_mid_drain(fresh_broker, pg_db, tmp_path):
+def test_two_workers_exactly_once_with_a_worker_killed_mid_drain(fleet_broker, pg_db, tmp_path):
     """20 terminals come back with 6 sales each; two workers drain them; worker 2 is SIGKILLed
     with part of the backlog handled and restarted (same client id: the broker hands it what it
     held); every sale is at the host exactly once."""
-    fleet = Fleet(pg_db, fresh_broker.port, 20, shards=2, work=str(tmp_path / "fleet"),
-                  coupons=20)
+    fleet = Fleet(pg_db, fleet_broker.port, 20, shards=2, work=str(tmp_path / "fleet"),
+                  coupons=20, worker_args=fleet_broker.worker_args)
     try:
         fleet.prepare()
         fleet.start_shards()
@@ -98,11 +136,11 @@ def test_two_workers_exactly_once_with_a_worker_killed_mid_drain(fresh_broker, p
     assert check["fresh_applies_logged"] == total  # the workers' own account: once each
 
 
-def test_small_fleet_scenario_on_both_engines(fresh_broker, host_db, tmp_path):
+def test_small_fleet_scenario_on_both_engines(fleet_broker, host_db, tmp_path):
     """12 terminals, two workers on one database (PostgreSQL, or one SQLite file shared by two
     processes): steady sales with an outage, then a reconnect storm with a backlog."""
-    fleet = Fleet(host_db, fresh_broker.port, 12, shards=2, work=str(tmp_path / "fleet"),
-                  coupons=10, outage_share=0.25)
+    fleet = Fleet(host_db, fleet_broker.port, 12, shards=2, work=str(tmp_path / "fleet"),
+                  coupons=10, outage_share=0.25, worker_args=fleet_broker.worker_args)
     try:
         fleet.prepare()
         fleet.start_shards()
