@@ -42,6 +42,17 @@ OUTBOX_TAKE = 100
 SEQ_END = AMOUNT_END  # a seq must fit the database's signed 64-bit integer
 SHARE_PREFIX = "$share/host/"  # MQTT shared subscription of the host workers
 PUBACK_WAIT_S = 5.0
+# The fleet lists last published, so a terminal whose hello shows an older one gets it again:
+# a broker's retained store may not hold it (RabbitMQ keeps retained messages per node).
+FLEET_LISTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleet_lists (
+    name TEXT PRIMARY KEY,
+    ver  INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+HELLO_VER = {"trustlist": "trust_ver", "revocations": "rev_ver"}
+REPUBLISH_S = 5.0  # a list is published again for stale hellos at most this often per host
 
 
 class HostError(RuntimeError):
@@ -106,6 +117,7 @@ class Host:
         try:
             self.registry = Registry(self.store, clock=clock)
             self.store.schema(service.OUTBOX_SCHEMA)
+            self.store.schema(FLEET_LISTS_SCHEMA)
             self.services = self._build_services(services)
             self.charges = Charges(self.registry, rules, coupon_max_uses, self.services)
         except BaseException:
@@ -122,6 +134,7 @@ class Host:
         self._send_lock = threading.Lock()
         self._claims = None  # PostgreSQL: the connection that holds claimed outbox rows
         self._last_rx = 0.0
+        self._republished = {}  # list name -> monotonic time it was last republished
         self._processed = {}
         self._counts = {"results_sent": 0, "withheld": 0, "repeats": 0, "approved": 0,
                         "declined": 0, "redeemed_sent": 0, "errors": 0, "cid_reused": 0,
@@ -336,7 +349,31 @@ class Host:
         if not info.is_published():
             raise HostError("%s not acknowledged by the broker within %.1f s" % (what, timeout))
         self.log("published %s (%d bytes, retained)" % (what, len(data)))
+        self._remember_list(what, bytes(data))
         return info
+
+    def _remember_list(self, what, data):
+        ver = _list_ver(data)
+        if ver is None:
+            return
+        with self.store.transaction() as tx:
+            tx.execute("INSERT INTO fleet_lists (name, ver, body) VALUES (?, ?, ?)"
+                       " ON CONFLICT (name) DO UPDATE SET ver=excluded.ver, body=excluded.body"
+                       " WHERE fleet_lists.ver < excluded.ver", (what, ver, data))
+
+    def _stale_lists(self, tx, body):
+        """The lists newer than the ones a hello reports, not republished in REPUBLISH_S."""
+        out = []
+        now = time.monotonic()
+        for name, ver, data in tx.execute("SELECT name, ver, body FROM fleet_lists").fetchall():
+            key = HELLO_VER.get(name)
+            if key is None or body.get(key, 0) >= ver:
+                continue
+            if now - self._republished.get(name, -REPUBLISH_S) < REPUBLISH_S:
+                continue
+            self._republished[name] = now
+            out.append((name, bytes(data)))
+        return out
 
     # ------------------------------------------------------------ incoming
 
@@ -430,6 +467,8 @@ class Host:
         return b
 
     def _send_answers(self, b):
+        for name, data in b.lists:
+            self.client.publish(topics.fleet(self.root, name), data, qos=1, retain=True)
         outs = [o for o, _ in b.outs]
         sealed = self._deliver(outs)
         now = time.monotonic()
@@ -530,6 +569,9 @@ class Host:
         b.logs.append("hello %s fw=%s rt=%s boot=%d queue=%d trust=%d rev=%d" % (
             msg.device_id, body["fw"], body["rt"], body["boot"], body["queue"],
             body["trust_ver"], body["rev_ver"]))
+        for name, data in self._stale_lists(tx, body):
+            b.lists.append((name, data))
+            b.logs.append("hello %s has an older %s: published again" % (msg.device_id, name))
         for svc in self.services:
             on_hello = getattr(svc, "on_hello", None)
             if on_hello is not None:
@@ -647,6 +689,7 @@ class Host:
                 continue
             infos.append(self.client.publish(topic, data, qos=1, retain=True))
             self.log("outbox: published %s (%d bytes, retained)" % (mtype, len(data)))
+            self._remember_list(mtype, data)
         self._wait_acked(infos)
         sealed = self._deliver(outs)
         for (_, _, seq), out in zip(sealed, outs, strict=True):
@@ -703,6 +746,7 @@ class _Batch:
         self.counts = []
         self.processed = []
         self.later = []
+        self.lists = []  # (name, COSE bytes): fleet lists to publish again (retained)
 
     def add(self, outs, svc):
         for o in outs or ():
@@ -772,6 +816,18 @@ def _wrap(svc, fn):
                                                      getattr(svc, "name", "service"),
                                                      len(outs or ())))
     return handle
+
+
+def _list_ver(data):
+    """The `ver` of a signed fleet list (COSE_Sign1, maybe tagged 18), or None."""
+    try:
+        msg = cbor.loads(data)
+        if isinstance(msg, cbor.Tag):
+            msg = msg.value
+        ver = cbor.loads(msg[2]).get("ver")
+    except Exception:  # noqa: BLE001 - not ours to judge here: the terminals check lists
+        return None
+    return ver if type(ver) is int and 0 <= ver < SEQ_END else None
 
 
 def _redeemed_id(device_id, cid):

@@ -135,6 +135,7 @@ class Shard:
                 "resolved": sorted(cid.hex() for cid in t.results),
                 "double_results": t.double_results, "refused": t.refused,
                 "coupons_used": t.coupons_used, "pending": t.pending(),
+                "trust_ver": t.agent.status.hello_body()["trust_ver"],
                 "declined": sum(1 for r in t.results.values() if r[1] == "declined"),
                 "drops": {k: v for k, v in t.agent.metrics.snapshot().items()
                           if k.startswith(("drop_", "handler", "task_restarts"))},

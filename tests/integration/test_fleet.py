@@ -152,3 +152,33 @@ def test_small_fleet_scenario_on_both_engines(fleet_broker, host_db, tmp_path):
     assert check["committed"] == report["steady_sales"] + 36
     assert report["storms"]["2"]["pending"] == 0
     assert report["latency_ms"]["steady/online"]["n"] > 0
+
+
+def test_a_terminal_with_an_older_list_gets_it_again(fleet_broker, host_db, tmp_path):
+    """A broker whose retained store lacks the trust list (RabbitMQ keeps retained messages per
+    node; here the retained copy is cleared): the hellos that report an older trust_ver make the
+    host publish it again, and every terminal installs it."""
+    fleet = Fleet(host_db, fleet_broker.port, 6, shards=1, work=str(tmp_path / "fleet"),
+                  coupons=1, worker_args=fleet_broker.worker_args)
+    try:
+        fleet.prepare()
+        fleet.start_workers(1)  # worker 1 publishes the trust list, retained
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="clear-retained",
+                        protocol=mqtt.MQTTv311)
+        c.connect("127.0.0.1", fleet_broker.port)
+        c.loop_start()
+        c.publish("pos/v1/fleet/down/trustlist", b"", qos=1, retain=True).wait_for_publish(5)
+        c.loop_stop()
+        c.disconnect()
+        fleet.start_shards()
+        assert sum(e["online"] for e in fleet.ask("wait_online", wait=60, timeout=45)) == 6
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            [rep] = fleet.ask("report", wait=30)
+            vers = {t["trust_ver"] for t in rep["terminals"].values()}
+            if vers == {1}:
+                break
+            time.sleep(0.2)
+    finally:
+        fleet.close()
+    assert vers == {1}
