@@ -36,7 +36,7 @@ bench: setup
 bench-fleet: setup
 	@scripts/ensure-mosquitto
 	@scripts/ensure-postgresql
-	$(PY) -m tests.bench_fleet $(FLEET_ARGS)
+	@$(PY) -m tests.bench_fleet $(FLEET_ARGS)
 
 # The fleet tests with RabbitMQ (MQTT plugin) as the broker and the workers on its queue.
 test-cluster: setup

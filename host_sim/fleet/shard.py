@@ -73,12 +73,14 @@ class Shard:
 
     async def cmd_sell(self, rate, duration, coupon_share=0.2, amount=(100, 20000)):
         """Sales at `rate` per second over this shard's terminals (Poisson arrivals)."""
-        end = time.monotonic() + duration
+        at = time.monotonic()
+        end = at + duration
         n = 0
         while True:
-            await asyncio.sleep(self.rand.expovariate(rate))
-            if time.monotonic() >= end:
+            at += self.rand.expovariate(rate)  # arrival times, whatever a sale takes
+            if at >= end:
                 break
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
             if self._sell_one(self.rand.choice(self.terminals), coupon_share, amount):
                 n += 1
         return {"sold": n}
