@@ -5,7 +5,7 @@ MP := .venv/bin/micropython
 export PYTHONPATH := $(CURDIR)
 export MICROPYPATH := $(CURDIR):.frozen
 
-.PHONY: setup test lint unit-mp sim bench certs clean
+.PHONY: setup test lint unit-mp sim bench bench-fleet test-cluster certs clean
 
 setup:
 	@scripts/setup-venv
@@ -13,6 +13,7 @@ setup:
 test: setup
 	@scripts/ensure-mosquitto
 	@scripts/ensure-postgresql || echo "(no PostgreSQL: the host tests on PostgreSQL are skipped)"
+	@scripts/ensure-browser || echo "(no chromium: the dashboard's browser test is skipped)"
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -30,6 +31,18 @@ sim: setup
 bench: setup
 	@scripts/ensure-mosquitto
 	$(PY) -m tests.bench
+
+# 1 000 terminals against host workers on PostgreSQL: one JSON line (docs/scale.md).
+bench-fleet: setup
+	@scripts/ensure-mosquitto
+	@scripts/ensure-postgresql
+	@$(PY) -m tests.bench_fleet $(FLEET_ARGS)
+
+# The fleet tests with RabbitMQ (MQTT plugin) as the broker and the workers on its queue.
+test-cluster: setup
+	@scripts/ensure-postgresql
+	@scripts/ensure-rabbitmq
+	FLEET_BROKER=rabbitmq $(PY) -m pytest tests/integration/test_fleet.py
 
 certs: setup
 	@scripts/make-certs

@@ -86,6 +86,7 @@ class Agent:
         self.tasks = Tasks(metrics, log)
         self._kick = None
         self.link = None
+        self.link_options = {}  # extra make_link() options (the fleet simulator's link choice)
         self.console = None
         self.on_connect_hooks = []
         self._service_tasks = []   # (name, fn) started by run()
@@ -237,7 +238,8 @@ class Agent:
                 self.link = make_link(self.cfg["broker"], self.device_id, will, self._on_connect,
                                       self.downlink.receive,
                                       keepalive=self.cfg["broker"]["keepalive"],
-                                      on_oversized=self.downlink.oversized)
+                                      on_oversized=self.downlink.oversized,
+                                      **self.link_options)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
                 # sell offline, show why on the console, and try again.
@@ -331,18 +333,21 @@ class Agent:
         return Console(Commands(self.view, config_path, fs=self.fs, clock=self.clock,
                                 console_cfg=console_cfg, log_out=self.log_out))
 
-    async def run(self, console_port=None, console=None):
+    async def run(self, console_port=None, console=None, io=True):
         """Runs until stopped. console_port/console: the console an unprovisioned start
-        handed over (its port, and the session attached to this terminal)."""
+        handed over (its port, and the session attached to this terminal). io=False: no
+        peripherals and no I/O loop (the fleet simulator drives the clerk itself)."""
         self._kick = asyncio.Event()
         self.console = console or self.console_for(self.config_path)
-        self.peripherals.open(console_port)
-        self.peripherals.perform(self.clerk.refresh(self.clock.now()))
+        if io:
+            self.peripherals.open(console_port)
+            self.peripherals.perform(self.clerk.refresh(self.clock.now()))
         self.log("fw %s on %s, boot %d, queue %d" % (firmware.FW, runtime.NAME,
                                                      self.counters.boot, self.queue.count()))
         self.tasks.start("status", self._status_loop)
         self.tasks.start("forward", self._forward_loop)
-        self.tasks.start("io", self._io_loop)
+        if io:
+            self.tasks.start("io", self._io_loop)
         for name, fn in self._service_tasks:
             self.tasks.start(name, fn)
         try:

@@ -4,6 +4,10 @@
 #       [--block-member MEM ...] [--latency S] [--client-id ID]
 #       [--certs DIR | --tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 #       [--username NAME] [--password-from-db | --password-file FILE]
+#       [--shared | --worker N] [--amqp URL [--amqp-queue NAME]] [--http-port P]
+#     (--shared: one of several workers on the `$share/host/...` subscription; --worker N the
+#      same with client id host_sim-wN; --amqp: up messages from a RabbitMQ queue instead,
+#      host_sim/amqp_inbound.py; --http-port: the dashboard on 127.0.0.1, host_sim/dashboard.py)
 #     (--certs DIR: TLS with DIR's CA and host certificate, as user pos-host with the password
 #      the registry keeps for it; the locked-down broker of `broker-config`)
 #   python -m host_sim register DEVICE_ID --db PATH --store S --merchant M --currency CUR
@@ -20,6 +24,7 @@
 #   python -m host_sim certs [--dir DIR] [--device ID ...] [--server-host H ...]
 #   python -m host_sim broker-config --db PATH --certs DIR --port P --out DIR [--root R]
 #       [--log FILE]
+#   python -m host_sim fleet --terminals N --db URL --broker-port P [...] (host_sim/fleet/run.py)
 #   python -m host_sim members --db DB [--keystore DIR] add|show|history|block|reissue|code|topup
 #     (member accounts, cards and codes: host_sim/members_cli.py)
 #   python -m host_sim bookings --db DB create|list|cancel|history
@@ -47,6 +52,7 @@ from host_sim.store import StoreError
 from protocol import cbor, topics
 
 PIN_ITERATIONS = 1000
+DEFAULT_CLIENT_ID = "host_sim"
 # The store services `serve` runs (host_sim/service.py), in this order.
 LIST_PREFIX = {"trustlist": "PT1:", "revocations": "PR1:"}
 
@@ -108,17 +114,32 @@ def cmd_serve(args):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     tls = _serve_tls(args)
+    client_id = args.client_id
+    if args.worker is not None:
+        args.shared = True
+        if client_id == DEFAULT_CLIENT_ID:
+            client_id = "%s-w%d" % (DEFAULT_CLIENT_ID, args.worker)
+    inbound = None
+    if args.amqp:
+        from host_sim.amqp_inbound import AmqpInbound
+
+        inbound = AmqpInbound(args.amqp, args.root, queue=args.amqp_queue)
     try:
         host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
-                    latency_s=args.latency, client_id=args.client_id, log=_emit,
-                    services=serve_services(), **tls)
+                    latency_s=args.latency, client_id=client_id, log=_emit,
+                    services=serve_services(), shared=args.shared, inbound=inbound, **tls)
     except HostError as e:
         raise CliError(str(e))
     try:
         host.start(timeout=args.connect_timeout)
     except HostError as e:
         raise CliError(str(e))
+    board = None
     try:
+        if args.http_port is not None:
+            from host_sim.dashboard import Dashboard
+
+            board = Dashboard(args.db, port=args.http_port, log=_emit).start()
         if "trustlist" in lists:
             host.publish_trustlist(lists["trustlist"])
         if "revocations" in lists:
@@ -126,6 +147,8 @@ def cmd_serve(args):
         while not stop.wait(0.5):
             pass
     finally:
+        if board is not None:
+            board.stop()
         host.stop()
     return 0
 
@@ -300,6 +323,13 @@ def cmd_broker_config(args):
     return 0
 
 
+def _http_port(text):
+    v = int(text)
+    if not 0 <= v < 65536:
+        raise argparse.ArgumentTypeError("must be 0..65535")
+    return v
+
+
 def _rate(text):
     v = float(text)
     if not 0.0 <= v <= 1.0:
@@ -326,7 +356,7 @@ def build_parser():
     s.add_argument("--broker-host", default="127.0.0.1")
     s.add_argument("--broker-port", type=cli.port, default=1883)
     s.add_argument("--root", type=cli.topic_root, default=topics.DEFAULT_ROOT)
-    s.add_argument("--client-id", default="host_sim")
+    s.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     s.add_argument("--trustlist", help="file holding the PT1: text")
     s.add_argument("--revocations", help="file holding the PR1: text")
     s.add_argument("--decline-over", type=int, help="decline charges with amt above N")
@@ -346,7 +376,23 @@ def build_parser():
     pw.add_argument("--password-from-db", action="store_true",
                     help="the pos-host password the registry keeps (see broker-config)")
     pw.add_argument("--password-file", help="file whose first line is the broker password")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--shared", action="store_true",
+                   help="one of several host workers: MQTT shared subscription $share/host/")
+    w.add_argument("--worker", type=int, metavar="N",
+                   help="--shared with the client id host_sim-wN (unless --client-id)")
+    s.add_argument("--amqp", metavar="URL",
+                   help="take up messages from a RabbitMQ queue (amqp://...) instead of MQTT")
+    s.add_argument("--amqp-queue", default="host.up", help="the durable queue (default host.up)")
+    s.add_argument("--http-port", type=_http_port,
+                   help="serve the dashboard on 127.0.0.1:P (0 for a free port)")
     s.set_defaults(fn=cmd_serve)
+
+    f = sub.add_parser("fleet", help="run N simulated terminals against host workers")
+    from host_sim.fleet import run as fleet_run
+
+    fleet_run.add_arguments(f)
+    f.set_defaults(fn=fleet_run.main)
 
     r = sub.add_parser("register", help="register a device and write its config")
     r.add_argument("device_id")

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 
 from host_sim import service
 from host_sim.charges import FRESH, REUSED, Charges
-from host_sim.registry import Registry, RegistryError
+from host_sim.registry import SEQ_WINDOW, Registry, RegistryError
 from host_sim.service import FLEET, Context, Msg, Out
 from host_sim.store import open_store
 from protocol import cbor, envelope, messages, topics
@@ -41,6 +41,19 @@ OUTBOX_POLL_S = 0.2
 OUTBOX_TAKE = 100
 TICK_S = 1.0  # services' tick(now) at most this often
 SEQ_END = AMOUNT_END  # a seq must fit the database's signed 64-bit integer
+SHARE_PREFIX = "$share/host/"  # MQTT shared subscription of the host workers
+PUBACK_WAIT_S = 5.0
+# The fleet lists last published, so a terminal whose hello shows an older one gets it again:
+# a broker's retained store may not hold it (RabbitMQ keeps retained messages per node).
+FLEET_LISTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleet_lists (
+    name TEXT PRIMARY KEY,
+    ver  INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+HELLO_VER = {"trustlist": "trust_ver", "revocations": "rev_ver"}
+REPUBLISH_S = 5.0  # a list is published again for stale hellos at most this often per host
 
 
 class HostError(RuntimeError):
@@ -56,13 +69,16 @@ class Host:
                  root=topics.DEFAULT_ROOT, rules=None, latency_s=0.0, client_id="host_sim",
                  log=None, clock=time.time, keepalive=30, coupon_max_uses=None, ca=None,
                  cert=None, key=None, username=None, password=None, services=(),
-                 batch_max=BATCH_MAX):
+                 batch_max=BATCH_MAX, shared=False, inbound=None):
         """db: a SQLite path or a postgresql:// URL. ca: the CA file (PEM) the broker's
         certificate must chain to; set, it makes the connection TLS with the host name checked.
         cert/key: the host's client certificate (PEM, both or neither). username/password: the
         broker account (for the locked-down broker, HOST_USERNAME and
         Registry.host_broker_password()). services: store service classes
-        (host_sim/service.py), built here over the same database."""
+        (host_sim/service.py), built here over the same database. shared: one of several
+        workers: subscribe through the MQTT shared subscription `$share/host/...` (give each
+        worker its own client_id). inbound: another source of up messages instead of the MQTT
+        subscriptions (host_sim/amqp_inbound.py: a RabbitMQ queue); MQTT still sends."""
         topics.fleet(root, "trustlist")  # validates the root
         self.root = root
         self.broker_host = broker_host
@@ -75,9 +91,13 @@ class Host:
         if type(batch_max) is not int or batch_max < 1:
             raise HostError("batch_max must be an int >= 1")
         self.batch_max = batch_max
+        self.shared = shared
+        self.inbound = inbound
         # the client first: a bad TLS file then leaves no database open
+        # manual_ack: the PUBACK of an up message goes out after the transaction that handled it
+        # committed, so a worker killed in between gets it again from the broker.
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+                                  clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         self.client.reconnect_delay_set(0.2, 5)
         self.tls = ca is not None
         if (cert is None) != (key is None):
@@ -96,8 +116,12 @@ class Host:
             raise HostError("a broker password needs a username")
         self.store = open_store(db)
         try:
-            self.registry = Registry(self.store, clock=clock)
+            # Several workers finish a terminal's messages out of order: only they need the
+            # seq window (registry.SEQ_WINDOW); one host keeps SPEC 3.1's strict rule.
+            self.registry = Registry(self.store, clock=clock,
+                                     seq_window=SEQ_WINDOW if shared or inbound else 1)
             self.store.schema(service.OUTBOX_SCHEMA)
+            self.store.schema(FLEET_LISTS_SCHEMA)
             self.services = self._build_services(services)
             self.charges = Charges(self.registry, rules, coupon_max_uses, self.services)
         except BaseException:
@@ -109,7 +133,12 @@ class Host:
             for mtype, fn in _service_handlers(svc):
                 self._handlers[mtype] = fn
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()  # host seq reservation .. publish, in seq order
+        # host seq reservation .. PUBACK, in seq order per device (the store's publish lock
+        # does the same across processes: several workers answer one terminal)
+        self._send_lock = threading.Lock()
+        self._claims = None  # PostgreSQL: the connection that holds claimed outbox rows
+        self._last_rx = 0.0
+        self._republished = {}  # list name -> monotonic time it was last republished
         self._processed = {}
         self._counts = {"results_sent": 0, "withheld": 0, "repeats": 0, "approved": 0,
                         "declined": 0, "redeemed_sent": 0, "errors": 0, "cid_reused": 0,
@@ -159,6 +188,12 @@ class Host:
         self._worker.start()
         self.client.connect_async(self.broker_host, self.broker_port, self.keepalive)
         self.client.loop_start()
+        if self.inbound is not None:
+            try:
+                self.inbound.start(self._inbox.put, timeout)
+            except Exception as e:  # noqa: BLE001 - reported as the host not starting
+                self.stop()
+                raise HostError("inbound %s: %s" % (self.inbound, e))
         if not self._subscribed.wait(timeout):
             self.stop()
             raise HostError("no connection to %s:%d within %.1f s%s"
@@ -174,16 +209,38 @@ class Host:
         terminal's repeat gets them."""
         self._timers.stop()
         try:
+            if self.inbound is not None:
+                self.inbound.stop()
+            elif self.shared:
+                self._leave_share()
             self._inbox.close()
             if self._worker is not None:
                 self._worker.join(60)
                 self._worker = None
             self.client.disconnect()
         finally:
+            if self.inbound is not None:
+                self.inbound.close()
             self.client.loop_stop()
             self.registry.close()
             self.store.close()
+            if self._claims is not None:
+                self._claims.close()
         self.log("host down")
+
+    def _leave_share(self, quiet_s=0.3, most_s=5.0):
+        # A persistent session still subscribed keeps receiving its share of the messages
+        # while this worker is gone (mosquitto queues them for it): unsubscribe, then handle
+        # what is still on its way before disconnecting. A killed worker cannot: restart it
+        # with the same --worker number and the broker hands it what it holds.
+        if not self._connected:
+            return
+        self.client.unsubscribe(self.subscriptions())
+        deadline = time.monotonic() + most_s
+        while time.monotonic() < deadline:
+            if not self._inbox.size() and time.monotonic() - self._last_rx >= quiet_s:
+                break
+            time.sleep(0.05)
 
     def __enter__(self):
         return self.start()
@@ -198,10 +255,22 @@ class Host:
             return
         self._connected = True
         _nodelay(client)
-        result, mid = client.subscribe([("%s/dev/+/up/#" % self.root, 1),
-                                        ("%s/dev/+/state" % self.root, 1)])
+        if self.inbound is not None:
+            self._subscribed.set()  # up messages come from the inbound queue
+            self.log("connected (publishing only; up messages from %s)" % self.inbound)
+            return
+        result, mid = client.subscribe([(t, 1) for t in self.subscriptions()])
         self._sub_mid = mid
         self.log("connected (session present: %s)" % bool(flags.session_present))
+
+    def subscriptions(self):
+        """The topic filters this host subscribes to: through the shared subscription
+        `$share/host/` (MQTT 5, and by topic name for 3.1.1 clients on mosquitto 2) when it is one
+        of several workers, so the broker gives each message to one of them."""
+        filters = ["%s/dev/+/up/#" % self.root, "%s/dev/+/state" % self.root]
+        if self.shared:
+            filters = [SHARE_PREFIX + f for f in filters]
+        return filters
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if mid == self._sub_mid and not any(rc.is_failure for rc in reason_codes):
@@ -217,14 +286,39 @@ class Host:
         """Seals body for the device with the next persisted host seq and publishes it (QoS 1)
         on its down topic; returns the seq used."""
         out = Out(device_id, mtype, body)  # checks a known down type's body
-        with self._send_lock:
-            try:
-                with self.store.transaction() as tx:
-                    [(topic, data, seq)] = self._reserve(tx, [out])
-            except RegistryError:
-                raise HostError("unknown device %r" % (device_id,))
-            self.client.publish(topic, data, qos=1)
+        try:
+            [(topic, data, seq)] = self._deliver([out])
+        except RegistryError:
+            raise HostError("unknown device %r" % (device_id,))
         return seq
+
+    def _deliver(self, outs):
+        """Seals outs with host seqs reserved (and committed) now and publishes them, waiting
+        for the broker's PUBACKs before another worker may reserve a seq for the same
+        terminals: the terminal drops a seq below one it accepted, so answers to one terminal
+        must reach the broker in seq order even when several workers answer it."""
+        if not outs:
+            return []
+        devices = sorted({o.device_id for o in outs})
+        with self._send_lock, self.store.publish_lock(devices):
+            with self.store.transaction() as tx:
+                sealed = self._reserve(tx, outs)
+            infos = [self.client.publish(topic, data, qos=1) for topic, data, _ in sealed]
+            self._wait_acked(infos)
+        return sealed
+
+    def _wait_acked(self, infos, timeout=PUBACK_WAIT_S):
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # not queued: the broker is gone
+                pass
+            if not info.is_published():
+                # Order past this point is not guaranteed; a terminal that drops a late answer
+                # as stale asks again (its queue retries) and gets the stored result.
+                self._count("puback_timeouts")
+                return
 
     def _reserve(self, tx, outs):
         """Reserves the host seqs of outs in tx (one write per device) and seals them:
@@ -260,14 +354,50 @@ class Host:
         if not info.is_published():
             raise HostError("%s not acknowledged by the broker within %.1f s" % (what, timeout))
         self.log("published %s (%d bytes, retained)" % (what, len(data)))
+        self._remember_list(what, bytes(data))
         return info
+
+    def _remember_list(self, what, data):
+        ver = _list_ver(data)
+        if ver is None:
+            return
+        with self.store.transaction() as tx:
+            tx.execute("INSERT INTO fleet_lists (name, ver, body) VALUES (?, ?, ?)"
+                       " ON CONFLICT (name) DO UPDATE SET ver=excluded.ver, body=excluded.body"
+                       " WHERE fleet_lists.ver < excluded.ver", (what, ver, data))
+
+    def _stale_lists(self, tx, body):
+        """The lists newer than the ones a hello reports, not republished in REPUBLISH_S."""
+        out = []
+        now = time.monotonic()
+        for name, ver, data in tx.execute("SELECT name, ver, body FROM fleet_lists").fetchall():
+            key = HELLO_VER.get(name)
+            if key is None or body.get(key, 0) >= ver:
+                continue
+            if now - self._republished.get(name, -REPUBLISH_S) < REPUBLISH_S:
+                continue
+            self._republished[name] = now
+            out.append((name, bytes(data)))
+        return out
 
     # ------------------------------------------------------------ incoming
 
     def _on_message(self, client, userdata, msg):
-        # The paho thread only queues: the worker handles (and so commits) in batches.
-        if not self._inbox.put((msg.topic, msg.payload, time.monotonic())):
-            self.log("stopping: %s not handled (the terminal sends it again)" % msg.topic)
+        # The paho thread only queues: the worker handles (and so commits) in batches, then
+        # acknowledges (manual_ack): a message not acknowledged comes again after a reconnect.
+        self._last_rx = time.monotonic()
+        if not self._inbox.put((msg.topic, msg.payload, time.monotonic(), (msg.mid, msg.qos))):
+            self.log("stopping: %s not handled (the broker sends it again)" % msg.topic)
+
+    def _ack(self, items):
+        """Acknowledges handled items (in the order received, as MQTT wants)."""
+        if self.inbound is not None:
+            self.inbound.ack([item[3] for item in items])
+            return
+        for item in items:
+            mid, qos = item[3]
+            if qos > 0:
+                self.client.ack(mid, qos)
 
     def _work(self):
         while True:
@@ -285,11 +415,12 @@ class Host:
             self._batches["messages"] += len(items)
             self._batches["largest"] = max(self._batches["largest"], len(items))
         try:
-            self._handle_batch(items)
+            self._finish(self._handle_batch(items), items)
             return
         except Exception as e:  # noqa: BLE001 - the worker must survive anything
             if len(items) == 1:
                 self._internal_error(items[0], e)
+                self._ack(items)
                 return
             with self._lock:
                 self._batches["fallbacks"] += 1
@@ -297,9 +428,19 @@ class Host:
                      % (len(items), e))
         for item in items:
             try:
-                self._handle_batch([item])
+                self._finish(self._handle_batch([item]), [item])
             except Exception as e:  # noqa: BLE001
                 self._internal_error(item, e)
+                self._ack([item])
+
+    def _finish(self, b, items):
+        """After the commit: acknowledge the messages, then send the answers."""
+        self._ack(items)
+        try:
+            self._send_answers(b)
+        except Exception as e:  # noqa: BLE001 - decided and committed: the terminal asks again
+            self._count("errors")
+            self.log("answers not sent (%r): the terminals' repeats get them" % (e,))
 
     def _internal_error(self, item, e):
         topic = item[0]
@@ -312,31 +453,39 @@ class Host:
         self.log("error %s on %s: %r" % (dev, topic, e))
 
     def _handle_batch(self, items):
-        """Handles items in one transaction; publishes the answers after the commit."""
+        """Handles items in one transaction and counts what it did once committed; returns the
+        batch (its answers go out in _send_answers). Items are taken per terminal (stable
+        order): two workers then lock terminals' rows in the same order."""
         b = _Batch()
-        with self._send_lock:
-            with self.store.transaction() as tx:
-                for topic, data, arrived in items:
-                    self._handle(tx, b, topic, data, arrived)
-                sealed = self._reserve(tx, [o for o, _ in b.outs])
-            # committed: now it may be counted, said and sent (counted first, so whoever sees
-            # an answer also sees it in metrics())
-            now = time.monotonic()
-            sent = [now - arrived for o, arrived in b.outs if o.mtype == "charge_result"]
-            with self._lock:
-                for key in b.counts:
-                    self._counts[key] = self._counts.get(key, 0) + 1
-                self._counts["results_sent"] += len(sent)
-                self._latency.extend(sent)
-                for mtype in b.processed:
-                    self._processed[mtype] = self._processed.get(mtype, 0) + 1
-            for line in b.logs:
-                self.log(line)
-            for (topic, data, seq), (out, _) in zip(sealed, b.outs, strict=True):
-                self.client.publish(topic, data, qos=1)
-                if out.mtype == "charge_result":
-                    self.log("charge_result -> %s cid=%s %s seq=%d" % (
-                        out.device_id, out.body["cid"].hex(), out.body["st"], seq))
+        ordered = sorted(items, key=lambda item: _topic_device(self.root, item[0]))
+        with self.store.transaction() as tx:
+            for item in ordered:
+                self._handle(tx, b, item[0], item[1], item[2])
+        # committed: now it may be counted and said (counted first, so whoever sees an answer
+        # also sees it in metrics())
+        with self._lock:
+            for key in b.counts:
+                self._counts[key] = self._counts.get(key, 0) + 1
+            for mtype in b.processed:
+                self._processed[mtype] = self._processed.get(mtype, 0) + 1
+        for line in b.logs:
+            self.log(line)
+        return b
+
+    def _send_answers(self, b):
+        for name, data in b.lists:
+            self.client.publish(topics.fleet(self.root, name), data, qos=1, retain=True)
+        outs = [o for o, _ in b.outs]
+        sealed = self._deliver(outs)
+        now = time.monotonic()
+        sent = [now - arrived for o, arrived in b.outs if o.mtype == "charge_result"]
+        with self._lock:
+            self._counts["results_sent"] += len(sent)
+            self._latency.extend(sent)
+        for (_, _, seq), out in zip(sealed, outs, strict=True):
+            if out.mtype == "charge_result":
+                self.log("charge_result -> %s cid=%s %s seq=%d" % (
+                    out.device_id, out.body["cid"].hex(), out.body["st"], seq))
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
@@ -371,27 +520,32 @@ class Host:
             seq = payload["seq"]
             if seq >= SEQ_END:
                 raise envelope.EnvelopeError(envelope.MALFORMED, "seq %d beyond 2^63-1" % seq)
-            if last_seq is not None and seq <= last_seq:
+            if self.registry.seq_is_stale(last_seq, seq):
                 raise envelope.EnvelopeError(envelope.STALE_SEQ,
-                                             "seq %d not above %d" % (seq, last_seq))
+                                             "seq %d: highest accepted %d" % (seq, last_seq))
         except envelope.EnvelopeError as e:
             self._drop(tx, b, dev, e.code, e.message)
             return
         body = payload["body"]
         handler = self._handlers.get(mtype)
+        if handler is not None:
+            try:
+                messages.check(mtype, body)
+            except messages.MessageError as e:
+                self._drop(tx, b, dev, BAD_BODY, "%s: %s" % (mtype, e))
+                return
+        # The seq is accepted in the database, atomically and once (registry.accept_seq: a
+        # window, since two workers may finish one terminal's messages out of order); the row
+        # stays locked to this transaction, so a terminal's messages go one at a time. Only a
+        # fully handled message keeps it: a handler that raises rolls it back.
+        if not self.registry.accept_seq(dev, seq, tx):
+            self._drop(tx, b, dev, envelope.STALE_SEQ, "seq %d seen before" % seq)
+            return
         if handler is None:
-            # Authentic and fresh, but nothing here handles the type: record the seq, count it.
-            self.registry.accept_seq(dev, seq, tx)
+            # Authentic and fresh, but nothing here handles the type: the seq counts.
             self._drop(tx, b, dev, UNKNOWN_TYPE, mtype)
             return
-        try:
-            messages.check(mtype, body)
-        except messages.MessageError as e:
-            self._drop(tx, b, dev, BAD_BODY, "%s: %s" % (mtype, e))
-            return
         handler(tx, b, Msg(dev, store_id, mtype, body, seq, int(self.clock())), arrived)
-        # Only a fully handled message moves the device's seq forward (same transaction).
-        self.registry.accept_seq(dev, seq, tx)
         b.processed.append(mtype)
 
     def _handle_state(self, tx, b, dev, data):
@@ -421,6 +575,9 @@ class Host:
         b.logs.append("hello %s fw=%s rt=%s boot=%d queue=%d trust=%d rev=%d" % (
             msg.device_id, body["fw"], body["rt"], body["boot"], body["queue"],
             body["trust_ver"], body["rev_ver"]))
+        for name, data in self._stale_lists(tx, body):
+            b.lists.append((name, data))
+            b.logs.append("hello %s has an older %s: published again" % (msg.device_id, name))
         for svc in self.services:
             on_hello = getattr(svc, "on_hello", None)
             if on_hello is not None:
@@ -499,34 +656,52 @@ class Host:
         with self.store.read() as tx:
             if tx.execute("SELECT id FROM host_outbox LIMIT 1").fetchone() is None:
                 return 0
-        with self._send_lock:
+        if self.store.kind != "postgres":
+            # SQLite: one writer at a time, so the rows are taken (deleted) in their own
+            # transaction; a host killed before publishing them loses them.
             with self.store.transaction() as tx:
                 rows = service.take_outbox(tx, OUTBOX_TAKE)
-                outs, lists, skipped = [], [], []
-                for dev, mtype, body in rows:
-                    if dev is FLEET:
-                        lists.append((mtype, body))
-                    elif self.registry.lookup(dev, tx) is None:
-                        skipped.append((dev, mtype))
-                    else:
-                        outs.append(Out(dev, mtype, body))
-                sealed = self._reserve(tx, outs)
-            for dev, mtype in skipped:
-                self.log("outbox: %s for unknown device %s dropped" % (mtype, dev))
-            for mtype, data in lists:
-                try:
-                    topic = topics.fleet(self.root, mtype)
-                except ValueError as e:
-                    self.log("outbox: fleet %s dropped: %s" % (mtype, e))
-                    continue
-                self.client.publish(topic, data, qos=1, retain=True)
-                self.log("outbox: published %s (%d bytes, retained)" % (mtype, len(data)))
-            for (topic, data, seq), out in zip(sealed, outs, strict=True):
-                self.client.publish(topic, data, qos=1)
-                self.log("outbox: %s -> %s seq=%d" % (out.mtype, out.device_id, seq))
+            self._publish_outbox(rows)
+            return len(rows)
+        # PostgreSQL, several workers: rows are claimed FOR UPDATE SKIP LOCKED on a second
+        # connection whose transaction stays open until they are published and acknowledged,
+        # then deleted; a worker killed before that leaves them to another one (at least once:
+        # what the outbox carries is idempotent at the terminal: config, redeemed by rid,
+        # lists by version).
+        if self._claims is None:
+            self._claims = open_store(self.store.where)
+        with self._claims.transaction() as ctx:
+            rows = service.take_outbox(ctx, OUTBOX_TAKE)
+            self._publish_outbox(rows)
+        return len(rows)
+
+    def _publish_outbox(self, rows):
+        outs, lists, skipped = [], [], []
+        for dev, mtype, body in rows:
+            if dev is FLEET:
+                lists.append((mtype, body))
+            elif self.registry.lookup(dev) is None:
+                skipped.append((dev, mtype))
+            else:
+                outs.append(Out(dev, mtype, body))
+        for dev, mtype in skipped:
+            self.log("outbox: %s for unknown device %s dropped" % (mtype, dev))
+        infos = []
+        for mtype, data in lists:
+            try:
+                topic = topics.fleet(self.root, mtype)
+            except ValueError as e:
+                self.log("outbox: fleet %s dropped: %s" % (mtype, e))
+                continue
+            infos.append(self.client.publish(topic, data, qos=1, retain=True))
+            self.log("outbox: published %s (%d bytes, retained)" % (mtype, len(data)))
+            self._remember_list(mtype, data)
+        self._wait_acked(infos)
+        sealed = self._deliver(outs)
+        for (_, _, seq), out in zip(sealed, outs, strict=True):
+            self.log("outbox: %s -> %s seq=%d" % (out.mtype, out.device_id, seq))
         with self._lock:
             self._counts["outbox_sent"] += len(outs) + len(lists)
-        return len(rows)
 
     def _tick(self):
         """Each service's tick(now), about once every TICK_S, from this worker (between
@@ -594,6 +769,7 @@ class _Batch:
         self.counts = []
         self.processed = []
         self.later = []
+        self.lists = []  # (name, COSE bytes): fleet lists to publish again (retained)
 
     def add(self, outs, svc):
         for o in outs or ():
@@ -664,6 +840,18 @@ def _wrap(svc, fn):
                                                      len(outs or ())))
         b.logs.extend(o.note for o in outs or () if getattr(o, "note", None))
     return handle
+
+
+def _list_ver(data):
+    """The `ver` of a signed fleet list (COSE_Sign1, maybe tagged 18), or None."""
+    try:
+        msg = cbor.loads(data)
+        if isinstance(msg, cbor.Tag):
+            msg = msg.value
+        ver = cbor.loads(msg[2]).get("ver")
+    except Exception:  # noqa: BLE001 - not ours to judge here: the terminals check lists
+        return None
+    return ver if type(ver) is int and 0 <= ver < SEQ_END else None
 
 
 def _redeemed_id(device_id, cid):

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS devices (
     last_hello  TEXT,
     last_status TEXT,
     last_seen   INTEGER,
-    broker_password TEXT
+    broker_password TEXT,
+    seq_window  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS devices_store ON devices (store_id);
 CREATE TABLE IF NOT EXISTS drops (
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+
+# Uplink seqs accepted out of order, only by a host of several workers (serve --shared): bit i
+# of seq_window is seq (last_seq - i), so each seq is accepted once, up to SEQ_WINDOW - 1 below
+# the highest (docs/decisions.md 2026-12-04, an amendment of SPEC 3.1 for that deployment). A
+# single host keeps the SPEC's rule: window 1, nothing at or below the highest.
+SEQ_WINDOW = 63
+_WINDOW_MASK = (1 << SEQ_WINDOW) - 1
 
 _DEVICE_COLUMNS = ("device_id", "secret", "store_id", "merchant_id", "created_at", "last_seq",
                    "host_seq", "online", "last_hello", "last_status", "last_seen")
@@ -87,8 +95,11 @@ class Registry:
     Every method takes an optional `tx`: given, it works inside that transaction (the host
     handles a batch of messages in one); absent, it opens its own."""
 
-    def __init__(self, db, clock=time.time):
-        """db: a file path or postgresql:// URL (opened here, closed by close()) or a Store."""
+    def __init__(self, db, clock=time.time, seq_window=1):
+        """db: a file path or postgresql:// URL (opened here, closed by close()) or a Store.
+        seq_window: 1 is SPEC 3.1 to the letter (a seq must be above the highest accepted);
+        several workers sharing the terminals' messages pass SEQ_WINDOW (below)."""
+        self.seq_window = seq_window
         self._owns_store = not hasattr(db, "transaction")
         self.store = open_store(db) if self._owns_store else db
         self.path = self.store.where
@@ -97,16 +108,18 @@ class Registry:
         self._migrate()
 
     def _migrate(self):
-        # Databases made before broker passwords existed get the column; rows get a password
-        # the first time one is asked for (broker_password).
-        if "broker_password" in self.store.columns("devices"):
-            return
-        try:
-            with self.store.transaction() as tx:
-                tx.execute("ALTER TABLE devices ADD COLUMN broker_password TEXT")
-        except Exception:  # noqa: BLE001 - another process may have added it first
-            if "broker_password" not in self.store.columns("devices"):
-                raise
+        # Databases made before broker passwords (seq windows) existed get the column; rows
+        # get a password the first time one is asked for (broker_password).
+        for column, ddl in (("broker_password", "TEXT"),
+                            ("seq_window", "INTEGER NOT NULL DEFAULT 0")):
+            if column in self.store.columns("devices"):
+                continue
+            try:
+                with self.store.transaction() as tx:
+                    tx.execute("ALTER TABLE devices ADD COLUMN %s %s" % (column, ddl))
+            except Exception:  # noqa: BLE001 - another process may have added it first
+                if column not in self.store.columns("devices"):
+                    raise
 
     def close(self):
         if self._owns_store:
@@ -150,7 +163,7 @@ class Registry:
                 "INSERT INTO devices (device_id, secret, store_id, merchant_id, created_at,"
                 " broker_password) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE"
                 " SET secret=excluded.secret, store_id=excluded.store_id,"
-                " merchant_id=excluded.merchant_id, last_seq=NULL,"
+                " merchant_id=excluded.merchant_id, last_seq=NULL, seq_window=0,"
                 " broker_password=excluded.broker_password",
                 (device_id, secret, store_id, merchant_id, self.now(), _new_password()))
         return secret
@@ -216,12 +229,35 @@ class Registry:
         return (bytes(row[0]), row[1], row[2]) if row else None
 
     def accept_seq(self, device_id, seq, tx=None):
-        """Records seq as the highest accepted uplink seq; False when it is not above it."""
+        """Accepts an uplink seq once: True for a seq above the highest, or below it within
+        SEQ_WINDOW and not accepted before (two host workers may finish a terminal's messages
+        out of order); False for a seq seen already or older than the window (stale). Atomic:
+        the terminal's row stays locked to the transaction."""
         with self._write(tx) as c:
-            cur = c.execute(
-                "UPDATE devices SET last_seq=? WHERE device_id=?"
-                " AND (last_seq IS NULL OR last_seq < ?)", (seq, device_id, seq))
-            return cur.rowcount == 1
+            row = c.execute("SELECT last_seq, seq_window FROM devices WHERE device_id=?"
+                            " FOR UPDATE", (device_id,)).fetchone()
+            if row is None:
+                return False
+            high, bits = row[0], row[1] or 0
+            if high is None:
+                high, bits = seq, _WINDOW_MASK  # nothing below the first seq is accepted
+            elif seq > high:
+                shift = seq - high
+                bits = ((bits << shift) | 1) & _WINDOW_MASK if shift < SEQ_WINDOW else 1
+                high = seq
+            else:
+                back = high - seq
+                if back == 0 or back >= self.seq_window or bits >> back & 1:
+                    return False
+                bits |= 1 << back
+            c.execute("UPDATE devices SET last_seq=?, seq_window=? WHERE device_id=?",
+                      (high, bits, device_id))
+            return True
+
+    def seq_is_stale(self, last_seq, seq):
+        """The gate's quick check before the authoritative accept_seq: True when seq cannot
+        be accepted whatever the window holds."""
+        return last_seq is not None and (seq == last_seq or seq <= last_seq - self.seq_window)
 
     def next_host_seq(self, device_id, tx=None):
         """Reserves and persists the next downlink seq for the device, before it is used."""

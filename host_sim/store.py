@@ -11,9 +11,15 @@
 #   - in ON CONFLICT ... DO UPDATE SET, name the table on the right (`drops.count + 1`):
 #     PostgreSQL calls a bare column ambiguous;
 #   - `with tx.savepoint() as sp:` nests (SAVEPOINT/RELEASE); sp.rollback() undoes its writes.
+# `with store.publish_lock(keys):` orders work on those keys across processes (PostgreSQL session
+# advisory locks; SQLite: one lock file beside the database): several host workers publish a
+# terminal's answers in the order of their seqs.
 # Every write runs inside `with store.transaction() as tx:`; tx.execute(sql, args) returns a
 # cursor (fetchone/fetchall/rowcount); rows read as tuples. Uniqueness that exactly-once rests
 # on is a key in the database, never a check in a worker's memory.
+import contextlib
+import fcntl
+import hashlib
 import itertools
 import re
 import sqlite3
@@ -24,8 +30,16 @@ _PG_TYPES = ((re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bBLOB\b"), "
 _FOR_UPDATE = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?\b", re.I)
 
 
+PUBLISH_LOCKS = 7201  # advisory lock class of publish_lock (two-int form: apart from 424242)
+
+
 class StoreError(RuntimeError):
     pass
+
+
+def lock_id(key):
+    """A signed 32-bit id for a text key."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
 
 
 def is_url(where):
@@ -117,6 +131,21 @@ class SqliteStore:
     def read(self):
         """A read-only view without a write lock (reports)."""
         return _SqliteRead(self)
+
+    @contextlib.contextmanager
+    def publish_lock(self, keys):
+        """One lock for every key (SQLite has one writer anyway): a lock file beside the
+        database, so host processes on the same file take turns."""
+        with self.lock:
+            if self.path == ":memory:":
+                yield
+                return
+            with open(self.path + "-publish.lock", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
 
     def close(self):
         with self.lock:
@@ -243,6 +272,25 @@ class PostgresStore:
 
     def read(self):
         return _PgTx(self)
+
+    @contextlib.contextmanager
+    def publish_lock(self, keys):
+        """Session advisory locks on the keys (text), taken in one global order (no deadlock
+        between two holders) and held across commits until the block ends."""
+        ids = sorted({lock_id(k) for k in keys})
+        with self.lock:
+            self._ensure()
+            taken = []
+            try:
+                for i in ids:
+                    self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (PUBLISH_LOCKS, i))
+                    taken.append(i)
+                yield
+            finally:
+                if not self.conn.closed and not self.conn.broken:
+                    for i in taken:
+                        self.conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                          (PUBLISH_LOCKS, i))
 
     def close(self):
         with self.lock:

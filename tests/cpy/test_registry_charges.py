@@ -8,7 +8,7 @@ import pytest
 
 from device import config as device_config
 from host_sim.charges import ChargeError, Charges, Rules
-from host_sim.registry import Registry, RegistryError
+from host_sim.registry import SEQ_WINDOW, Registry, RegistryError
 from protocol import messages
 
 SPEC5_KEYS = {"device_id", "store_id", "merchant_id", "currency", "secret_hex", "root_keys",
@@ -88,6 +88,19 @@ def test_seqs_persist_across_reopen(db, reg):
     try:
         assert again.lookup("T-1")[1] == 9
         assert not again.accept_seq("T-1", 9)
+        # One host keeps SPEC 3.1 strictly: nothing at or below the highest.
+        assert again.accept_seq("T-1", 11)
+        assert not again.accept_seq("T-1", 10)
+        # Several workers (serve --shared): out of order within the window, each seq once.
+        again.seq_window = SEQ_WINDOW
+        assert again.accept_seq("T-1", 12)
+        assert not again.accept_seq("T-1", 11)
+        assert again.accept_seq("T-1", 10)  # refused (never applied) by the strict rule above
+        assert not again.accept_seq("T-1", 9)
+        assert again.accept_seq("T-1", 12 + SEQ_WINDOW)
+        assert not again.accept_seq("T-1", 12) and not again.accept_seq("T-1", 11)
+        assert again.accept_seq("T-1", 13)
+        assert again.lookup("T-1")[1] == 12 + SEQ_WINDOW
         assert again.next_host_seq("T-2") == 4
         assert again.lookup("T-2")[1] is None
         assert pytest.raises(RegistryError, again.next_host_seq, "T-404").value.code \
