@@ -86,7 +86,6 @@ class Agent:
         self.tasks = Tasks(metrics, log)
         self._kick = None
         self.link = None
-        self.link_options = {}  # extra make_link() options (the fleet simulator's link choice)
         self.console = None
         self.on_connect_hooks = []
         self._service_tasks = []   # (name, fn) started by run()
@@ -238,8 +237,7 @@ class Agent:
                 self.link = make_link(self.cfg["broker"], self.device_id, will, self._on_connect,
                                       self.downlink.receive,
                                       keepalive=self.cfg["broker"]["keepalive"],
-                                      on_oversized=self.downlink.oversized,
-                                      **self.link_options)
+                                      on_oversized=self.downlink.oversized)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
                 # sell offline, show why on the console, and try again.

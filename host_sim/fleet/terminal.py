@@ -27,8 +27,7 @@ class FleetTerminal:
     def __init__(self, cfg):
         self.device_id = cfg["device_id"]
         self.sink = _Sink()
-        self.agent = Agent(cfg, log_out=self.sink)
-        self.agent.link_options = {"impl": "native"}  # asyncio: hundreds per loop
+        self.agent = Agent(cfg, log_out=self.sink)  # its one asyncio link: hundreds per loop
         self.committed = {}   # cid -> (monotonic commit time, amount, online at commit)
         self.results = {}     # cid -> (monotonic result time, status)
         self.double_results = 0  # a second resolution of one cid (must stay 0)
