@@ -1,4 +1,4 @@
-# python -m device run --config F | console --config F | coupon-check ...
+# python -m device run --config F | console --config F | coupon-check ... | member-check ...
 # (same on MicroPython: micropython -m device ...)
 import sys
 
@@ -6,7 +6,10 @@ USAGE = """usage:
   python -m device run --config device.json [--console PORT]
   python -m device console --config device.json
   python -m device coupon-check --root-key HEX --trustlist PT1:... [--revocations PR1:...]
-      --store ID --currency CUR --now UNIX --total MINOR TOKEN"""
+      --store ID --currency CUR --now UNIX --total MINOR TOKEN
+  python -m device member-check --root-key HEX --trustlist PT1:... [--revocations PR1:...]
+      --now UNIX TOKEN
+(also micropython -m device ...; COMMAND --help for a command's output)"""
 
 
 def main(argv):
@@ -14,9 +17,15 @@ def main(argv):
         sys.stderr.write(USAGE + "\n")
         return 2
     cmd, args = argv[0], argv[1:]
+    if cmd in ("--help", "-h", "help"):
+        sys.stdout.write(USAGE + "\n")
+        return 0
     if cmd == "coupon-check":
         from device.coupons.check_command import main as check_main
         return check_main(args)
+    if cmd == "member-check":
+        from device.members.check_command import main as member_main
+        return member_main(args)
     if cmd in ("run", "console"):
         from device.main import main as run_main
         return run_main(argv)

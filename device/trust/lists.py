@@ -1,6 +1,7 @@
-# Trust list and revocation list (SPEC 2.2): COSE_Sign1 lists signed by a provisioned root key,
-# verified, installed atomically and kept across reboots; plus the COSE_Sign1 reading that the
-# coupon verifier shares with them.
+# Trust list and revocation list (SPEC 2.2, and the revocation list's "mem" of SPEC 8.1):
+# COSE_Sign1 lists signed by a provisioned root key, verified, installed atomically and kept
+# across reboots; plus the COSE_Sign1 reading that signed codes (device/trust/signed.py) share
+# with them.
 import struct
 
 from device import crypto
@@ -17,6 +18,7 @@ MAX_DEPTH = 16
 ALG_ES256 = -7
 ALG_EDDSA = -8
 MAX_CTI = 32
+MAX_MID = 64  # a member id is the charge's "mem": text of 1..64 characters
 
 
 class TrustError(ValueError):
@@ -168,6 +170,53 @@ class RevokedSet:
         return self.count
 
 
+class BlockedMembers:
+    """The revocation list's "mem" entries [mid, ep] (SPEC 8.1): a card of member mid with
+    epoch <= ep is blocked. Kept as the RevokedSet keeps serials: the UTF-8 mids sorted in one
+    blob with 4-byte end offsets beside it and the epochs as 8-byte numbers in a third, searched
+    by bisection: 12 bytes per entry plus the mid itself on both runtimes (a dict of str -> int
+    costs several times that on MicroPython). A mid listed twice keeps its highest epoch."""
+
+    def __init__(self, entries):
+        best = {}
+        for mid, ep in entries:
+            k = mid.encode()
+            if ep > best.get(k, -1):
+                best[k] = ep
+        keys = sorted(best)
+        self.count = len(keys)
+        ends = []
+        end = 0
+        for k in keys:
+            end += len(k)
+            ends.append(end.to_bytes(4, "big"))
+        self._mids = b"".join(keys)
+        self._ends = b"".join(ends)
+        self._eps = b"".join([best[k].to_bytes(8, "big") for k in keys])
+
+    def _end(self, i):
+        return int.from_bytes(self._ends[i * 4:i * 4 + 4], "big") if i >= 0 else 0
+
+    def epoch(self, mid):
+        """The highest blocked epoch of member mid, or None when none of its cards is."""
+        want = mid.encode()
+        lo = 0
+        hi = self.count
+        while lo < hi:
+            i = (lo + hi) >> 1
+            v = self._mids[self._end(i - 1):self._end(i)]
+            if v < want:
+                lo = i + 1
+            elif v == want:
+                return int.from_bytes(self._eps[i * 8:i * 8 + 8], "big")
+            else:
+                hi = i
+        return None
+
+    def __len__(self):
+        return self.count
+
+
 # ---------------------------------------------------------------- list payloads
 
 def _key_entry(e):
@@ -226,7 +275,24 @@ def _revocation_payload(p):
     for c in cmps:
         if type(c) is not str:
             raise TrustError("malformed", "revoked cmp must be text")
-    return RevokedSet(ctis), set(cmps)
+    return RevokedSet(ctis), set(cmps), BlockedMembers(_member_entries(p))
+
+
+def _member_entries(p):
+    """The optional "mem": [[mid, ep], ...] (absent: no member card is blocked)."""
+    mem = p.get("mem", _MISSING)
+    if mem is _MISSING:
+        return []
+    if type(mem) is not list:
+        raise TrustError("malformed", "revocation list mem must be an array")
+    for e in mem:
+        if type(e) is not list or len(e) != 2:
+            raise TrustError("malformed", "a mem entry is [mid, ep]")
+        mid, ep = e
+        if type(mid) is not str or not 1 <= len(mid) <= MAX_MID or not _is_uint(ep) \
+                or ep >= 1 << 64:
+            raise TrustError("malformed", "a mem entry is [text 1..64, uint]")
+    return mem
 
 
 # ---------------------------------------------------------------- the store
@@ -252,6 +318,7 @@ class TrustStore:
         self._keys = {}
         self._rev_cti = RevokedSet([])
         self._rev_cmp = set()
+        self._rev_mem = BlockedMembers([])
         self.load_errors = 0
 
     # -- verification -----------------------------------------------------------------------
@@ -304,7 +371,7 @@ class TrustStore:
             self._keys = parsed
             self.trust_ver = ver
         else:
-            self._rev_cti, self._rev_cmp = parsed
+            self._rev_cti, self._rev_cmp, self._rev_mem = parsed
             self.rev_ver = ver
 
     def _install(self, kind, raw):
@@ -356,6 +423,14 @@ class TrustStore:
 
     def is_revoked(self, cti, cmp):
         return cti in self._rev_cti or cmp in self._rev_cmp
+
+    def member_blocked(self, mid, ep):
+        """A loss report blocks this card: the list's "mem" has [mid, E] with ep <= E."""
+        blocked = self._rev_mem.epoch(mid)
+        return blocked is not None and ep <= blocked
+
+    def blocked_members_count(self):
+        return len(self._rev_mem)
 
     def keys_count(self):
         return len(self._keys)
