@@ -83,6 +83,7 @@ def _emit(line):
 
 def cmd_serve(args):
     from host_sim.host import Host, HostError
+    from host_sim.services import SERVICES
 
     lists = {}
     if args.trustlist:
@@ -100,7 +101,8 @@ def cmd_serve(args):
     tls = _serve_tls(args)
     try:
         host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
-                    latency_s=args.latency, client_id=args.client_id, log=_emit, **tls)
+                    latency_s=args.latency, client_id=args.client_id, log=_emit,
+                    services=SERVICES, **tls)
     except HostError as e:
         raise CliError(str(e))
     try:

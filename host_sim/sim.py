@@ -7,8 +7,16 @@ The terminal is a real device process: its keypad, scanner and console are pseud
 this program writes to, its display is the jsonl file this program draws, and its network goes
 through a relay (host_sim/netcut.py) that the `n` key cuts and restores. Ctrl-C or `q` stops
 everything this program started.
+
+A demo member (M-DEMO, tier gold, 500.00 on the balance) is created at the first start: `k`
+scans the member's printed card, `a` a fresh app code (dynamic, valid 120 s, pays once; what the
+member's phone would show), both from `python -m host_sim members` on the sim's database and
+keystore. The terminal may pay from the balance offline up to 200.00 per charge and 500.00 per
+member (its `limits`).
 """
 import argparse
+import contextlib
+import io
 import json
 import os
 import select
@@ -29,6 +37,9 @@ DEVICE = "T-0001"
 STORE = "S-001"
 MERCHANT = "M-ACME"
 CURRENCY = "CNY"
+DEMO_MEMBER = "M-DEMO"
+DEMO_BALANCE = 50000
+DEMO_LIMITS = {"offline_member_max": 20000, "offline_member_total": 50000}
 
 KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
         "m": "MENU", "\x1b[A": "UP", "\x1b[B": "DOWN", "\x1bOP": "F1", "\x1bOQ": "F2",
@@ -37,7 +48,8 @@ KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CA
 for _d in "0123456789":
     KEYS[_d] = _d
 HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4\r\n"
-        "s=paste a scan  v=scan a demo coupon  n=cut/restore network  q=quit")
+        "s=paste a scan  v=scan a demo coupon  k=scan the member card  a=scan a fresh member\r\n"
+        "app code (on sale: F2=pay from balance F3=top-up)  n=cut/restore network  q=quit")
 
 
 def split_keys(data):
@@ -118,6 +130,7 @@ class Sim:
             self.ptys[name] = (m, s, os.ttyname(s))
         db = os.path.join(self.dir, "host.db")
         root_key, trust_path = self._issuer()
+        self.demo_member(db)
         cfg_path = self._register(db, root_key)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
         host_log = open(os.path.join(self.dir, "host.log"), "a")
@@ -181,13 +194,45 @@ class Sim:
                 keypad={"driver": "serial", "port": self.ptys["keypad"][2]},
                 display={"driver": "jsonl", "path": os.path.join(data_dir, "screen.jsonl")},
                 printer={"driver": "file", "path": os.path.join(data_dir, "printer.bin")},
-                console={"driver": "serial", "port": self.ptys["console"][2]})
+                console={"driver": "serial", "port": self.ptys["console"][2]},
+                limits=DEMO_LIMITS)
         finally:
             reg.close()
         path = os.path.join(self.dir, DEVICE + ".json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1)
         return path
+
+    def members(self, *argv):
+        """`python -m host_sim members` on the sim's database and keystore, in this process:
+        its JSON lines, or None when it failed (its message goes to self.message)."""
+        from host_sim import members_cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = members_cli.main(["--db", os.path.join(self.dir, "host.db"), "--keystore",
+                                   os.path.join(self.dir, "keys")] + list(argv))
+        if rc != 0:
+            self.message = err.getvalue().strip()[:70]
+            return None
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def demo_member(self, db):
+        """The demo member with a balance, made once (kept across sim restarts)."""
+        if self.members("show", DEMO_MEMBER) is None:
+            self.members("add", DEMO_MEMBER, "--name", "Demo Member", "--tier", "gold",
+                         "--balance", str(DEMO_BALANCE))
+            self.message = ""
+
+    def member_card(self):
+        """The demo member's current printed card (a reissue replaces it)."""
+        out = self.members("show", DEMO_MEMBER)
+        return out[0]["card"] if out else None
+
+    def app_code(self):
+        """A fresh dynamic code of the demo member, issued by the host like the member's app."""
+        out = self.members("code", DEMO_MEMBER)
+        return out[0]["code"] if out else None
 
     # -- the screen ------------------------------------------------------------------------------
     def poll_frames(self):
@@ -256,6 +301,12 @@ class Sim:
             if self.demo:
                 self.send("scanner", self.demo.pop(0))
                 self.message = "scanned a demo coupon (%d left)" % len(self.demo)
+        elif seq in ("k", "a"):
+            what = "member card" if seq == "k" else "member app code"
+            text = self.member_card() if seq == "k" else self.app_code()
+            if text:
+                self.send("scanner", text)
+                self.message = "scanned the %s of %s" % (what, DEMO_MEMBER)
         elif seq == "s":
             text = self.read_scan()
             if text:
