@@ -6,6 +6,7 @@
 #       [--username NAME] [--password-from-db | --password-file FILE]
 #     (--certs DIR: TLS with DIR's CA and host certificate, as user pos-host with the password
 #      the registry keeps for it; the locked-down broker of `broker-config`)
+#     (runs the store services of host_sim/services.py: members)
 #   python -m host_sim register DEVICE_ID --db PATH --store S --merchant M --currency CUR
 #       --root-key HEX [--root-key HEX ...] [--broker-host H] [--broker-port P] [--root R]
 #       [--data-dir DIR] [--scanner-port TTY] [--keypad-port TTY] [--console-port TTY]

@@ -170,6 +170,10 @@ class RevokedSet:
         return self.count
 
 
+def _first(e):
+    return e[0]
+
+
 class BlockedMembers:
     """The revocation list's "mem" entries [mid, ep] (SPEC 8.1): a card of member mid with
     epoch <= ep is blocked. Kept as the RevokedSet keeps serials: the UTF-8 mids sorted in one
@@ -178,21 +182,38 @@ class BlockedMembers:
     costs several times that on MicroPython). A mid listed twice keeps its highest epoch."""
 
     def __init__(self, entries):
-        best = {}
+        # Sorted in place (the decoded list is ours): code point order is UTF-8 byte order. The
+        # blobs are sized first and filled after, so no dict of every mid and no growing buffer
+        # is needed on the way.
+        entries.sort(key=_first)
+        count = total = 0
+        last = None
+        for mid, _ in entries:
+            if mid != last:
+                last = mid
+                count += 1
+                total += len(mid.encode())
+        mids = bytearray(total)
+        ends = bytearray(4 * count)
+        eps = bytearray(8 * count)
+        i = end = 0
+        last = None
         for mid, ep in entries:
+            if mid == last:  # listed twice: the highest epoch
+                if ep > int.from_bytes(eps[i * 8 - 8:i * 8], "big"):
+                    eps[i * 8 - 8:i * 8] = ep.to_bytes(8, "big")
+                continue
+            last = mid
             k = mid.encode()
-            if ep > best.get(k, -1):
-                best[k] = ep
-        keys = sorted(best)
-        self.count = len(keys)
-        ends = []
-        end = 0
-        for k in keys:
+            mids[end:end + len(k)] = k
             end += len(k)
-            ends.append(end.to_bytes(4, "big"))
-        self._mids = b"".join(keys)
-        self._ends = b"".join(ends)
-        self._eps = b"".join([best[k].to_bytes(8, "big") for k in keys])
+            ends[i * 4:i * 4 + 4] = end.to_bytes(4, "big")
+            eps[i * 8:i * 8 + 8] = ep.to_bytes(8, "big")
+            i += 1
+        self.count = count
+        self._mids = bytes(mids)
+        self._ends = bytes(ends)
+        self._eps = bytes(eps)
 
     def _end(self, i):
         return int.from_bytes(self._ends[i * 4:i * 4 + 4], "big") if i >= 0 else 0
