@@ -51,14 +51,14 @@ class Counter:
         m = cart.member
         if m is None:
             return []
-        lines = [("Member %s %s" % (m["mid"], m["tier"])).rstrip()]
+        lines = [messages.member_line(m["mid"], m["tier"])]
         if cart.member_pct:
-            lines.append("Tier -%d%% -%s" % (cart.member_pct,
-                                             format_amount(cart.member_discount())))
+            lines.append(messages.tier_discount(cart.member_pct,
+                                                format_amount(cart.member_discount())))
         if cart.awaiting == VIP:
             for i, t in enumerate(self.vip_tiers()):
-                lines.append("%d %s %s/%s" % (i + 1, t["name"], format_amount(t["fee"]),
-                                              t["cycle"]))
+                lines.append(messages.vip_tier_line(i + 1, t["name"], format_amount(t["fee"]),
+                                                    t["cycle"]))
         else:
             lines.append(messages.HINT_MEMBER_SALE)
         return lines

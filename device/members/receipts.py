@@ -38,8 +38,7 @@ class HeldReceipts:
         return held
 
     def _title(self, rec):
-        return "%s %s" % (messages.member_title(rec["kind"]),
-                          format_amount(rec["amt"], rec["cur"]))
+        return messages.member_title(rec["kind"]) + " " + format_amount(rec["amt"], rec["cur"])
 
     def on_resolve(self, kind, rec, answer):
         """Queue listener: the answer to a charge whose receipt may be waiting."""
@@ -76,7 +75,8 @@ class HeldReceipts:
                 else:
                     lines.append(messages.APPROVED)
                     if "bal" in answer:
-                        lines.append("Balance " + format_amount(answer["bal"], rec["cur"]))
+                        lines.append(messages.balance_line(format_amount(answer["bal"],
+                                                                         rec["cur"])))
                 h["result"]["lines"] = lines
             clerk.touch()
         return out

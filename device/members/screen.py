@@ -57,9 +57,9 @@ class MemberScreen(Screen):
         if verdict != "ok":
             lines = [messages.member_verdict_text(verdict)]
             if r.get("mid"):
-                lines.append("Member " + r["mid"])
+                lines.append(messages.member_id(r["mid"]))
             return lines
-        lines = ["Member " + r["mid"]]
+        lines = [messages.member_id(r["mid"])]
         if r.get("name"):
             lines.append(r["name"])
         state, info = self.query.state()
@@ -68,7 +68,7 @@ class MemberScreen(Screen):
         if info is not None and info["tier"]:
             tier = info["tier"]  # the host's tier is the current one
         if tier:
-            lines.append("Tier " + tier)
+            lines.append(messages.tier_line(tier))
         if state == bq.ASKING:
             lines.append(messages.BALANCE_ASKING)
         elif state == bq.OFFLINE:
@@ -78,9 +78,9 @@ class MemberScreen(Screen):
         else:
             if info["st"] == "blocked":
                 lines.append(messages.MEMBER_BLOCKED)
-            lines.append("Balance " + clerk.money(info["bal"]))
-            lines.append("Points %d" % info["pts"])
+            lines.append(messages.balance_line(clerk.money(info["bal"])))
+            lines.append(messages.points_line(info["pts"]))
             vip = info.get("vip_exp")
-            lines.append("VIP until " + day(vip) if vip is not None else messages.NO_VIP)
+            lines.append(messages.vip_until(day(vip)) if vip is not None else messages.NO_VIP)
         lines.append(messages.HINT_MEMBER)
         return lines

@@ -163,3 +163,36 @@ def declined_code(code):
 def member_title(kind):
     """The first line of `committed` for a member kind (amount follows)."""
     return {"member": "Balance pay", "topup": "Top-up", "vip": "VIP"}.get(kind, "Paid")
+
+
+def member_id(mid):
+    return "Member " + mid
+
+
+def member_line(mid, tier):
+    """The member attached on `sale`."""
+    return ("Member %s %s" % (mid, tier)).rstrip()
+
+
+def tier_line(tier):
+    return "Tier " + tier
+
+
+def tier_discount(pct, amount):
+    return "Tier -%d%% -%s" % (pct, amount)
+
+
+def vip_tier_line(n, name, fee, cycle):
+    return "%d %s %s/%s" % (n, name, fee, cycle)
+
+
+def balance_line(amount):
+    return "Balance " + amount
+
+
+def points_line(pts):
+    return "Points %d" % pts
+
+
+def vip_until(day):
+    return "VIP until " + day

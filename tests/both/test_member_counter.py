@@ -253,7 +253,7 @@ def test_no_answer_within_3_s_shows_balance_offline():
         assert t.tick(2) is None
         f = t.tick(1)
         assert f[1][3] == messages.BALANCE_OFFLINE, f
-        # an answer after that changes nothing
+        # an answer that comes later is still shown: the host did answer
         q = t.sent("member_query")[0]
         t.host("member_info", {"qid": q["qid"], "mid": "M-0001", "bal": 5, "pts": 0,
                                "tier": "gold", "vip_exp": None, "st": "active"})
