@@ -1,4 +1,4 @@
-# python -m device run --config F | console --config F | coupon-check ...
+# python -m device run --config F | console --config F | coupon-check ... | member-check ...
 # (same on MicroPython: micropython -m device ...)
 import sys
 
@@ -15,6 +15,11 @@ COMMANDS = (
      "Checks one coupon statelessly (SPEC 2.4) and prints one JSON line: verdict, discount,\n"
      "cti, campaign. Exit 0 for any verdict, 2 for bad arguments. @FILE stands for the lines\n"
      "of FILE, one argument per line."),
+    ("member-check", "python -m device member-check --root-key HEX --trustlist PT1:...\n"
+     "      [--revocations PR1:...] --now UNIX TOKEN",
+     "Checks one member code statelessly (SPEC 8.1) and prints one JSON line: verdict, mid,\n"
+     "ep, tier, name, cti, dynamic (null for what the code did not tell). Expiry is judged at\n"
+     "--now. Exit 0 for any verdict, 2 for bad arguments. @FILE as for coupon-check."),
 )
 USAGE = "usage:\n" + "\n".join("  " + u for _, u, _ in COMMANDS)
 
@@ -37,6 +42,9 @@ def main(argv):
     if cmd == "coupon-check":
         from device.coupons.check_command import main as check_main
         return check_main(args)
+    if cmd == "member-check":
+        from device.members.check_command import main as member_main
+        return member_main(args)
     if cmd in ("run", "console"):
         from device.main import main as run_main
         return run_main(argv)

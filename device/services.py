@@ -2,6 +2,7 @@
 # install(agent) that registers what it adds (queue kinds, downlink handlers, screens, till
 # gates, console commands, status facts); the agent's own code never names a service.
 SERVICES = (
+    "device.members.service",
     "device.licence.service",
     "device.bookings.service",
     "device.refunds.service",

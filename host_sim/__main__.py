@@ -10,6 +10,7 @@
 #      host_sim/amqp_inbound.py; --http-port: the dashboard on 127.0.0.1, host_sim/dashboard.py)
 #     (--certs DIR: TLS with DIR's CA and host certificate, as user pos-host with the password
 #      the registry keeps for it; the locked-down broker of `broker-config`)
+#     (runs the store services of host_sim/services.py)
 #   python -m host_sim register DEVICE_ID --db PATH --store S --merchant M --currency CUR
 #       --root-key HEX [--root-key HEX ...] [--broker-host H] [--broker-port P] [--root R]
 #       [--data-dir DIR] [--scanner-port TTY] [--keypad-port TTY] [--console-port TTY]
@@ -31,7 +32,7 @@
 #     (the store's bookings: host_sim/bookings_cli.py)
 #   python -m host_sim refunds --db DB list|approve RID|reject RID --reason TEXT|settings
 #     (the supervisor's review of refunds and the refund rules: host_sim/refunds_cli.py)
-# `serve` runs the store services of serve_services() (host_sim/service.py).
+# `serve` runs the store services of host_sim/services.py (host_sim/service.py's shape).
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -45,8 +46,6 @@ import time
 from host_sim import cli, refunds
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
-from host_sim.members import Members
-from host_sim.refunds import Refunds
 from host_sim.registry import Registry, RegistryError
 from host_sim.store import StoreError
 from protocol import cbor, topics
@@ -90,15 +89,9 @@ def _emit(line):
     sys.stdout.flush()
 
 
-def serve_services():
-    """The store service classes `serve` runs (host_sim/service.py)."""
-    from host_sim.bookings import Bookings
-
-    return [Members, Refunds, Bookings]
-
-
 def cmd_serve(args):
     from host_sim.host import Host, HostError
+    from host_sim.services import SERVICES
 
     lists = {}
     if args.trustlist:
@@ -127,7 +120,7 @@ def cmd_serve(args):
     try:
         host = Host(args.db, args.broker_host, args.broker_port, root=args.root, rules=rules,
                     latency_s=args.latency, client_id=client_id, log=_emit,
-                    services=serve_services(), shared=args.shared, inbound=inbound, **tls)
+                    services=SERVICES, shared=args.shared, inbound=inbound, **tls)
     except HostError as e:
         raise CliError(str(e))
     try:

@@ -13,6 +13,7 @@ import time
 
 from device.config import DEFAULT_LIMITS
 from host_sim.store import open_store
+from protocol.messages import LIMIT_KEYS
 
 SECRET_LEN = 32
 BROKER_PASSWORD_BYTES = 32  # 256 random bits as 64 hex chars: nothing to guess or stretch
@@ -349,7 +350,7 @@ class Registry:
             self._tls_credentials(device_id, b)
         lim = dict(DEFAULT_LIMITS)
         for k, v in (limits or {}).items():
-            if k not in DEFAULT_LIMITS:
+            if k not in LIMIT_KEYS:  # the device's own list (SPEC 4 and 8 limits)
                 raise RegistryError("bad_limits", "unknown limit %r" % (k,))
             lim[k] = v
         cfg = {

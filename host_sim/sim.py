@@ -10,8 +10,16 @@ everything this program started.
 
 The store has demo bookings for today (made at start when it has none today): F2 on the idle
 screen opens them (SPEC 8.4); `python -m host_sim bookings --db DIR/host.db ...` makes more.
+
+A demo member (M-DEMO, tier gold, 500.00 on the balance) is created at the first start: `k`
+scans the member's printed card, `a` a fresh app code (dynamic, valid 120 s, pays once; what the
+member's phone would show), both from `python -m host_sim members` on the sim's database and
+keystore. The terminal may pay from the balance offline up to 200.00 per charge and 500.00 per
+member (its `limits`).
 """
 import argparse
+import contextlib
+import io
 import json
 import os
 import select
@@ -32,6 +40,9 @@ DEVICE = "T-0001"
 STORE = "S-001"
 MERCHANT = "M-ACME"
 CURRENCY = "CNY"
+DEMO_MEMBER = "M-DEMO"
+DEMO_BALANCE = 50000
+DEMO_LIMITS = {"offline_member_max": 20000, "offline_member_total": 50000}
 
 KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
         "m": "MENU", "\x1b[A": "UP", "\x1b[B": "DOWN", "\x1bOP": "F1", "\x1bOQ": "F2",
@@ -40,7 +51,9 @@ KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CA
 for _d in "0123456789":
     KEYS[_d] = _d
 HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4\r\n"
-        "F2 on idle=bookings  s=paste a scan  v=demo coupon  n=cut/restore network  q=quit")
+        "F2 on idle=bookings  s=paste a scan  v=demo coupon  k=scan the member card\r\n"
+        "a=scan a fresh member app code (on sale: F2=pay from balance F3=top-up)\r\n"
+        "n=cut/restore network  q=quit")
 # Demo bookings for today: (minutes from the current half hour, minutes long, name, service).
 # The first one has started, so F4 (no-show) works on it at once.
 DEMO_BOOKINGS = ((-30, 30, "Ann Lee", "Haircut"), (0, 45, "Bo Chen", "Nails"),
@@ -125,6 +138,7 @@ class Sim:
             self.ptys[name] = (m, s, os.ttyname(s))
         db = os.path.join(self.dir, "host.db")
         root_key, trust_path = self._issuer()
+        self.demo_member(db)
         cfg_path = self._register(db, root_key)
         self._demo_bookings(db)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
@@ -189,7 +203,8 @@ class Sim:
                 keypad={"driver": "serial", "port": self.ptys["keypad"][2]},
                 display={"driver": "jsonl", "path": os.path.join(data_dir, "screen.jsonl")},
                 printer={"driver": "file", "path": os.path.join(data_dir, "printer.bin")},
-                console={"driver": "serial", "port": self.ptys["console"][2]})
+                console={"driver": "serial", "port": self.ptys["console"][2]},
+                limits=DEMO_LIMITS)
         finally:
             reg.close()
         path = os.path.join(self.dir, DEVICE + ".json")
@@ -217,6 +232,37 @@ class Sim:
         finally:
             store.close()
         self.message += "; demo bookings: F2 on idle"
+
+    def members(self, *argv):
+        """`python -m host_sim members` on the sim's database and keystore, in this process:
+        its JSON lines, or None when it failed (its message goes to self.message)."""
+        from host_sim import members_cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = members_cli.main(["--db", os.path.join(self.dir, "host.db"), "--keystore",
+                                   os.path.join(self.dir, "keys")] + list(argv))
+        if rc != 0:
+            self.message = err.getvalue().strip()[:70]
+            return None
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def demo_member(self, db):
+        """The demo member with a balance, made once (kept across sim restarts)."""
+        if self.members("show", DEMO_MEMBER) is None:
+            self.members("add", DEMO_MEMBER, "--name", "Demo Member", "--tier", "gold",
+                         "--balance", str(DEMO_BALANCE))
+            self.message = ""
+
+    def member_card(self):
+        """The demo member's current printed card (a reissue replaces it)."""
+        out = self.members("show", DEMO_MEMBER)
+        return out[0]["card"] if out else None
+
+    def app_code(self):
+        """A fresh dynamic code of the demo member, issued by the host like the member's app."""
+        out = self.members("code", DEMO_MEMBER)
+        return out[0]["code"] if out else None
 
     # -- the screen ------------------------------------------------------------------------------
     def poll_frames(self):
@@ -285,6 +331,12 @@ class Sim:
             if self.demo:
                 self.send("scanner", self.demo.pop(0))
                 self.message = "scanned a demo coupon (%d left)" % len(self.demo)
+        elif seq in ("k", "a"):
+            what = "member card" if seq == "k" else "member app code"
+            text = self.member_card() if seq == "k" else self.app_code()
+            if text:
+                self.send("scanner", text)
+                self.message = "scanned the %s of %s" % (what, DEMO_MEMBER)
         elif seq == "s":
             text = self.read_scan()
             if text:

@@ -6,6 +6,10 @@
 # (MicroPython): bytes allocated by one check with the GC off, an upper bound of its peak heap;
 # revoked_10k_*_bytes: heap of 10 000 revoked 16-byte ctis as the sorted blob the store uses and
 # as a plain set; revoked_lookup_us: one miss in the 10 000-entry blob.
+# member_check_ms_*: a whole SPEC 8.1 check of a member card of tests/fixtures/member_codes.json
+# (steps 1-8 shared with coupons, then the revocation list's "mem"), same runtime, same run;
+# blocked_2k_members_*_bytes: 2 000 "mem" entries as the store keeps them (BlockedMembers) and
+# as a dict mid -> ep.
 import gc
 import json
 import os
@@ -14,12 +18,15 @@ import time
 
 from device import crypto
 from device.coupons.verifier import Verifier
+from device.members.verifier import MemberVerifier
 from device.trust import lists as trust
-from device.trust.lists import RevokedSet, TrustStore
+from device.trust.lists import BlockedMembers, RevokedSet, TrustStore
 from protocol import base45
 
 MICRO = sys.implementation.name == "micropython"
 VECTORS = "../shared/vectors/coupons.json"
+MEMBER_CODES = "tests/fixtures/member_codes.json"
+MEMBER_CASES = (("es256", "static_card_es256_ok"), ("eddsa", "static_card_ok"))
 
 if MICRO:
     def _us():
@@ -95,6 +102,31 @@ def _ctis(n):
     return [os.urandom(16) for _ in range(n)]
 
 
+def _members(n):
+    """(alg, ms per member code check) for the fixture's ES256 and EdDSA cards."""
+    with open(MEMBER_CODES) as f:
+        m = json.load(f)
+    store = TrustStore(None, None, [bytes.fromhex(m["root_key"])])
+    store.install_text(m["trustlist"], trust.TRUST)
+    store.install_text(m["revocations"], trust.REVOCATIONS)
+    ver = MemberVerifier(store)
+    tokens = {}
+    for c in m["cases"]:
+        tokens[c["name"]] = c["token"]
+    out = []
+    for alg, name in MEMBER_CASES:
+        tok = tokens[name]
+
+        def one(tok=tok):
+            assert ver.check(tok, m["now"])["verdict"] == "ok"
+        out.append(("member_check_ms_" + alg, _ms_per(one, n)))
+    return out
+
+
+def _mids(n):
+    return [["M-%06d" % i, i % 5] for i in range(n)]
+
+
 def main():
     with open(VECTORS) as f:
         v = json.load(f)
@@ -136,6 +168,12 @@ def main():
     rs = RevokedSet(_ctis(10000))
     probe = os.urandom(16)
     out.append(("revoked_lookup_us", _ms_per(lambda: probe in rs, 200) * 1000))
+    rs = None
+    gc.collect()
+    out += _members(n)
+    out.append(("blocked_2k_members_blob_bytes", _heap_of(lambda: BlockedMembers(_mids(2000)))))
+    out.append(("blocked_2k_members_dict_bytes",
+                _heap_of(lambda: dict((m, e) for m, e in _mids(2000)))))
     print(_line(out))
 
 

@@ -286,7 +286,8 @@ class Commands:
         self.log("installed %s ver %d" % (kind, ver))
         if kind == "trustlist":
             return reply_ok(ver=ver, keys=t.keys_count())
-        return reply_ok(ver=ver, revoked=t.revoked_count())
+        return reply_ok(ver=ver, revoked=t.revoked_count(),
+                        blocked_members=t.blocked_members_count())
 
     def cmd_trust_load(self, arg):
         return self._install(arg, "trustlist")

@@ -33,7 +33,7 @@ def run(peripherals, fs, data_dir, clock, link_state, trust, journal):
             "drivers": drivers, "link": link, "storage": storage, "clock": clk,
             "trust_ver": trust.trust_ver, "rev_ver": trust.rev_ver,
             "trust_keys": trust.keys_count(), "revoked": trust.revoked_count(),
-            "journal": jr}
+            "blocked_members": trust.blocked_members_count(), "journal": jr}
 
 
 def storage_check(fs, data_dir):

@@ -2,172 +2,42 @@
 #   coupon-check --root-key HEX --trustlist PT1:... [--revocations PR1:...] --store ID
 #                --currency CUR --now UNIX --total MINOR TOKEN
 # prints one JSON line and exits 0 for any verdict, 2 for bad arguments. Nothing is read from or
-# written to flash: the lists live in memory only. argv is parsed by hand (no argparse on
-# MicroPython).
-#
-# An argument "@PATH" stands for the lines of that file, one argument per line: the MicroPython
-# unix port dies ("FATAL: uncaught NLR") on any command-line argument of 256 characters or more,
-# and list texts and many tokens are longer than that.
-import binascii
+# written to flash: the lists live in memory only. Arguments (and "@PATH" argument files) are
+# device/trust/check_args.py's, shared with member-check.
 import sys
 
 from device.coupons.verifier import Verifier
-from device.trust.lists import REVOCATIONS, TRUST, TrustError, TrustStore
+from device.trust.check_args import (
+    ArgError,
+    HelpWanted,
+    hex_or_null,
+    integer,
+    parse,
+    text_or_null,
+    trust_store,
+)
+
+USAGE = """usage: coupon-check --root-key HEX [--root-key HEX ...] --trustlist PT1:...
+    [--revocations PR1:...] --store ID --currency CUR --now UNIX --total MINOR TOKEN
+One JSON line: {"verdict", "discount", "cti", "campaign"}; exit 0 for any verdict, 2 for bad
+arguments. "@PATH" stands for the lines of a file, one argument per line."""
 
 _SINGLE = ("--trustlist", "--revocations", "--store", "--currency", "--now", "--total")
 _REQUIRED = ("--trustlist", "--store", "--currency", "--now", "--total")
 
 
-class ArgError(ValueError):
-    pass
-
-
-def _expand(argv):
-    """Replaces each "@PATH" (before a "--") by the lines of the file."""
-    out = []
-    for i, a in enumerate(argv):
-        if a == "--":
-            out.extend(argv[i:])
-            break
-        if len(a) < 2 or a[0] != "@":
-            out.append(a)
-            continue
-        try:
-            with open(a[1:]) as f:
-                text = f.read()
-        except OSError as e:
-            raise ArgError("cannot read %s: %s" % (a[1:], e))
-        except UnicodeError:
-            raise ArgError("%s is not UTF-8 text" % a[1:])
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        for line in lines:
-            out.append(line[:-1] if line.endswith("\r") else line)
-    return out
-
-
-def _parse(argv):
-    argv = _expand(argv)
-    opts = {"--root-key": []}
-    tokens = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        i += 1
-        if a == "--":
-            tokens.extend(argv[i:])
-            break
-        if not a.startswith("--"):
-            tokens.append(a)
-            continue
-        name, eq, val = a.partition("=")
-        if name != "--root-key" and name not in _SINGLE:
-            raise ArgError("unknown option %s" % name)
-        if not eq:
-            if i >= len(argv):
-                raise ArgError("%s needs a value" % name)
-            val = argv[i]
-            i += 1
-        if name == "--root-key":
-            opts[name].append(val)
-        elif name in opts:
-            raise ArgError("%s given twice" % name)
-        else:
-            opts[name] = val
-    if not opts["--root-key"]:
-        raise ArgError("--root-key is required")
-    for name in _REQUIRED:
-        if name not in opts:
-            raise ArgError("%s is required" % name)
-    if len(tokens) != 1:
-        raise ArgError("exactly one TOKEN expected, got %d" % len(tokens))
-    # A line end is never base45 (a space is): one pasted from a file is not part of the token.
-    return opts, tokens[0].rstrip("\r\n")
-
-
-def _integer(name, text, minimum=None):
-    digits = text[1:] if text.startswith("-") else text
-    # Plain ASCII digits only: CPython's int() also takes spaces, "_" and other scripts' digits.
-    ok = len(digits) > 0
-    for c in digits:
-        if c < "0" or c > "9":
-            ok = False
-    if not ok:
-        raise ArgError("%s must be an integer, not %r" % (name, text))
-    n = int(text)
-    if minimum is not None and n < minimum:
-        raise ArgError("%s must be >= %d" % (name, minimum))
-    return n
-
-
-def _root_key(text):
-    try:
-        pub = binascii.unhexlify(text)
-    except ValueError:
-        raise ArgError("--root-key must be hex")
-    if len(pub) not in (32, 33, 65):
-        raise ArgError("--root-key must be 32, 33 or 65 bytes, not %d" % len(pub))
-    return pub
-
-
-def _install(store, option, text, kind):
-    if not text.startswith(("PT1:", "PR1:")):
-        # Not a list text: the path of a file holding one (every list option takes either).
-        try:
-            with open(text) as f:
-                text = f.read().strip("\r\n")
-        except (OSError, UnicodeError) as e:
-            raise ArgError("%s: neither a list text nor a readable file: %s" % (option, e))
-    try:
-        return store.install_text(text, expect=kind)[1]
-    except TrustError as e:
-        raise ArgError("%s: %s (%s)" % (option, e.message, e.code))
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
-            "\f": "\\f"}
-
-
-def json_str(s):
-    """A JSON string exactly as CPython's json.dumps writes it (ASCII only), on both runtimes."""
-    out = ['"']
-    for c in s:
-        o = ord(c)
-        if 0x20 <= o < 0x7F and c != '"' and c != "\\":
-            out.append(c)
-        elif c in _ESCAPES:
-            out.append(_ESCAPES[c])
-        elif o < 0x10000:
-            out.append("\\u%04x" % o)
-        else:
-            o -= 0x10000
-            out.append("\\u%04x\\u%04x" % (0xD800 | (o >> 10), 0xDC00 | (o & 0x3FF)))
-    out.append('"')
-    return "".join(out)
-
-
 def result_line(r):
     disc = "null" if r["discount"] is None else "%d" % r["discount"]
-    cti = "null" if r["cti"] is None else '"%s"' % binascii.hexlify(r["cti"]).decode()
-    cmp = "null" if r["campaign"] is None else json_str(r["campaign"])
     return '{"verdict": "%s", "discount": %s, "cti": %s, "campaign": %s}' % (
-        r["verdict"], disc, cti, cmp)
+        r["verdict"], disc, hex_or_null(r["cti"]), text_or_null(r["campaign"]))
 
 
 def run(argv):
     """The result dict for argv; raises ArgError for bad arguments."""
-    opts, token = _parse(argv)
-    roots = [_root_key(k) for k in opts["--root-key"]]
-    now = _integer("--now", opts["--now"])
-    total = _integer("--total", opts["--total"], 0)
-    try:
-        store = TrustStore(None, None, roots)
-    except TrustError as e:
-        raise ArgError("--root-key: %s" % e.message)
-    _install(store, "--trustlist", opts["--trustlist"], TRUST)
-    if "--revocations" in opts:
-        _install(store, "--revocations", opts["--revocations"], REVOCATIONS)
+    opts, token = parse(argv, _SINGLE, _REQUIRED)
+    now = integer("--now", opts["--now"])
+    total = integer("--total", opts["--total"], 0)
+    store = trust_store(opts)
     return Verifier(store).check(token, total, opts["--store"], opts["--currency"], now,
                                  clock_trusted=True, uses=None)
 
@@ -175,6 +45,9 @@ def run(argv):
 def main(argv):
     try:
         r = run(argv)
+    except HelpWanted:
+        sys.stdout.write(USAGE + "\n")
+        return 0
     except ArgError as e:
         sys.stderr.write("coupon-check: %s\n" % e)
         return 2

@@ -1,12 +1,12 @@
 # Offline coupon verifier (SPEC 2.3): one pass over a scanned "PC1:" text, checks in the spec's
-# order, the first failure is the verdict. Sans-I/O: the trust store, the clock reading and the
-# ledger's use count come in as arguments.
-from device import crypto
+# order, the first failure is the verdict. Steps 1-8 are device/trust/signed.py's (member codes
+# share them); the coupon's own claims and steps 9-15 are here. Sans-I/O: the trust store, the
+# clock reading and the ledger's use count come in as arguments.
 from device.trust import lists as trust
-from protocol import base45, cbor
+from device.trust import signed
 
-OK = "ok"
-MALFORMED = "malformed"
+OK = signed.OK
+MALFORMED = signed.MALFORMED
 
 # Every verdict, in the order of the checks that produce them (ok last).
 VERDICTS = (MALFORMED, "unsupported_alg", "unknown_key", "bad_signature", "wrong_issuer",
@@ -14,7 +14,7 @@ VERDICTS = (MALFORMED, "unsupported_alg", "unknown_key", "bad_signature", "wrong
             "wrong_currency", "below_min_spend", "already_redeemed", OK)
 
 PREFIX = "PC1:"
-MAX_TOKEN = 1200
+MAX_TOKEN = signed.MAX_TOKEN
 KINDS = ("pct", "amt", "item")
 
 # Claim labels (RFC 8392) and the private text claims.
@@ -28,8 +28,7 @@ _CTI = 7
 _ABSENT = object()  # a claim that is not there (a CBOR null is there, and is not text)
 
 
-def _int(v):
-    return type(v) is int  # bool is not int: type(True) is bool
+_int = signed.is_int
 
 
 def _claims(p, r):
@@ -155,54 +154,11 @@ class Verifier:
         return r
 
     def _verdict(self, r, token, total, store, currency, now, clock_trusted, uses):
-        # 1. "PC1:" + upper-case base45, <= 1200 chars
-        if type(token) is not str:
-            if not isinstance(token, (bytes, bytearray)):
-                return MALFORMED
-            try:
-                token = bytes(token).decode()
-            except UnicodeError:
-                return MALFORMED
-        if len(token) > MAX_TOKEN or not token.startswith(PREFIX):
-            return MALFORMED
-        try:
-            raw = base45.decode(token[4:])
-        except ValueError:
-            return MALFORMED
-        # 2. COSE_Sign1 structure (depth and declared lengths are checked by cbor.loads)
-        try:
-            prot_b, prot, unprot, payload_b, sig = trust.decode_sign1(raw)
-        except ValueError:
-            return MALFORMED
-        raw = None
-        # 3. alg
-        alg = trust.label(prot, 1)
-        if not _int(alg) or (alg != trust.ALG_ES256 and alg != trust.ALG_EDDSA):
-            return "unsupported_alg"
-        # 4. kid
-        kid = trust.header_kid(prot, unprot)
-        if type(kid) is not bytes:
-            return MALFORMED
-        key = self.trust.key(kid)
-        if key is None:
-            return "unknown_key"
-        # 5. signature, under the key's own alg only
-        if key["alg"] != alg:
-            return "bad_signature"
-        if not crypto.verify(alg, key["pub"], trust.sig_structure(prot_b, payload_b), sig):
-            return "bad_signature"
-        # 6. payload claims
-        try:
-            p = cbor.loads(payload_b, trust.MAX_DEPTH)
-        except ValueError:
-            return MALFORMED
-        if type(p) is not dict or not _claims(p, r):
-            return MALFORMED
-        # 7. - 8. issuer and key validity at issue time
-        if r["iss"] != key["iss"]:
-            return "wrong_issuer"
-        if not key["nbf"] <= r["iat"] < key["exp"]:
-            return "key_not_valid"
+        # 1. - 8. (shared with member codes): text, COSE_Sign1, alg, key, signature, claims,
+        # issuer and key validity
+        v = signed.check(self.trust, token, PREFIX, _claims, r)
+        if v != OK:
+            return v
         # 9.
         if self.trust.is_revoked(r["cti"], r["campaign"]):
             return "revoked"

@@ -45,8 +45,8 @@ Collaborators:
       check_pin(role, pin) -> "ok" | "wrong" | "locked" | "no_pin"; declined_lines();
       ack_declined() -> int; print_declined() -> ESC/POS bytes or None.
 Services extend the machine without editing it: add_screen(Screen), route_scan(prefix, ...),
-on_key(screen, fn), add_idle_lines(fn), add_sale_lines(fn). Collaborators are trusted not to
-raise; the agent wraps its cores so that they do not.
+on_key(screen, fn), add_idle_lines(fn), add_sale_lines(fn), on_tick(fn). Collaborators are
+trusted not to raise; the agent wraps its cores so that they do not.
 """
 from device.drivers.keypad import KEYS
 from device.sales.cart import Cart
@@ -127,6 +127,7 @@ class Clerk:
         self._key_hooks = {}     # screen -> [fn(clerk, key, now) -> actions or None]
         self._idle_lines = []
         self._sale_lines = []
+        self._tickers = []
         if self._login_required():
             self.screen = LOGIN
 
@@ -150,6 +151,11 @@ class Clerk:
     def add_sale_lines(self, fn):
         """fn(cart) -> lines shown on `sale` under the totals."""
         self._sale_lines.append(fn)
+
+    def on_tick(self, fn):
+        """fn(clerk, now) -> actions on every tick, whatever the screen (a receipt printed when
+        the host's answer arrives); they come before the screen's own."""
+        self._tickers.append(fn)
 
     def touch(self):
         """Something under the current screen changed (an answer from the host): redraw it on
@@ -199,6 +205,12 @@ class Clerk:
         return self._say(messages.UNREADABLE)
 
     def tick(self, now):
+        early = []
+        for fn in self._tickers:
+            early += fn(self, now) or []
+        return early + self._tick_screen(now)
+
+    def _tick_screen(self, now):
         out = []
         svc = self._screens.get(self.screen)
         if svc is not None:

@@ -214,3 +214,108 @@ def refund_receipt_line(no):
 
 def refunds_waiting(n):
     return "refunds in review: %d" % n
+
+
+# Members (SPEC 8.1): member codes, the `member` screen, the member on `sale` (F2/F3/F4).
+MEMBER_VERDICT_TEXT = {
+    "ok": "member code ok",
+    "malformed": "not a valid member code",
+    "unsupported_alg": "member code type not supported",
+    "unknown_key": "issuer not trusted",
+    "bad_signature": "forged or damaged member code",
+    "wrong_issuer": "wrong issuer",
+    "key_not_valid": "issuer key not valid",
+    "blocked": "card blocked: lost or replaced",
+    "clock_unset": "clock not set: retry later",
+    "expired": "app code expired: show a new one",
+}
+UNKNOWN_MEMBER_VERDICT = "member code refused"
+BALANCE_ASKING = "balance: asking the host"
+BALANCE_OFFLINE = "balance offline"  # SPEC 8.1's words: no answer within 3 s
+MEMBER_UNKNOWN = "member not known to the host"
+MEMBER_BLOCKED = "ACCOUNT BLOCKED"
+NO_VIP = "no VIP membership"
+HINT_MEMBER = "digits=new sale, key=back"
+MEMBER_ATTACHED = "member attached"
+APP_CODE_ATTACHED = "member app code attached"
+ONE_MEMBER = "one member per sale"
+HINT_MEMBER_SALE = "F2=balance F3=top-up F4=VIP"
+SCAN_MEMBER_FIRST = "scan a member card first"
+SCAN_APP_CODE = "F2 needs the member's app code"
+APP_CODE_USED = "app code already used"
+NO_COUPONS_TOPUP = "no coupons on a top-up"
+NO_COUPONS_VIP = "no coupons on VIP: CLEAR them"
+NO_VIP_TIERS = "no VIP tiers set by the host"
+VIP_CANCELLED = "VIP choice cancelled"
+WAITING_FOR_HOST = "sent: waiting for the host"
+APPROVED = "approved by the host"
+HOST_SLOW = "sent; receipt printed w/o bal"
+NO_RECEIPT = "no receipt: see supervisor"
+
+# Member payments offline (SPEC 8.1): the first line of a refusal names the limit.
+MEMBER_LIMIT_TEXT = {
+    "offline_member_max": "over offline member max",
+    "offline_member_total": "member offline total limit",
+    "offline_member_none": "balance pay needs the host",
+}
+MEMBER_LIMIT_NONE_DETAIL = "no offline balance payments"
+
+
+def member_verdict_text(code):
+    """The clerk's line for a member code verdict."""
+    text = MEMBER_VERDICT_TEXT.get(code) if type(code) is str else None
+    if text is not None:
+        return text
+    if type(code) is str and code:
+        return (UNKNOWN_MEMBER_VERDICT + ": " + code)[:32]
+    return UNKNOWN_MEMBER_VERDICT
+
+
+def vip_pick(n):
+    return "VIP: type 1..%d, CLEAR=back" % n
+
+
+def no_such_tier(n):
+    return "no VIP tier %d" % n
+
+
+def declined_code(code):
+    return ("DECLINED: %s" % (code or "-"))[:32]
+
+
+def member_title(kind):
+    """The first line of `committed` for a member kind (amount follows)."""
+    return {"member": "Balance pay", "topup": "Top-up", "vip": "VIP"}.get(kind, "Paid")
+
+
+def member_id(mid):
+    return "Member " + mid
+
+
+def member_line(mid, tier):
+    """The member attached on `sale`."""
+    return ("Member %s %s" % (mid, tier)).rstrip()
+
+
+def tier_line(tier):
+    return "Tier " + tier
+
+
+def tier_discount(pct, amount):
+    return "Tier -%d%% -%s" % (pct, amount)
+
+
+def vip_tier_line(n, name, fee, cycle):
+    return "%d %s %s/%s" % (n, name, fee, cycle)
+
+
+def balance_line(amount):
+    return "Balance " + amount
+
+
+def points_line(pts):
+    return "Points %d" % pts
+
+
+def vip_until(day):
+    return "VIP until " + day

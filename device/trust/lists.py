@@ -1,7 +1,8 @@
-# Trust list and revocation list (SPEC 2.2): COSE_Sign1 lists signed by a provisioned root key,
-# verified, installed atomically and kept across reboots; plus the COSE_Sign1 reading that the
-# coupon verifier shares with them, and the root-key verification the service licence
-# (device/licence/) shares (TrustStore.root_payload).
+# Trust list and revocation list (SPEC 2.2, and the revocation list's "mem" of SPEC 8.1):
+# COSE_Sign1 lists signed by a provisioned root key, verified, installed atomically and kept
+# across reboots; plus the COSE_Sign1 reading that signed codes (device/trust/signed.py) share
+# with them, and the root-key verification the service licence (device/licence/) shares
+# (TrustStore.root_payload).
 import struct
 
 from device import crypto
@@ -19,6 +20,7 @@ MAX_DEPTH = 16
 ALG_ES256 = -7
 ALG_EDDSA = -8
 MAX_CTI = 32
+MAX_MID = 64  # a member id is the charge's "mem": text of 1..64 characters
 
 
 class TrustError(ValueError):
@@ -335,6 +337,74 @@ def _list_payload(raw, i, end, kind):
     return p
 
 
+def _first(e):
+    return e[0]
+
+
+class BlockedMembers:
+    """The revocation list's "mem" entries [mid, ep] (SPEC 8.1): a card of member mid with
+    epoch <= ep is blocked. Kept as the RevokedSet keeps serials: the UTF-8 mids sorted in one
+    blob with 4-byte end offsets beside it and the epochs as 8-byte numbers in a third, searched
+    by bisection: 12 bytes per entry plus the mid itself on both runtimes (a dict of str -> int
+    costs several times that on MicroPython). A mid listed twice keeps its highest epoch."""
+
+    def __init__(self, entries):
+        # Sorted in place (the decoded list is ours): code point order is UTF-8 byte order. The
+        # blobs are sized first and filled after, so no dict of every mid and no growing buffer
+        # is needed on the way.
+        entries.sort(key=_first)
+        count = total = 0
+        last = None
+        for mid, _ in entries:
+            if mid != last:
+                last = mid
+                count += 1
+                total += len(mid.encode())
+        mids = bytearray(total)
+        ends = bytearray(4 * count)
+        eps = bytearray(8 * count)
+        i = end = 0
+        last = None
+        for mid, ep in entries:
+            if mid == last:  # listed twice: the highest epoch
+                if ep > int.from_bytes(eps[i * 8 - 8:i * 8], "big"):
+                    eps[i * 8 - 8:i * 8] = ep.to_bytes(8, "big")
+                continue
+            last = mid
+            k = mid.encode()
+            mids[end:end + len(k)] = k
+            end += len(k)
+            ends[i * 4:i * 4 + 4] = end.to_bytes(4, "big")
+            eps[i * 8:i * 8 + 8] = ep.to_bytes(8, "big")
+            i += 1
+        self.count = count
+        self._mids = bytes(mids)
+        self._ends = bytes(ends)
+        self._eps = bytes(eps)
+
+    def _end(self, i):
+        return int.from_bytes(self._ends[i * 4:i * 4 + 4], "big") if i >= 0 else 0
+
+    def epoch(self, mid):
+        """The highest blocked epoch of member mid, or None when none of its cards is."""
+        want = mid.encode()
+        lo = 0
+        hi = self.count
+        while lo < hi:
+            i = (lo + hi) >> 1
+            v = self._mids[self._end(i - 1):self._end(i)]
+            if v < want:
+                lo = i + 1
+            elif v == want:
+                return int.from_bytes(self._eps[i * 8:i * 8 + 8], "big")
+            else:
+                hi = i
+        return None
+
+    def __len__(self):
+        return self.count
+
+
 # ---------------------------------------------------------------- list payloads
 
 def _key_entry(e):
@@ -390,7 +460,24 @@ def _revocation_payload(p):
     for c in cmps:
         if type(c) is not str:
             raise TrustError("malformed", "revoked cmp must be text")
-    return ctis, set(cmps)
+    return ctis, set(cmps), BlockedMembers(_member_entries(p))
+
+
+def _member_entries(p):
+    """The optional "mem": [[mid, ep], ...] (absent: no member card is blocked)."""
+    mem = p.get("mem", _MISSING)
+    if mem is _MISSING:
+        return []
+    if type(mem) is not list:
+        raise TrustError("malformed", "revocation list mem must be an array")
+    for e in mem:
+        if type(e) is not list or len(e) != 2:
+            raise TrustError("malformed", "a mem entry is [mid, ep]")
+        mid, ep = e
+        if type(mid) is not str or not 1 <= len(mid) <= MAX_MID or not _is_uint(ep) \
+                or ep >= 1 << 64:
+            raise TrustError("malformed", "a mem entry is [text 1..64, uint]")
+    return mem
 
 
 # ---------------------------------------------------------------- the store
@@ -416,6 +503,7 @@ class TrustStore:
         self._keys = {}
         self._rev_cti = RevokedSet([])
         self._rev_cmp = set()
+        self._rev_mem = BlockedMembers([])
         self.load_errors = 0
 
     # -- verification -----------------------------------------------------------------------
@@ -507,7 +595,7 @@ class TrustStore:
             self._keys = parsed
             self.trust_ver = ver
         else:
-            self._rev_cti, self._rev_cmp = parsed
+            self._rev_cti, self._rev_cmp, self._rev_mem = parsed
             self.rev_ver = ver
 
     def _install(self, kind, raw):
@@ -559,6 +647,14 @@ class TrustStore:
 
     def is_revoked(self, cti, cmp):
         return cti in self._rev_cti or cmp in self._rev_cmp
+
+    def member_blocked(self, mid, ep):
+        """A loss report blocks this card: the list's "mem" has [mid, E] with ep <= E."""
+        blocked = self._rev_mem.epoch(mid)
+        return blocked is not None and ep <= blocked
+
+    def blocked_members_count(self):
+        return len(self._rev_mem)
 
     def keys_count(self):
         return len(self._keys)

@@ -38,9 +38,11 @@ def _args(total, token, **over):
     return out + [token]
 
 
-def run_all(runtime, arglists, tmp_path, parallel=3):
-    """Runs the command once per argument list; returns (returncode, stdout, stderr) each."""
+def run_all(runtime, arglists, tmp_path, parallel=3, command="coupon-check"):
+    """Runs the command once per argument list; returns (returncode, stdout, stderr) each.
+    command: the `-m device` command (member-check shares this runner)."""
     cmd, extra = RUNTIMES[runtime]
+    cmd = cmd[:-1] + [command]
     if runtime == "micropython" and not os.path.exists(MP):
         pytest.fail("MicroPython unix port missing: run make setup")
     env = dict(os.environ, **extra)

@@ -56,3 +56,46 @@ def test_keys_typed_ahead_are_split():
     assert split_keys("1250\r") == ["1", "2", "5", "0", "\r"]
     assert split_keys("\x1b[A9\x1bOP\x1b[11~c") == ["\x1b[A", "9", "\x1bOP", "\x1b[11~", "c"]
     assert split_keys("\x1b") == ["\x1b"]
+
+
+def test_demo_member_card_and_app_codes(tmp_path):
+    """The sim's demo member: made once with a balance; `k` scans its card and `a` a fresh app
+    code, both verifying on the terminal's verifier against the sim's trust list."""
+    import argparse
+    import tty
+
+    from device.members.verifier import MemberVerifier
+    from device.trust import lists as trust
+    from host_sim import sim
+
+    s = sim.Sim(argparse.Namespace(dir=str(tmp_path / "sim"), fresh=False))
+    os.makedirs(s.dir)
+    root_key, trust_path = s._issuer()
+    db = os.path.join(s.dir, "host.db")
+    s.demo_member(db)
+    s.demo_member(db)  # a restart of the sim keeps the member as it is
+    [shown] = s.members("show", sim.DEMO_MEMBER)
+    assert shown["member"]["bal"] == sim.DEMO_BALANCE and shown["member"]["tier"] == "gold"
+    store = trust.TrustStore(None, None, [bytes.fromhex(root_key)])
+    with open(trust_path) as f:
+        store.install_text(f.read().strip(), trust.TRUST)
+    v = MemberVerifier(store)
+    m, sl = os.openpty()
+    tty.setraw(sl)
+    s.ptys["scanner"] = (m, sl, os.ttyname(sl))
+    try:
+        scans = []
+        for key in ("k", "a", "a"):
+            assert s.key(key)
+            scans.append(os.read(sl, 4096).decode().strip())
+    finally:
+        os.close(m)
+        os.close(sl)
+    now = int(time.time())
+    card, code1, code2 = [v.check(x, now) for x in scans]
+    assert (card["verdict"], card["mid"], card["dynamic"]) == ("ok", sim.DEMO_MEMBER, False)
+    assert card["cti"] == bytes.fromhex(shown["member"]["card_cti"])
+    for code in (code1, code2):
+        assert (code["verdict"], code["mid"], code["dynamic"]) == ("ok", sim.DEMO_MEMBER, True)
+    assert code1["cti"] != code2["cti"]
+    assert "k=scan the member card" in sim.HELP

@@ -6,10 +6,13 @@ trust list and publication from the issuance keystore (host_sim/issuance.py).
     t = shop.terminal("T-A", "cpython")          # registered, configured, started
     t.sell(1234); t.status()["queue"]["pending"]; t.kill(); t.start()
     shop.report(); shop.charges("T-A"); shop.fresh_applies()
+    shop.run_host()    # or: the host in this process (outage, config), with the store services
+    shop.members("add", "M-0001", "--name", "Ada", "--tier", "gold", "--balance", "50000")
 
+Both hosts run the store services of `serve` (host_sim/services.py).
 Used by tests/integration/test_store_wide.py, test_rotation_e2e.py, test_power_cut.py,
-test_broker_flaps.py, test_offline_limits.py and test_bookings.py (the host runs the store
-services of `serve`: bookings).
+test_broker_flaps.py, test_offline_limits.py, test_bookings.py and test_members.py (the host
+runs the store services of `serve`: bookings, members).
 """
 import contextlib
 import io
@@ -25,7 +28,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from device.screens import messages
-from host_sim import issue
+from host_sim import issue, members_cli
 from host_sim.issuance import Keystore, write_text
 from host_sim.registry import Registry
 from protocol import envelope, topics
@@ -69,6 +72,29 @@ class Shop:
                  "--client-id", "host-" + self.dir.name] + [str(a) for a in args],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: "host up" in self.host_log(), 15, self.host_log)
+
+    def run_host(self, **kw):
+        """The host in this process (host_sim.host.Host) with the store services, logging to
+        host.log like `serve`: for tests that withhold answers (outage) or send `config`."""
+        from host_sim.host import Host
+        from host_sim.services import SERVICES
+
+        log = open(self.dir / "host.log", "a", buffering=1)
+        self._host_log_file = log
+        self.host = Host(self.db, broker_port=self.broker.port,
+                         client_id="host-" + self.dir.name, services=SERVICES,
+                         log=lambda line: log.write("%.3f %s\n" % (time.time(), line)), **kw)
+        self.host.start()
+        return self.host
+
+    def members(self, *argv):
+        """`python -m host_sim members --db DB --keystore KEYS ARGV...` run in this process:
+        its output, one dict per JSON line (the host's outbox takes what it publishes)."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = members_cli.main(["--db", self.db, "--keystore", self.keys] + list(argv))
+        assert rc == 0, (argv, out.getvalue())
+        return [json.loads(line) for line in out.getvalue().splitlines()]
 
     def host_log(self):
         try:
@@ -129,7 +155,10 @@ class Shop:
     def close(self):
         for t in self.terminals:
             t.stop()
-        if self.host is not None and self.host.poll() is None:
+        if self.host is not None and not hasattr(self.host, "poll"):
+            self.host.stop()  # run_host's, in this process
+            self._host_log_file.close()
+        elif self.host is not None and self.host.poll() is None:
             self.host.terminate()
             try:
                 self.host.wait(10)
