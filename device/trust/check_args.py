@@ -82,7 +82,8 @@ def parse(argv, single, required):
             raise ArgError("%s is required" % name)
     if len(tokens) != 1:
         raise ArgError("exactly one TOKEN expected, got %d" % len(tokens))
-    return opts, tokens[0]
+    # A line end is never base45 (a space is): one pasted from a file is not part of the token.
+    return opts, tokens[0].rstrip("\r\n")
 
 
 def integer(name, text, minimum=None):
@@ -111,6 +112,13 @@ def _root_key(text):
 
 
 def _install(store, option, text, kind):
+    if not text.startswith(("PT1:", "PR1:")):
+        # Not a list text: the path of a file holding one (every list option takes either).
+        try:
+            with open(text) as f:
+                text = f.read().strip("\r\n")
+        except (OSError, UnicodeError) as e:
+            raise ArgError("%s: neither a list text nor a readable file: %s" % (option, e))
     try:
         return store.install_text(text, expect=kind)[1]
     except TrustError as e:

@@ -168,11 +168,11 @@ def _online(rig):
     f = rig.attach(10000, rig.card)
     assert "Total 90.00 CNY" in f["lines"] and "Tier -10% -10.00" in f["lines"], f
     f = t.commit()
-    assert f["lines"] == ["Paid 90.00 CNY", messages.SENT], f
+    assert f["lines"][:2] == ["Paid 90.00 CNY", messages.SENT], f
     rig.attach(1, rig.card)
     rig.key("F4", lambda f: f["lines"][-1] == messages.vip_pick(1))
     f = rig.key("1", lambda f: f["screen"] in ("committed", "refused"))
-    assert f["lines"] == ["Paid 99.00 CNY", messages.SENT], f
+    assert f["lines"][:2] == ["Paid 99.00 CNY", messages.SENT], f
     t.wait_status(lambda s: s["queue"]["pending"] == 0, 10)
     decided = [c[1:] for c in rig.shop.charges(t.device_id)]
     assert (9900, "approved") in decided, decided
@@ -237,7 +237,7 @@ def _offline_and_loss(rig):
 
     _refused(rig, 6000, codes[0], ["over offline member max", "over by 10.00 CNY"])
     f = rig.pay(5000, codes[0])
-    assert f["lines"] == ["Paid 50.00 CNY", messages.QUEUED], f
+    assert f["lines"][:2] == ["Paid 50.00 CNY", messages.QUEUED], f
     _refused(rig, 4000, codes[1], ["member offline total limit", "over by 10.00 CNY"])
     # A power cut does not reset the member's offline total.
     t.kill()
@@ -246,7 +246,7 @@ def _offline_and_loss(rig):
     rig.pay(3000, codes[1])
     # A sale paid otherwise is not limited by it.
     rig.attach(9000, rig.card)
-    assert t.commit()["lines"] == ["Paid 90.00 CNY", messages.QUEUED]
+    assert t.commit()["lines"][:2] == ["Paid 90.00 CNY", messages.QUEUED]
     assert t.status()["queue"]["pending"] == 3
 
     rig.relay.restore()
