@@ -21,6 +21,9 @@
 #       [--log FILE]
 #   python -m host_sim members --db DB [--keystore DIR] add|show|history|block|reissue|code|topup
 #     (member accounts, cards and codes: host_sim/members_cli.py)
+#   python -m host_sim vip --db PATH tier|enrol|cancel|tick|ledger|reminders ...  (host_sim/vip.py)
+#   python -m host_sim licence --db PATH --keystore DIR plan|issue|show|renew|tick ...
+#       (host_sim/licences.py)
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -31,7 +34,7 @@ import sys
 import threading
 import time
 
-from host_sim import cli
+from host_sim import cli, licences, vip
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
 from host_sim.registry import Registry, RegistryError
@@ -377,6 +380,8 @@ def build_parser():
     # Listed for --help only: main() hands `members ...` to host_sim/members_cli.py.
     sub.add_parser("members", add_help=False,
                    help="member accounts, cards and codes (members --help)")
+    vip.add_parser(sub)
+    licences.add_parser(sub)
     return p
 
 
