@@ -281,11 +281,14 @@ class Engine:
         sid = tx.execute("INSERT INTO billing_ids (name, value) VALUES ('sub', 1)"
                          " ON CONFLICT (name) DO UPDATE SET value = billing_ids.value + 1"
                          " RETURNING value").fetchone()[0]
-        # The first period of an enrolment is charged at once: no reminder before it.
-        rem_done = 0 if prepaid else len(k.leads)
+        # The first period of an enrolment is charged at once: no reminder before it. A grant
+        # skips the reminders whose time was already past when it was made.
+        made = anchor if now is None else now
+        rem_done = sum(1 for lead in k.leads if anchor - lead < made) if prepaid \
+            else len(k.leads)
         sub = Sub((sid, kind, owner, gen, plan["name"], anchor, plan["cycle"], plan["fee"],
                    1 if auto else 0, "active", 0, rem_done, anchor if prepaid else None, None,
-                   None, None, anchor if now is None else now))
+                   None, None, made))
         sub.due_at = self._due(sub)
         tx.execute("INSERT INTO billing_subs (" + ", ".join(_SUB_COLS) + ") VALUES ("
                    + ", ".join("?" * len(_SUB_COLS)) + ")",
