@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS billing_periods (
     try_at    INTEGER,
     amt       INTEGER NOT NULL,
     src       TEXT,
-    cid       BLOB UNIQUE,
+    ref       TEXT UNIQUE,
     claim     TEXT,
     paid_at   INTEGER,
     PRIMARY KEY (sub, start)
@@ -110,7 +110,7 @@ _SUB_COLS = ("id", "kind", "owner", "gen", "plan", "anchor", "cycle", "fee", "au
              "next_n", "rem_done", "paid_end", "due_at", "claim", "claim_at", "created")
 _SUB_SELECT = "SELECT " + ", ".join(_SUB_COLS) + " FROM billing_subs"
 _PERIOD_COLS = ("sub", "start", "n", "end_at", "st", "tries", "slot", "first_try", "try_at",
-                "amt", "src", "cid", "claim", "paid_at")
+                "amt", "src", "ref", "claim", "paid_at")
 
 
 class BillingError(ValueError):
@@ -126,11 +126,13 @@ class Kind:
     """What differs between kinds of subscription.
 
     leads: seconds before each renewal at which the owner is reminded, largest first.
-    balance: whether the owner's stored balance (members table) pays before the gateway.
+    balance(tx, sub, start, now) -> bool: pays the period from the owner's stored balance when
+        it is enough (True), in the claim's transaction; None: the gateway only. Asked only
+        where the members table exists (host_sim/members.py).
     on_paid(tx, sub, start, end, now): runs in the transaction that marks a period paid.
     """
 
-    def __init__(self, name, leads, balance=False, on_paid=None):
+    def __init__(self, name, leads, balance=None, on_paid=None):
         self.name = name
         self.leads = tuple(sorted(leads, reverse=True))
         self.balance = balance
@@ -356,10 +358,11 @@ class Engine:
             k.on_paid(tx, sub, start, end, now)
         events.append(_event("paid", sub, start, now, end=end, src=src, tries=tries, amt=amt))
 
-    def pay_now(self, tx, sub, src, now, amt=None, cid=None):
+    def pay_now(self, tx, sub, src, now, amt=None, ref=None):
         """Pays the next unpaid period of sub at once (a counter charge, an operator's renew),
-        in the caller's transaction; returns (start, end). A period whose gateway attempt is
-        in flight is refused (renewal_in_progress): paying it twice is what must not happen."""
+        in the caller's transaction; returns (start, end). ref (unique: a terminal's charge)
+        names what paid it. A period whose gateway attempt is in flight is refused
+        (renewal_in_progress): paying it twice is what must not happen."""
         if sub.state != "active":
             raise BillingError("not_active", "the subscription is %s" % sub.state)
         k = sub.next_n
@@ -369,15 +372,15 @@ class Engine:
         row = self._period(tx, sub.id, start)
         if row is None:
             tx.execute("INSERT INTO billing_periods (sub, start, n, end_at, st, tries, slot,"
-                       " first_try, try_at, amt, src, cid, claim, paid_at)"
+                       " first_try, try_at, amt, src, ref, claim, paid_at)"
                        " VALUES (?, ?, ?, ?, 'paid', 1, -1, ?, ?, ?, ?, ?, NULL, ?)",
-                       (sub.id, start, k, end, now, now, amt, src, cid, now))
+                       (sub.id, start, k, end, now, now, amt, src, ref, now))
             tries = 1
         else:
             done = tx.execute("UPDATE billing_periods SET st='paid', tries=tries+1, src=?,"
-                              " cid=?, amt=?, try_at=?, paid_at=? WHERE sub=? AND start=?"
+                              " ref=?, amt=?, try_at=?, paid_at=? WHERE sub=? AND start=?"
                               " AND st IN ('due', 'failed')",
-                              (src, cid, amt, now, now, sub.id, start)).rowcount
+                              (src, ref, amt, now, now, sub.id, start)).rowcount
             if done != 1:
                 raise BillingError("renewal_in_progress",
                                    "a payment of this period is being made right now")
@@ -389,10 +392,10 @@ class Engine:
         self._write(tx, sub)
         return start, end
 
-    def period_by_cid(self, tx, cid):
-        """(sub, start, end) of the period a charge paid, or None."""
-        row = tx.execute("SELECT sub, start, end_at FROM billing_periods WHERE cid=?",
-                         (bytes(cid),)).fetchone()
+    def period_by_ref(self, tx, ref):
+        """(sub, start, end) of the period that `ref` paid, or None."""
+        row = tx.execute("SELECT sub, start, end_at FROM billing_periods WHERE ref=?",
+                         (ref,)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     # ------------------------------------------------------------ the scheduler
@@ -471,7 +474,7 @@ class Engine:
             row = self._period(tx, sub.id, start)
             if row is None:
                 tx.execute("INSERT INTO billing_periods (sub, start, n, end_at, st, tries, slot,"
-                           " first_try, try_at, amt, src, cid, claim, paid_at) VALUES"
+                           " first_try, try_at, amt, src, ref, claim, paid_at) VALUES"
                            " (?, ?, ?, ?, 'due', 0, -1, NULL, NULL, ?, NULL, NULL, NULL, NULL)",
                            (sub.id, start, k, sub.start(k + 1), sub.fee))
                 row = {"tries": 0, "slot": -1, "first_try": None, "st": "due"}
@@ -498,7 +501,7 @@ class Engine:
             if claimed != 1:
                 raise BillingError("inconsistent", "lost the claim of subscription %d period %d"
                                    % (sub.id, start))
-            if kind.balance and self._debit(tx, sub, start, now):
+            if kind.balance is not None and self.members and kind.balance(tx, sub, start, now):
                 tx.execute("UPDATE billing_periods SET st='paid', claim=NULL, src=?, paid_at=?"
                            " WHERE sub=? AND start=? AND claim=?",
                            (BALANCE, now, sub.id, start, token))
@@ -536,18 +539,6 @@ class Engine:
                 row = self._period(tx, sub.id, c.start)
                 sub.due_at = self._due(sub, row)
         self._write(tx, sub)
-
-    def _debit(self, tx, sub, start, now):
-        """Takes one fee from the owner's stored balance when it is enough; False otherwise."""
-        if not self.members:
-            return False
-        return self.debit_balance(tx, sub.owner, sub.fee, now,
-                                  "%s/%d/%d" % (sub.kind, sub.id, start))
-
-    def debit_balance(self, tx, mid, amt, now, ref):
-        done = tx.execute("UPDATE members SET bal = bal - ? WHERE mid=? AND bal >= ?",
-                          (amt, mid, amt)).rowcount
-        return done == 1
 
     # ------------------------------------------------------------ reports
 

@@ -74,7 +74,7 @@ class LicenceBook:
         self.keystore = keystore
         store.schema(SCHEMA + service.OUTBOX_SCHEMA)
         self.engine = billing.Engine(
-            store, [billing.Kind(KIND, LEADS, balance=False, on_paid=self._on_paid)], wall=wall)
+            store, [billing.Kind(KIND, LEADS, on_paid=self._on_paid)], wall=wall)
 
     # ------------------------------------------------------------ plans
 

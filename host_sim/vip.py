@@ -13,15 +13,28 @@
 import json
 import sys
 
-from host_sim import billing, cli, periods
+from host_sim import billing, cli, members, periods
 from host_sim.billing import BillingError, Gateway
 
 KIND = "vip"
 REMINDER_LEAD = 5 * billing.DAY
 
 
+def pay_from_balance(tx, sub, start, now):
+    """A renewal from the member's stored balance when it covers the fee: the debit and its
+    history row (host_sim/members.py) in the claim's transaction. A blocked or unknown member
+    pays through the gateway."""
+    m = members.member(tx, sub.owner, lock=True)
+    if m is None or m["st"] != members.ACTIVE or m["bal"] < sub.fee:
+        return False
+    members.record(tx, m, now, "vip", bal=-sub.fee,
+                   note="VIP %s from %s" % (sub.plan, periods.iso(start)))
+    return True
+
+
 def engine(store, **kw):
-    return billing.Engine(store, [billing.Kind(KIND, (REMINDER_LEAD,), balance=True)], **kw)
+    return billing.Engine(store, [billing.Kind(KIND, (REMINDER_LEAD,),
+                                               balance=pay_from_balance)], **kw)
 
 
 def vip_expiry(tx, mid):
@@ -88,7 +101,8 @@ class Vip:
         the next unpaid period of the running one; another tier starts a new membership when
         the paid time of the running one ends. Declines: unknown_tier, wrong_fee,
         renewal_in_progress. A repeat of a charge (same cid) pays nothing again."""
-        body = getattr(charge, "body", charge)
+        # charge: the dict the charge processor decides (device_id, store_id, cid, body, now).
+        body = charge["body"]
         if body.get("kind") != KIND:
             return None, {}
         eng = self.engine
@@ -97,8 +111,9 @@ class Vip:
             return "unknown_tier", {}
         if body["amt"] != plan["fee"]:
             return "wrong_fee", {}
-        cid = bytes(body["cid"])
-        seen = eng.period_by_cid(tx, cid)
+        # The charge's key is (device, cid), as in the charges table.
+        ref = "%s/%s" % (charge["device_id"], bytes(body["cid"]).hex())
+        seen = eng.period_by_ref(tx, ref)
         if seen is not None:
             sub = eng.sub(tx, seen[0])
             return None, {"vip": membership(eng, sub, seen[1], seen[2])}
@@ -112,7 +127,7 @@ class Vip:
         elif sub is None or sub.state != "active":
             sub = eng.create(tx, KIND, mid, plan, at, now=at)
         try:
-            start, end = eng.pay_now(tx, sub, billing.COUNTER, at, amt=body["amt"], cid=cid)
+            start, end = eng.pay_now(tx, sub, billing.COUNTER, at, amt=body["amt"], ref=ref)
         except BillingError as e:
             return e.code, {}
         return None, {"vip": membership(eng, sub, start, end)}

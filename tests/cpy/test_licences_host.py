@@ -52,14 +52,18 @@ def keys(tmp_path, request):
     ks.close()
 
 
-@pytest.fixture
-def db(tmp_path):
-    path = str(tmp_path / "host.db")
+def registered(path):
     reg = Registry(path)
     for dev in ("T-1", "T-2"):
         reg.register(dev, "S-1", "M-1")
     reg.close()
     return path
+
+
+@pytest.fixture
+def db(host_db):
+    # SQLite and PostgreSQL (conftest's host_db).
+    return registered(host_db)
 
 
 @pytest.fixture
@@ -181,7 +185,8 @@ def cli(*args):
     return p.returncode, [json.loads(x) for x in p.stdout.splitlines()], p.stderr
 
 
-def test_command_line_and_two_ticks_at_once_renew_once(db, keys, tmp_path):
+def test_command_line_and_two_ticks_at_once_renew_once(keys, tmp_path):
+    db = registered(str(tmp_path / "host.db"))
     ks_dir = keys[0].path
     base = ["--db", db, "--keystore", ks_dir]
     rc, out, _ = cli(*base, "plan", "basic", "--price", "4900", "--cycle", "month",

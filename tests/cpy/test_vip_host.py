@@ -1,5 +1,6 @@
 # VIP auto-renewal on the host (SPEC 8.2): host_sim/vip.py on the billing engine, on a real
 # SQLite file; parallel schedulers in separate processes.
+import contextlib
 import json
 import multiprocessing
 import os
@@ -11,10 +12,10 @@ from collections import Counter
 
 import pytest
 
-from host_sim import billing, periods, vip
+from host_sim import billing, members, periods, vip
 from host_sim.billing import RETRY_SLOTS, BillingError, Gateway
 from host_sim.periods import utc
-from host_sim.store import open_store
+from host_sim.store import is_url, open_store
 from protocol import messages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,8 +38,9 @@ class Script:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(str(tmp_path / "host.db"))
+def store(host_db):
+    # Every test here runs on SQLite and on PostgreSQL (conftest's host_db).
+    s = open_store(host_db)
     yield s
     s.close()
 
@@ -53,12 +55,10 @@ def eng(store):
 
 
 def members_table(store, balances):
-    # The table host_sim/members.py keeps (mid, bal); only these columns are used here.
-    store.schema("CREATE TABLE IF NOT EXISTS members (mid TEXT PRIMARY KEY,"
-                 " bal INTEGER NOT NULL)")
+    store.schema(members.SCHEMA)
     with store.transaction() as tx:
         for mid, bal in balances.items():
-            tx.execute("INSERT INTO members (mid, bal) VALUES (?, ?)", (mid, bal))
+            members.add(tx, mid, "M-ACME", "", "", bal, A - DAY)
 
 
 def balance(store, mid):
@@ -227,7 +227,7 @@ def test_the_stored_balance_pays_first_and_a_failed_payment_takes_nothing(store,
     eng.tick("vip", utc(2027, 2, 28, 9), Gateway(1.0))  # M1 2100 < fee: gateway, fails
     assert balance(store, "M1") == 2100
     with store.transaction() as tx:
-        tx.execute("UPDATE members SET bal = 20000 WHERE mid='M1'")
+        members.host_topup(tx, "M1", 17900, utc(2027, 2, 28, 9, 30))  # 2100 -> 20000
     eng.tick("vip", utc(2027, 2, 28, 10), Gateway(1.0))  # the retry: balance now enough
     assert balance(store, "M1") == 10100
     rows = ledger(store, eng)
@@ -236,6 +236,21 @@ def test_the_stored_balance_pays_first_and_a_failed_payment_takes_nothing(store,
         ("M2", "gateway", "paid"), ("M2", "gateway", "failed")]
     ok = [a for a in attempts(store, eng) if a["ok"]]
     assert Counter(a["src"] for a in ok) == {"balance": 2, "gateway": 1}
+    # Each debit has its row in the member's history.
+    with store.read() as tx:
+        hist = [(h["kind"], h["bal_delta"], h["bal"]) for h in members.history(tx, "M1")]
+    assert hist == [("open", 12000, 12000), ("vip", -9900, 2100), ("topup", 17900, 20000),
+                    ("vip", -9900, 10100)]
+
+
+def test_a_blocked_member_renews_through_the_gateway(store, eng):
+    members_table(store, {"M1": 50000})
+    vip.enrol(eng, store, "M1", "gold", A)
+    with store.transaction() as tx:
+        members.block(tx, "M1", A + DAY)
+    eng.tick("vip", utc(2027, 2, 28, 9), Gateway())
+    assert balance(store, "M1") == 50000 - 9900
+    assert [r["src"] for r in ledger(store, eng)] == ["balance", "gateway"]
 
 
 # ---------------------------------------------------------------- the counter (charge kind vip)
@@ -247,9 +262,11 @@ def vip_charge(cid, mid, tier, amt, at):
     return body
 
 
-def on_charge(store, service, body):
+def on_charge(store, service, body, device="T-1"):
+    charge = {"device_id": device, "store_id": "S-1", "cid": body["cid"], "body": body,
+              "now": body["at"] + 5}
     with store.transaction() as tx:
-        return service.on_charge(tx, body)
+        return service.on_charge(tx, charge)
 
 
 def test_counter_charge_enrols_then_renews_and_a_repeat_changes_nothing(store, eng):
@@ -393,21 +410,36 @@ def _check_once(path, outputs):
     return sum(1 for r in rows if r["st"] == "paid")
 
 
-def test_tick_processes_at_the_same_instant_never_both_charge(tmp_path):
-    path = str(tmp_path / "host.db")
+@contextlib.contextmanager
+def held(db):
+    """Holds the database locked for the block, so processes started in it begin together
+    when it ends (SQLite: the write lock; PostgreSQL: the subscriptions table)."""
+    if is_url(db):
+        import psycopg
+
+        conn = psycopg.connect(db)
+        conn.execute("LOCK TABLE billing_subs IN ACCESS EXCLUSIVE MODE")
+    else:
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.rollback() if is_url(db) else conn.execute("ROLLBACK")
+        conn.close()
+
+
+def test_tick_processes_at_the_same_instant_never_both_charge(host_db):
+    path = host_db
     _populate(path, 1000, A)
     now = A + 300 * DAY  # several renewals each after a long downtime
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "host_sim", "vip", "--db", path, "tick", "--now", str(now),
            "--fail-rate", "0.2", "--seed", "7"]
-    # The database is held locked while the four start, so they begin together on release.
-    gate = sqlite3.connect(path, isolation_level=None)
-    gate.execute("BEGIN EXCLUSIVE")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                              cwd=ROOT) for _ in range(4)]
-    time.sleep(2)
-    gate.execute("ROLLBACK")
-    gate.close()
+    with held(path):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=env, cwd=ROOT) for _ in range(4)]
+        time.sleep(2)
     outputs = []
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -428,8 +460,8 @@ def _tick_worker(path, now, barrier, seed, q):
     q.put([vip._event_line(e) for e in events])
 
 
-def test_engine_ticks_released_together_by_a_barrier_never_both_charge(tmp_path):
-    path = str(tmp_path / "host.db")
+def test_engine_ticks_released_together_by_a_barrier_never_both_charge(host_db):
+    path = host_db
     _populate(path, 400, A)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(3)
@@ -481,3 +513,34 @@ def test_command_line(tmp_path):
                 ["tick", "--now", "soon"], ["tick", "--now", "1", "--fail-rate", "2"],
                 ["enrol", "M3", "gold"], ["frobnicate"]):
         assert run_cli("--db", db, *bad)[0] == 2, bad
+
+
+# ---------------------------------------------------------------- through the charge processor
+
+def test_vip_charges_through_the_charge_processor_apply_once(store, eng):
+    from host_sim.charges import Charges
+    from host_sim.registry import Registry
+    from host_sim.service import Context
+
+    reg = Registry(store, clock=lambda: A + 60)
+    reg.register("T-1", "S-1", "M-1")
+    members_table(store, {"M1": 0})
+    ctx = Context(store)
+    charges = Charges(reg, services=[members.Members(ctx), vip.Vip(ctx)])
+    body = vip_charge(1, "M1", "gold", 9900, A)
+    first, fresh = charges.apply("T-1", body)
+    assert fresh and first["st"] == "approved"
+    assert first["vip"] == {"tier": "gold", "start": A, "end": utc(2027, 2, 28, 9)}
+    messages.check("charge_result", first)
+    again, fresh = charges.apply("T-1", body)  # a retransmission: the stored result
+    assert not fresh and again == first
+    assert [(r["src"], r["start"]) for r in ledger(store, eng)] == [("counter", A)]
+    bad, _ = charges.apply("T-1", vip_charge(2, "M1", "gold", 100, A))
+    assert (bad["st"], bad["code"]) == ("declined", "wrong_fee")
+    unknown, _ = charges.apply("T-1", vip_charge(3, "M9", "gold", 9900, A))
+    assert (unknown["st"], unknown["code"]) == ("declined", "unknown_member")
+    assert len(ledger(store, eng)) == 1
+    renew, _ = charges.apply("T-1", vip_charge(4, "M1", "gold", 9900, A + DAY))
+    assert renew["vip"]["start"] == utc(2027, 2, 28, 9)
+    with store.read() as tx:
+        assert vip.vip_expiry(tx, "M1") == utc(2027, 3, 31, 9)

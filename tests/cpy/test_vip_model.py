@@ -12,9 +12,16 @@ from collections import Counter
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from host_sim import billing, periods, vip
+from host_sim import billing, members, periods, vip
 from host_sim.billing import RETRY_SLOTS, BillingError, Gateway
 from host_sim.periods import utc
 from host_sim.store import open_store
@@ -42,22 +49,24 @@ class Dies:
 
 
 class VipModel(RuleBasedStateMachine):
+    new_db = None  # a callable giving a fresh PostgreSQL database URL; None: a SQLite file
+
     @initialize(day=st.sampled_from([1, 15, 28, 29, 30, 31]), hour=st.integers(0, 23))
     def setup(self, day, hour):
         self.dir = tempfile.mkdtemp(prefix="vipmodel")
-        self.store = open_store(os.path.join(self.dir, "host.db"))
+        where = self.new_db() if self.new_db else os.path.join(self.dir, "host.db")
+        self.store = open_store(where)
         self.wall = 1000.0
         self.eng = vip.engine(self.store, wall=lambda: self.wall)
         self.svc = vip.Vip(self.store)
         self.svc.engine = self.eng
-        self.store.schema("CREATE TABLE IF NOT EXISTS members (mid TEXT PRIMARY KEY,"
-                          " bal INTEGER NOT NULL)")
+        self.store.schema(members.SCHEMA)
+        self.now = utc(2027, 12, min(day, 31), hour)
         with self.store.transaction() as tx:
             for name, (fee, cycle) in TIERS.items():
                 self.eng.set_plan(tx, "vip", name, fee, cycle)
             for mid in MIDS:
-                tx.execute("INSERT INTO members (mid, bal) VALUES (?, ?)", (mid, START_BAL))
-        self.now = utc(2027, 12, min(day, 31), hour)
+                members.add(tx, mid, "M-ACME", "", "", START_BAL, self.now)
         self.last_tick = None
         self.clean_tick = False  # the last tick ran to its end
         self.topups = Counter()
@@ -145,8 +154,10 @@ class VipModel(RuleBasedStateMachine):
                 "at": self.now, "off": False, "clerk": "c", "cpn": [], "mem": mid,
                 "tier": tier}
         messages.check("charge", body)
+        charge = {"device_id": "T-1", "store_id": "S-1", "cid": cid, "body": body,
+                  "now": self.now}
         with self.store.transaction() as tx:
-            code, extra = self.svc.on_charge(tx, body)
+            code, extra = self.svc.on_charge(tx, charge)
         if code is None:
             self.cids[cid] = (body, extra, self.ledger_len())
             self.paid_since_tick.add(mid)
@@ -159,15 +170,17 @@ class VipModel(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(sorted(self.cids)))
         body, extra, _ = self.cids[cid]
         before = self.q(lambda tx: self.eng.ledger(tx, "vip"))
+        charge = {"device_id": "T-1", "store_id": "S-1", "cid": cid, "body": body,
+                  "now": self.now}
         with self.store.transaction() as tx:
-            assert self.svc.on_charge(tx, body) == (None, extra)
+            assert self.svc.on_charge(tx, charge) == (None, extra)
         assert self.q(lambda tx: self.eng.ledger(tx, "vip")) == before
 
     @rule(mid=st.sampled_from(MIDS), amt=st.sampled_from([100, 5000, 20000]))
     def topup(self, mid, amt):
         with self.store.transaction() as tx:
-            tx.execute("UPDATE members SET bal = bal + ? WHERE mid=?", (amt, mid))
-        self.topups[mid] += amt
+            members.host_topup(tx, mid, amt, self.now)
+        self.topups[mid] += amt + members.topup_bonus(amt)
 
     def ledger_len(self):
         return len(self.q(lambda tx: self.eng.ledger(tx, "vip")))
@@ -254,3 +267,13 @@ VipModel.TestCase.settings = settings(
     max_examples=int(os.environ.get("VIP_MODEL_EXAMPLES", "100")), stateful_step_count=25,
     deadline=None, suppress_health_check=[HealthCheck.too_slow])
 test_vip_renewal_model = VipModel.TestCase
+
+
+def test_vip_renewal_model_on_postgresql(pg_server):
+    class OnPostgres(VipModel):
+        new_db = staticmethod(lambda: pg_server.new_database("vipmodel"))
+
+    run_state_machine_as_test(OnPostgres, settings=settings(
+        max_examples=int(os.environ.get("VIP_MODEL_PG_EXAMPLES", "15")),
+        stateful_step_count=20, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
