@@ -5,7 +5,7 @@ MP := .venv/bin/micropython
 export PYTHONPATH := $(CURDIR)
 export MICROPYPATH := $(CURDIR):.frozen
 
-.PHONY: setup test lint unit-mp sim bench certs clean
+.PHONY: setup test lint unit-mp sim bench bench-vip certs clean
 
 setup:
 	@scripts/setup-venv
@@ -30,6 +30,11 @@ sim: setup
 bench: setup
 	@scripts/ensure-mosquitto
 	$(PY) -m tests.bench
+
+# The VIP renewal scheduler over 100 000 memberships (SQLite; BENCH_VIP_ARGS="--db URL" for
+# PostgreSQL): one JSON line per figure (docs/bench.md).
+bench-vip: setup
+	$(PY) -m tests.bench_vip $(BENCH_VIP_ARGS)
 
 certs: setup
 	@scripts/make-certs

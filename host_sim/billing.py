@@ -24,7 +24,10 @@ from host_sim import periods
 
 HOUR = 3600
 DAY = 86400
-# When try k of a period is due, counted from its first try: at most 8 tries within 14 days.
+# The retry schedule of an unpaid period, from its first try: 8 tries within 14 days. Each try
+# after the first is due the schedule's gap after the one before (1 h, 5 h, 18 h, 1 d, 2 d, 3 d,
+# 6 d), so a host that was down makes the overdue try once and the rest keep their spacing: no
+# burst of tries, and downtime costs the owner none of them.
 RETRY_SLOTS = (0, HOUR, 6 * HOUR, DAY, 2 * DAY, 4 * DAY, 7 * DAY, 13 * DAY)
 STALE_CLAIM_S = 120
 BATCH = 500
@@ -195,6 +198,11 @@ class Claim:
         self.ok = None
 
 
+def next_try(last_at, slot):
+    """When the try after the one of schedule slot `slot` (made at last_at) is due."""
+    return last_at + RETRY_SLOTS[slot + 1] - RETRY_SLOTS[slot]
+
+
 def _token():
     return os.urandom(8).hex()
 
@@ -277,9 +285,9 @@ class Engine:
             raise BillingError("bad_owner", "owner must be text of 1..64 characters")
         if type(anchor) is not int or anchor < 0:
             raise BillingError("bad_time", "the anchor must be a Unix time")
-        row = tx.execute("SELECT MAX(gen) FROM billing_subs WHERE kind=? AND owner=?",
-                         (kind, owner)).fetchone()
-        gen = (row[0] or 0) + 1
+        row = tx.execute("SELECT gen FROM billing_subs WHERE kind=? AND owner=?"
+                         " ORDER BY gen DESC LIMIT 1", (kind, owner)).fetchone()
+        gen = (row[0] if row else 0) + 1
         sid = tx.execute("INSERT INTO billing_ids (name, value) VALUES ('sub', 1)"
                          " ON CONFLICT (name) DO UPDATE SET value = billing_ids.value + 1"
                          " RETURNING value").fetchone()[0]
@@ -333,7 +341,7 @@ class Engine:
         if self._runs_out(sub):
             return s  # the paid time runs out: the subscription ends then
         if row is not None and row["first_try"] is not None:
-            return row["first_try"] + RETRY_SLOTS[row["slot"] + 1]
+            return next_try(row["try_at"], row["slot"])
         leads = self.kinds[sub.kind].leads
         if sub.rem_done < len(leads):
             return s - leads[sub.rem_done]
@@ -471,36 +479,34 @@ class Engine:
             if start > now:
                 sub.due_at = self._due(sub)
                 return
-            row = self._period(tx, sub.id, start)
-            if row is None:
-                tx.execute("INSERT INTO billing_periods (sub, start, n, end_at, st, tries, slot,"
-                           " first_try, try_at, amt, src, ref, claim, paid_at) VALUES"
-                           " (?, ?, ?, ?, 'due', 0, -1, NULL, NULL, ?, NULL, NULL, NULL, NULL)",
-                           (sub.id, start, k, sub.start(k + 1), sub.fee))
-                row = {"tries": 0, "slot": -1, "first_try": None, "st": "due"}
-            elif row["st"] not in ("due", "failed"):
-                raise BillingError("inconsistent", "subscription %d period %d is %s"
-                                   % (sub.id, start, row["st"]))
-            first = now if row["first_try"] is None else row["first_try"]
-            slot = None
-            for j in range(row["slot"] + 1, len(RETRY_SLOTS)):
-                if first + RETRY_SLOTS[j] <= now:
-                    slot = j  # the latest slot that has come: missed ones are not made up
-                else:
-                    break
-            if slot is None:
-                sub.due_at = self._due(sub, row)
-                return
             token = _token()
-            tries = row["tries"] + 1
-            claimed = tx.execute("UPDATE billing_periods SET st='charging', claim=?, tries=?,"
-                                 " slot=?, first_try=?, try_at=? WHERE sub=? AND start=?"
-                                 " AND st IN ('due', 'failed') AND tries=?",
-                                 (token, tries, slot, first, now, sub.id, start,
-                                  row["tries"])).rowcount
-            if claimed != 1:
-                raise BillingError("inconsistent", "lost the claim of subscription %d period %d"
-                                   % (sub.id, start))
+            # The first try of a period: inserting its row, already claimed, is the claim (the
+            # key (sub, start) admits one). A row that exists is a retry: claimed below.
+            if tx.execute("INSERT INTO billing_periods (sub, start, n, end_at, st, tries, slot,"
+                          " first_try, try_at, amt, src, ref, claim, paid_at) VALUES"
+                          " (?, ?, ?, ?, 'charging', 1, 0, ?, ?, ?, NULL, NULL, ?, NULL)"
+                          " ON CONFLICT (sub, start) DO NOTHING",
+                          (sub.id, start, k, sub.start(k + 1), now, now, sub.fee,
+                           token)).rowcount == 1:
+                tries, slot = 1, 0
+            else:
+                row = self._period(tx, sub.id, start)
+                if row["st"] not in ("due", "failed"):
+                    raise BillingError("inconsistent", "subscription %d period %d is %s"
+                                       % (sub.id, start, row["st"]))
+                if row["first_try"] is not None and next_try(row["try_at"], row["slot"]) > now:
+                    sub.due_at = self._due(sub, row)
+                    return
+                slot = row["slot"] + 1
+                tries = row["tries"] + 1
+                first = now if row["first_try"] is None else row["first_try"]
+                if tx.execute("UPDATE billing_periods SET st='charging', claim=?, tries=?,"
+                              " slot=?, first_try=?, try_at=? WHERE sub=? AND start=?"
+                              " AND st IN ('due', 'failed') AND tries=?",
+                              (token, tries, slot, first, now, sub.id, start,
+                               row["tries"])).rowcount != 1:
+                    raise BillingError("inconsistent", "lost the claim of subscription %d"
+                                       " period %d" % (sub.id, start))
             if kind.balance is not None and self.members and kind.balance(tx, sub, start, now):
                 tx.execute("UPDATE billing_periods SET st='paid', claim=NULL, src=?, paid_at=?"
                            " WHERE sub=? AND start=? AND claim=?",

@@ -12,9 +12,11 @@
 # JSON lines out; exit 0, 1 on failure (message on stderr), 2 on bad arguments.
 import json
 import sys
+import time
 
-from host_sim import billing, cli, members, periods
+from host_sim import billing, cli, members, periods, service
 from host_sim.billing import BillingError, Gateway
+from protocol.messages import MAX_VIP_TIERS
 
 KIND = "vip"
 REMINDER_LEAD = 5 * billing.DAY
@@ -50,6 +52,25 @@ def vip_tiers(tx):
     rows = tx.execute("SELECT name, fee, cycle FROM billing_plans WHERE kind=?"
                       " ORDER BY fee, name", (KIND,)).fetchall()
     return [{"name": r[0], "fee": r[1], "cycle": r[2]} for r in rows]
+
+
+def set_tier(eng, store, name, fee, cycle, now):
+    """Adds or changes a tier and sends every registered terminal the new `vip_tiers` list
+    (a `config` through the host outbox, in the same transaction). At most 9 tiers: F4 then a
+    digit picks one."""
+    has_devices = "device_id" in store.columns("devices")
+    if has_devices:
+        store.schema(service.OUTBOX_SCHEMA)
+    with store.transaction() as tx:
+        if eng.plan(tx, KIND, name) is None and len(eng.plans(tx, KIND)) >= MAX_VIP_TIERS:
+            raise BillingError("too_many_tiers", "a till offers at most %d tiers"
+                               % MAX_VIP_TIERS)
+        plan = eng.set_plan(tx, KIND, name, fee, cycle)
+        body = {"vip_tiers": vip_tiers(tx)}
+        if has_devices:
+            for (dev,) in tx.execute("SELECT device_id FROM devices ORDER BY device_id"):
+                service.push(tx, dev, "config", body, now)
+    return plan
 
 
 def membership(eng, sub, start, end):
@@ -94,6 +115,11 @@ class Vip:
 
     def __init__(self, ctx):
         self.engine = engine(getattr(ctx, "store", ctx))
+
+    def on_hello(self, tx, msg):
+        """A terminal that says hello gets the tiers its F4 key offers."""
+        tiers = vip_tiers(tx)
+        return [service.Out(msg.device_id, "config", {"vip_tiers": tiers})] if tiers else []
 
     def on_charge(self, tx, charge):
         """A charge of kind vip: mem enrols in or renews tier `tier`, amt = the tier's fee.
@@ -199,8 +225,7 @@ def run(args):
 def _run(eng, store, args):
     c = args.vip_command
     if c == "tier":
-        with store.transaction() as tx:
-            p = eng.set_plan(tx, KIND, args.name, args.fee, args.cycle)
+        p = set_tier(eng, store, args.name, args.fee, args.cycle, int(time.time()))
         _print({"tier": p["name"], "fee": p["fee"], "cycle": p["cycle"]})
     elif c == "enrol":
         sub, _ = enrol(eng, store, args.mid, args.tier, args.start, auto=not args.no_auto)

@@ -140,18 +140,19 @@ def test_a_retry_that_succeeds_keeps_the_membership_and_its_anchor(store, eng):
     assert len(gw.keys) == len(set(gw.keys)) == 5
 
 
-def test_missed_retries_are_not_made_up_in_a_burst(store, eng):
+def test_downtime_costs_no_retry_and_makes_no_burst(store, eng):
     vip.enrol(eng, store, "M1", "gold", A)
     renewal = utc(2027, 2, 28, 9)
     gw = Script(then=False)
-    eng.tick("vip", renewal, gw)  # try 1 fails; then the host is down for 3 days
-    ev = eng.tick("vip", renewal + 3 * DAY + 5, gw)
-    assert [e["act"] for e in ev] == ["failed"]  # one try (the 2-day slot), not four
-    assert ledger(store, eng, "M1")[-1]["tries"] == 2
-    assert eng.tick("vip", renewal + 3 * DAY + 6, gw) == []  # next slot: 4 days
-    ev = eng.tick("vip", renewal + 30 * DAY, gw)  # down past the last slot: its try, then lapse
-    assert [e["act"] for e in ev] == ["failed", "lapsed"]
-    assert ledger(store, eng, "M1")[-1]["tries"] == 3
+    eng.tick("vip", renewal, gw)  # try 1 fails; then the host is down for 30 days
+    back = renewal + 30 * DAY
+    ev = hourly(eng, back, back + 30 * DAY, gw)
+    tries = [e["at"] for e in ev if e["act"] == "failed"]
+    # The overdue try at once, the others at the schedule's gaps after it: 7 more, no burst.
+    gaps = [b - a for a, b in zip(RETRY_SLOTS, RETRY_SLOTS[1:], strict=False)]
+    assert tries == [back + sum(gaps[1:i + 1]) for i in range(7)]
+    assert [e["act"] for e in ev][-1] == "lapsed"
+    assert ledger(store, eng, "M1")[-1]["tries"] == 8
 
 
 def test_cancel_lets_the_paid_period_run_out_and_charges_nothing_more(store, eng):
@@ -544,3 +545,36 @@ def test_vip_charges_through_the_charge_processor_apply_once(store, eng):
     assert renew["vip"]["start"] == utc(2027, 2, 28, 9)
     with store.read() as tx:
         assert vip.vip_expiry(tx, "M1") == utc(2027, 3, 31, 9)
+
+
+def test_tiers_reach_every_terminal_and_at_most_nine(store):
+    import cbor2
+
+    from host_sim.registry import Registry
+    from host_sim.service import Msg
+
+    reg = Registry(store)
+    reg.register("T-1", "S-1", "M-1")
+    reg.register("T-2", "S-2", "M-1")
+    eng = vip.engine(store)
+    vip.set_tier(eng, store, "gold", 9900, "month", A)
+    vip.set_tier(eng, store, "silver", 2900, "quarter", A)
+    with store.read() as tx:
+        rows = tx.execute("SELECT device_id, mtype, body FROM host_outbox ORDER BY id").fetchall()
+    pushed = [(d, t, cbor2.loads(bytes(b))) for d, t, b in rows]
+    tiers = [{"name": "silver", "fee": 2900, "cycle": "quarter"},
+             {"name": "gold", "fee": 9900, "cycle": "month"}]
+    assert pushed[-2:] == [("T-1", "config", {"vip_tiers": tiers}),
+                           ("T-2", "config", {"vip_tiers": tiers})]
+    for _, _, body in pushed:
+        messages.check("config", body)
+    with store.read() as tx:
+        out = vip.Vip(store).on_hello(tx, Msg("T-1", "S-1", "hello", {}, 1, A))
+    assert [(o.device_id, o.mtype, o.body) for o in out] == [("T-1", "config",
+                                                              {"vip_tiers": tiers})]
+    for i in range(7):
+        vip.set_tier(eng, store, "t%d" % i, 100 + i, "year", A)
+    with pytest.raises(BillingError) as e:
+        vip.set_tier(eng, store, "tenth", 1, "year", A)
+    assert e.value.code == "too_many_tiers"
+    vip.set_tier(eng, store, "gold", 9800, "month", A)  # a change is not a tenth

@@ -226,9 +226,11 @@ class VipModel(RuleBasedStateMachine):
                 assert sum(1 for a in tries if a["ok"]) == (1 if r[4] == "paid" else 0)
                 sched = [a for a in tries if a["src"] in ("gateway", "balance")]
                 assert len(sched) <= len(RETRY_SLOTS)
-                for i, a in enumerate(sched):  # never before its slot
-                    assert a["at"] >= r[7] + RETRY_SLOTS[i]
+                for i, a in enumerate(sched):  # never before its time: the gaps are kept
                     assert a["at"] >= r[1]
+                    if i:
+                        gap = RETRY_SLOTS[i] - RETRY_SLOTS[i - 1]
+                        assert a["at"] >= sched[i - 1]["at"] + gap
                 if sched and r[2] > 0:
                     rem = rem_by.get((sub.id, r[1]))
                     assert rem is not None and rem[3] <= sched[0]["at"]
@@ -248,7 +250,7 @@ class VipModel(RuleBasedStateMachine):
                 if s <= self.last_tick:
                     # Started before the last tick and unpaid: it must be waiting for a retry.
                     assert unpaid and unpaid[0][4] == "failed", (sub.to_dict(), unpaid)
-                    assert unpaid[0][7] + RETRY_SLOTS[unpaid[0][6] + 1] > self.last_tick
+                    assert billing.next_try(unpaid[0][11], unpaid[0][6]) > self.last_tick
         for (_sid, start), r in rem_by.items():
             assert r[3] >= start - vip.REMINDER_LEAD
             assert r[2] == vip.REMINDER_LEAD
