@@ -5,7 +5,7 @@ MP := .venv/bin/micropython
 export PYTHONPATH := $(CURDIR)
 export MICROPYPATH := $(CURDIR):.frozen
 
-.PHONY: setup test lint unit-mp sim bench bench-fleet test-cluster certs clean
+.PHONY: setup test lint unit-mp sim bench bench-fleet bench-vip test-cluster certs clean
 
 setup:
 	@scripts/setup-venv
@@ -43,6 +43,11 @@ test-cluster: setup
 	@scripts/ensure-postgresql
 	@scripts/ensure-rabbitmq
 	FLEET_BROKER=rabbitmq $(PY) -m pytest tests/integration/test_fleet.py
+
+# The VIP renewal scheduler over 100 000 memberships (SQLite; BENCH_VIP_ARGS="--db URL" for
+# PostgreSQL): one JSON line per figure (docs/bench.md).
+bench-vip: setup
+	$(PY) -m tests.bench_vip $(BENCH_VIP_ARGS)
 
 certs: setup
 	@scripts/make-certs

@@ -33,6 +33,9 @@
 #   python -m host_sim refunds --db DB list|approve RID|reject RID --reason TEXT|settings
 #     (the supervisor's review of refunds and the refund rules: host_sim/refunds_cli.py)
 # `serve` runs the store services of host_sim/services.py (host_sim/service.py's shape).
+#   python -m host_sim vip --db PATH tier|enrol|cancel|tick|ledger|reminders ...  (host_sim/vip.py)
+#   python -m host_sim licence --db PATH --keystore DIR plan|issue|show|renew|tick ...
+#       (host_sim/licences.py)
 # Exit codes: 0 done, 1 failure (message on stderr), 2 bad arguments.
 import argparse
 import hashlib
@@ -43,7 +46,7 @@ import sys
 import threading
 import time
 
-from host_sim import cli, refunds
+from host_sim import cli, licences, refunds, vip
 from host_sim.charges import ChargeError, Charges, Rules
 from host_sim.files import write_atomic
 from host_sim.registry import Registry, RegistryError
@@ -442,6 +445,8 @@ def build_parser():
                    help="the store's bookings: create, list, cancel, history (bookings --help)")
     sub.add_parser("refunds", add_help=False,
                    help="review refunds, refund rules (refunds --help)")
+    vip.add_parser(sub)
+    licences.add_parser(sub)
     return p
 
 

@@ -25,3 +25,28 @@ def topic_root(text):
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
     return text
+
+
+def amount(text):
+    """Minor units: an integer >= 0 that fits a database integer."""
+    v = int(text)
+    if not 0 <= v < 1 << 63:
+        raise argparse.ArgumentTypeError("must be an amount in minor units >= 0")
+    return v
+
+
+LATEST_TIME = 221845392000  # 9000-01-01: periods computed from it stay within the calendar
+
+
+def unix_time(text):
+    v = int(text)
+    if not 0 <= v < LATEST_TIME:
+        raise argparse.ArgumentTypeError("must be a Unix time in seconds before year 9000")
+    return v
+
+
+def rate(text):
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0..1")
+    return v

@@ -484,6 +484,10 @@ class Keystore:
         return sign1(root["alg"], bytes.fromhex(root["kid"]), self._private_key(root["kid"]),
                      payload)
 
+    def sign_with_root(self, payload):
+        """COSE_Sign1 of payload by the current root key, alg matching it (lists, licences)."""
+        return self._sign_list(payload)
+
     def trustlist(self):
         """The current trust list (SPEC 2.2) as COSE_Sign1 bytes signed by the root key."""
         st = self._state

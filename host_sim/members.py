@@ -16,6 +16,7 @@
 #   vip     needs a known member (unknown_member); the VIP service decides the rest
 #   sale    never declined for its member; an unknown member earns nothing
 #   every approved kind but topup earns points_for(amt); the result carries "bal" and "pts"
+from host_sim import billing
 from host_sim.service import Out
 
 ACTIVE = "active"
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS member_codes_used (
     cid       BLOB NOT NULL,
     at        INTEGER NOT NULL
 );
-"""
+""" + billing.SCHEMA  # member_info reads the VIP expiry from the billing engine's tables
 
 _COLUMNS = ("mid", "iss", "name", "tier", "bal", "pts", "ep", "st", "card_cti", "card",
             "hist_n", "created_at")
@@ -124,10 +125,12 @@ def member(tx, mid, lock=False):
 
 
 def vip_expiry(tx, mid):
-    """End of the member's paid VIP period (Unix s), or None. The VIP service (SPEC 8.2) owns
-    that state; until its tables exist no member has one. This is the one place member_info
-    and `members show` read it from."""
-    return None
+    """End of the member's paid VIP period (Unix s), or None. The VIP engine (SPEC 8.2,
+    host_sim/vip.py) owns that state; this is the one place member_info and `members show`
+    read it from (its tables are part of this service's SCHEMA)."""
+    from host_sim import vip  # vip pays renewals from the balance through this module
+
+    return vip.vip_expiry(tx, mid)
 
 
 def history(tx, mid):

@@ -21,6 +21,8 @@ Offline and the loss report:
 """
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -29,6 +31,8 @@ from device.screens import messages
 from host_sim.netcut import NetCut
 from tests.support.shop import BAD_SCAN, DAY, MERCHANT, SYNC
 from tests.support.terminal import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MID = "M-0001"
 BLOCK_WITHIN_S = 2.0
@@ -162,7 +166,12 @@ def _online(rig):
     assert t.sale_check(code)["lines"][-1] == messages.APP_CODE_USED
     t.press("CANCEL")
 
-    # The tier discount of the host's config on an ordinary sale, then F4 1: VIP tier 1.
+    # The tier discount of the host's config on an ordinary sale, then F4 1: VIP tier 1 (the
+    # host's VIP engine knows the tier: host_sim/vip.py decides the vip charge).
+    out = subprocess.run([sys.executable, "-m", "host_sim", "vip", "--db", rig.shop.db, "tier",
+                          "gold-club", "--fee", "9900", "--cycle", "month"], cwd=ROOT,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
     rig.config(tier_disc={"gold": 10}, vip_tiers=[
         {"name": "gold-club", "fee": 9900, "cycle": "month"}])
     f = rig.attach(10000, rig.card)
