@@ -1,21 +1,24 @@
 """`make sim`: a broker, the host and one virtual terminal you drive from the keyboard.
 
     python -m host_sim.sim [--runtime cpython|micropython] [--dir var/sim] [--fresh]
-                           [--headless SECONDS [--press KEY,KEY...]]
+                           [--decline-rate R] [--headless SECONDS [--press STEP,STEP...]]
 
 The terminal is a real device process: its keypad, scanner and console are pseudo-terminals
-this program writes to, its display is the jsonl file this program draws, and its network goes
-through a relay (host_sim/netcut.py) that the `n` key cuts and restores. Ctrl-C or `q` stops
+this program writes to, its display is the jsonl file this program draws, its printer the file
+whose receipts it shows beside the screen, and its network goes through a relay
+(host_sim/netcut.py) that the `n` key cuts and restores. Below the screen: the host's last
+charges (from its database) and the technician console's last reply. Ctrl-C or `q` stops
 everything this program started.
 
-The store has demo bookings for today (made at start when it has none today): F2 on the idle
-screen opens them (SPEC 8.4); `python -m host_sim bookings --db DIR/host.db ...` makes more.
+Demo PINs: technician 2468 (console `login 2468`), supervisor 9753 (MENU on the keypad: declined
+charges and other notices). The store has demo bookings for today (F2 on idle) and a demo member
+(`k` scans the card, `a` a fresh app code). `d` changes how many charges the host declines.
 
-A demo member (M-DEMO, tier gold, 500.00 on the balance) is created at the first start: `k`
-scans the member's printed card, `a` a fresh app code (dynamic, valid 120 s, pays once; what the
-member's phone would show), both from `python -m host_sim members` on the sim's database and
-keystore. The terminal may pay from the balance offline up to 200.00 per charge and 500.00 per
-member (its `limits`).
+--headless prints JSON lines instead of drawing: each new frame, {"receipt": [lines]} for each
+receipt printed, {"host": {...}} for each charge the host decided, {"console": reply}. --press
+plays steps once the idle screen is online: keypad keys (1, ENTER, F2...), `wait:TEXT` (until a
+frame shows TEXT), `console:LINE` (a console command), `scan:TEXT`, `v`/`k`/`a` (the demo
+coupon, member card, app code), `sleep:S`.
 """
 import argparse
 import contextlib
@@ -30,6 +33,7 @@ import termios
 import time
 import tty
 
+from host_sim.__main__ import pin_hash
 from host_sim.mosquitto import Mosquitto, MosquittoError, run_dev_broker
 from host_sim.netcut import NetCut
 from host_sim.procs import free_port, stop_process
@@ -43,6 +47,8 @@ CURRENCY = "CNY"
 DEMO_MEMBER = "M-DEMO"
 DEMO_BALANCE = 50000
 DEMO_LIMITS = {"offline_member_max": 20000, "offline_member_total": 50000}
+DEMO_PINS = {"tech": "2468", "supervisor": "9753"}
+DECLINE_RATES = (0.0, 0.5, 1.0)  # what `d` steps through
 
 KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
         "m": "MENU", "\x1b[A": "UP", "\x1b[B": "DOWN", "\x1bOP": "F1", "\x1bOQ": "F2",
@@ -51,6 +57,7 @@ KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CA
 for _d in "0123456789":
     KEYS[_d] = _d
 HELP = ("0-9 amount  Enter=ENTER  Backspace=CLEAR  c=CANCEL  m=MENU  arrows=UP/DOWN  F1-F4\r\n"
+        "t=console line  d=host decline rate  PINs: tech 2468, supervisor 9753 (MENU)\r\n"
         "F2 on idle=bookings  s=paste a scan  v=demo coupon  k=scan the member card\r\n"
         "a=scan a fresh member app code (on sale: F2=pay from balance F3=top-up)\r\n"
         "n=cut/restore network  q=quit")
@@ -123,6 +130,15 @@ class Sim:
         self.frame_pos = 0
         self.message = ""
         self.demo = []
+        self.host = None
+        self.db = None
+        self.trust_path = None
+        self.decline_rate = getattr(args, "decline_rate", 0.0)
+        self.receipt = []
+        self.printer_pos = 0
+        self.charges = []     # the host's decided charges, as `report --charges` lines
+        self.console_reply = ""
+        self._console_buf = b""
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self):
@@ -136,17 +152,17 @@ class Sim:
             m, s = os.openpty()
             tty.setraw(s)
             self.ptys[name] = (m, s, os.ttyname(s))
-        db = os.path.join(self.dir, "host.db")
-        root_key, trust_path = self._issuer()
+        self.db = db = os.path.join(self.dir, "host.db")
+        root_key, self.trust_path = self._issuer()
         self.demo_member(db)
         cfg_path = self._register(db, root_key)
         self._demo_bookings(db)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
-        host_log = open(os.path.join(self.dir, "host.log"), "a")
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-u", "-m", "host_sim", "serve", "--db", db, "--broker-host",
-             "127.0.0.1", "--broker-port", str(self.broker.port), "--trustlist", trust_path],
-            cwd=ROOT, stdout=host_log, stderr=subprocess.STDOUT))
+        self.printer_path = os.path.join(self.dir, DEVICE, "printer.bin")
+        # What an earlier session left on the screen and the paper is not this session's.
+        self.frame_pos = _size(self.screen_path)
+        self.printer_pos = _size(self.printer_path)
+        self.start_host()
         if self.args.runtime == "micropython":
             cmd = [os.path.join(os.path.dirname(sys.executable), "micropython")]
             env = dict(os.environ, MICROPYPATH=ROOT + ":.frozen")
@@ -157,6 +173,29 @@ class Sim:
         self.procs.append(subprocess.Popen(cmd + ["-m", "device", "run", "--config", cfg_path],
                                            cwd=ROOT, env=env, stdout=dev_log,
                                            stderr=subprocess.STDOUT))
+        self.note("PINs: tech %s, supervisor %s" % (DEMO_PINS["tech"], DEMO_PINS["supervisor"]))
+
+    def note(self, text):
+        self.message = self.message + "; " + text if self.message else text
+
+    def start_host(self):
+        """`python -m host_sim serve` with the decline rate in force (restarted by `d`)."""
+        if self.host is not None:
+            stop_process(self.host, 5)
+            self.procs.remove(self.host)
+        host_log = open(os.path.join(self.dir, "host.log"), "a")
+        self.host = subprocess.Popen(
+            [sys.executable, "-u", "-m", "host_sim", "serve", "--db", self.db, "--broker-host",
+             "127.0.0.1", "--broker-port", str(self.broker.port), "--trustlist",
+             self.trust_path, "--decline-rate", str(self.decline_rate)],
+            cwd=ROOT, stdout=host_log, stderr=subprocess.STDOUT)
+        self.procs.append(self.host)
+
+    def next_decline_rate(self):
+        i = DECLINE_RATES.index(self.decline_rate) if self.decline_rate in DECLINE_RATES else -1
+        self.decline_rate = DECLINE_RATES[(i + 1) % len(DECLINE_RATES)]
+        self.start_host()
+        self.message = "the host now declines %d%% of charges" % (self.decline_rate * 100)
 
     def _start_broker(self):
         if self.args.broker == "amqtt":
@@ -204,7 +243,8 @@ class Sim:
                 display={"driver": "jsonl", "path": os.path.join(data_dir, "screen.jsonl")},
                 printer={"driver": "file", "path": os.path.join(data_dir, "printer.bin")},
                 console={"driver": "serial", "port": self.ptys["console"][2]},
-                limits=DEMO_LIMITS)
+                limits=DEMO_LIMITS,
+                pins={role: pin_hash(pin) for role, pin in DEMO_PINS.items()})
         finally:
             reg.close()
         path = os.path.join(self.dir, DEVICE + ".json")
@@ -231,7 +271,7 @@ class Sim:
                     bookings.create(tx, STORE, half + start * 60, length * 60, name, svc, now)
         finally:
             store.close()
-        self.message += "; demo bookings: F2 on idle"
+        self.note("demo bookings: F2 on idle")
 
     def members(self, *argv):
         """`python -m host_sim members` on the sim's database and keystore, in this process:
@@ -283,15 +323,82 @@ class Sim:
                 pass
         return True
 
+    def poll_printer(self):
+        """True when a new receipt came out (self.receipt: its lines)."""
+        from host_sim.receipt_text import receipts
+        try:
+            with open(self.printer_path, "rb") as f:
+                f.seek(self.printer_pos)
+                data = f.read()
+        except OSError:
+            return False
+        cut = data.rfind(b"\x1dV")  # the last complete receipt ends with its cut
+        if cut < 0:
+            return False
+        end = cut + 4
+        done = receipts(data[:end])
+        self.printer_pos += end
+        if not done:
+            return False
+        self.receipt = done[-1]
+        return True
+
+    def poll_host(self):
+        """The host's charges decided since the last poll: [line] (report --charges lines)."""
+        from host_sim.charges import Charges
+        from host_sim.registry import Registry
+        try:
+            reg = Registry(self.db)
+        except Exception:  # the host is creating the database
+            return []
+        try:
+            lines = list(Charges(reg).lines())
+        except Exception:
+            return []
+        finally:
+            reg.close()
+        seen = set((c["device_id"], c["cid"]) for c in self.charges)
+        new = [c for c in lines if (c["device_id"], c["cid"]) not in seen]
+        self.charges.extend(new)
+        return new
+
+    def poll_console(self):
+        """The console's replies since the last poll (JSON lines from its pty)."""
+        m = self.ptys["console"][0]
+        out = []
+        while select.select([m], [], [], 0)[0]:
+            chunk = os.read(m, 65536)
+            if not chunk:
+                break
+            self._console_buf += chunk
+        while b"\n" in self._console_buf:
+            line, self._console_buf = self._console_buf.split(b"\n", 1)
+            line = line.strip(b"\r")
+            if line:
+                out.append(line.decode(errors="replace"))
+                self.console_reply = out[-1]
+        return out
+
     def render(self):
         width = 36
         lines = list(self.frame.get("lines", []))[:8]
-        out = ["\x1b[H\x1b[2J", "terminal %s  screen: %s\r\n" % (DEVICE, self.frame.get("screen")),
+        receipt = self.receipt[-12:]
+        out = ["\x1b[H\x1b[2J",
+               "terminal %s  screen: %-12s  last receipt:\r\n" % (DEVICE,
+                                                                   self.frame.get("screen")),
                "+" + "-" * width + "+\r\n"]
-        for ln in lines + [""] * (8 - len(lines)):
-            out.append("|" + str(ln)[:width].ljust(width) + "|\r\n")
-        out.append("+" + "-" * width + "+\r\n")
-        out.append("network: %s   %s\r\n" % (self.net.mode.upper(), self.message))
+        box = ["|" + str(ln)[:width].ljust(width) + "|" for ln in lines + [""] * (8 - len(lines))]
+        box.append("+" + "-" * width + "+")
+        for i in range(max(len(box), len(receipt))):
+            left = box[i] if i < len(box) else " " * (width + 2)
+            right = receipt[i] if i < len(receipt) else ""
+            out.append(left + "  " + right[:42] + "\r\n")
+        out.append("network: %s   host declines: %d%%   %s\r\n"
+                   % (self.net.mode.upper(), self.decline_rate * 100, self.message[:80]))
+        out.append("host, last charges:\r\n")
+        for c in self.charges[-4:]:
+            out.append("  " + _charge_text(c) + "\r\n")
+        out.append("console: %s\r\n" % self.console_reply[:110])
         out.append(HELP + "\r\n")
         sys.stdout.write("".join(out))
         sys.stdout.flush()
@@ -300,8 +407,8 @@ class Sim:
     def send(self, name, text):
         os.write(self.ptys[name][0], text.encode() + b"\r\n")
 
-    def read_scan(self):
-        sys.stdout.write("scan> ")
+    def read_line(self, prompt):
+        sys.stdout.write(prompt)
         sys.stdout.flush()
         buf = ""
         while True:
@@ -329,8 +436,17 @@ class Sim:
                 self.message = "network restored"
         elif seq == "v":
             if self.demo:
-                self.send("scanner", self.demo.pop(0))
-                self.message = "scanned a demo coupon (%d left)" % len(self.demo)
+                self.send("scanner", self.demo[0])
+                if self.frame.get("screen") == "sale":
+                    self.demo.pop(0)  # redeemed with the sale (on idle it is only checked)
+                self.message = "scanned a demo coupon (%d unused)" % len(self.demo)
+        elif seq == "t":
+            text = self.read_line("console> ")
+            if text:
+                self.send("console", text)
+                self.message = "console: %s" % text.split(" ")[0]
+        elif seq == "d":
+            self.next_decline_rate()
         elif seq in ("k", "a"):
             what = "member card" if seq == "k" else "member app code"
             text = self.member_card() if seq == "k" else self.app_code()
@@ -338,7 +454,7 @@ class Sim:
                 self.send("scanner", text)
                 self.message = "scanned the %s of %s" % (what, DEMO_MEMBER)
         elif seq == "s":
-            text = self.read_scan()
+            text = self.read_line("scan> ")
             if text:
                 self.send("scanner", text)
                 self.message = "scanned %d chars" % len(text)
@@ -353,7 +469,11 @@ class Sim:
         try:
             self.render()
             while True:
-                if self.poll_frames():
+                changed = self.poll_frames()
+                changed = self.poll_printer() or changed
+                changed = bool(self.poll_console()) or changed
+                changed = bool(self.poll_host()) or changed
+                if changed:
                     self.render()
                 r, _, _ = select.select([fd], [], [], 0.1)
                 if not r:
@@ -369,19 +489,45 @@ class Sim:
             sys.stdout.write("\r\n")
 
     def headless(self, seconds, press=()):
-        """Prints frames as JSON lines; `press`: keys typed once the idle screen is online."""
+        """Prints JSON lines (frames, receipts, host charges, console replies) for `seconds`;
+        plays the `press` steps once the idle screen is online."""
         end = time.monotonic() + seconds
         print(self.message, flush=True)
+        steps = list(press)
+        started = False
+        waiting = None
+        sleep_until = 0
         while time.monotonic() < end:
             if self.poll_frames():
                 print(json.dumps(self.frame), flush=True)
-                if press and self.frame.get("screen") == "idle" \
+                if not started and self.frame.get("screen") == "idle" \
                         and "online" in self.frame.get("lines", ()):
-                    for key in press:
-                        self.send("keypad", key)
-                    press = ()
+                    started = True
+                if waiting and any(waiting in ln for ln in self.frame.get("lines", ())):
+                    waiting = None
+            if self.poll_printer():
+                print(json.dumps({"receipt": self.receipt}), flush=True)
+            for c in self.poll_host():
+                print(json.dumps({"host": c}), flush=True)
+            for reply in self.poll_console():
+                print(json.dumps({"console": reply}), flush=True)
+            while started and steps and not waiting and time.monotonic() >= sleep_until:
+                step = steps.pop(0)
+                if step.startswith("wait:"):
+                    waiting = step[5:]
+                elif step.startswith("sleep:"):
+                    sleep_until = time.monotonic() + float(step[6:])
+                elif step.startswith("console:"):
+                    self.send("console", step[8:])
+                elif step.startswith("scan:"):
+                    self.send("scanner", step[5:])
+                elif step in ("v", "k", "a"):
+                    self.key(step)
+                else:
+                    self.send("keypad", step)
+                    time.sleep(0.05)
             self._check_children()
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def _check_children(self):
         for p in self.procs:
@@ -406,6 +552,20 @@ class Sim:
                     pass
 
 
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _charge_text(c):
+    """One line of the host pane from a `report --charges` line."""
+    res = c.get("auth") or c.get("code") or ""
+    conflicts = " conflicts=%d" % c["conflicts"] if c.get("conflicts") else ""
+    return "%s %s %d.%02d %s %s %s%s" % (c["device_id"], c["kind"], c["amt"] // 100,
+                                        c["amt"] % 100, c["cur"], c["status"], res, conflicts)
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
@@ -419,9 +579,11 @@ def main(argv=None):
                     help="auto: mosquitto, or amqtt where mosquitto cannot run")
     ap.add_argument("--headless", type=float, metavar="SECONDS",
                     help="print frames as JSON lines for SECONDS instead of drawing")
-    ap.add_argument("--press", default="", metavar="KEY,KEY",
-                    help="headless: keypad keys typed once the idle screen is online (F2: the "
-                    "demo bookings)")
+    ap.add_argument("--press", default="", metavar="STEP,STEP",
+                    help="headless: steps played once the idle screen is online: keypad keys, "
+                    "wait:TEXT, console:LINE, scan:TEXT, v/k/a, sleep:S")
+    ap.add_argument("--decline-rate", type=float, default=0.0, metavar="R",
+                    help="share of charges the host declines at start (0..1; `d` changes it)")
     args = ap.parse_args(argv)
     sim = Sim(args)
     # SIGTERM, and SIGHUP when the terminal window closes: stop everything like Ctrl-C does.
@@ -445,3 +607,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+

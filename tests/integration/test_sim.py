@@ -99,3 +99,55 @@ def test_demo_member_card_and_app_codes(tmp_path):
         assert (code["verdict"], code["mid"], code["dynamic"]) == ("ok", sim.DEMO_MEMBER, True)
     assert code1["cti"] != code2["cti"]
     assert "k=scan the member card" in sim.HELP
+
+
+def test_sim_shows_the_receipt_the_host_and_a_supervisor_acknowledging_a_decline(tmp_path):
+    # Issue 17: the whole product visible headless: a sale's receipt as text, the host's line
+    # for that charge (declined: the host declines everything here), the notice, the
+    # supervisor's PIN and acknowledgement on the keypad, and the technician console.
+    steps = ["1", "2", "5", "ENTER", "ENTER", "wait:DECLINED", "CANCEL", "MENU", "9", "7",
+             "5", "3", "ENTER", "wait:random_decline", "ENTER", "console:login 2468",
+             "console:queue list"]
+    p = subprocess.run([sys.executable, "-m", "host_sim.sim", "--headless", "25", "--fresh",
+                        "--dir", str(tmp_path / "sim"), "--decline-rate", "1",
+                        "--press", ",".join(steps)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=90,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    out = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    receipts = [o["receipt"] for o in out if "receipt" in o]
+    assert receipts and any(ln.startswith("TOTAL") and ln.endswith("1.25 CNY")
+                            for ln in receipts[0]), receipts
+    host = [o["host"] for o in out if "host" in o]
+    assert host and host[0]["amt"] == 125 and host[0]["status"] == "declined", host
+    frames = [o for o in out if "screen" in o]
+    assert any(f["screen"] == "committed" and "receipt 000001" in f["lines"] for f in frames)
+    assert any(f["screen"] == "declined" for f in frames)
+    assert any(f["screen"] == "idle" and "1 decline acknowledged" in f["lines"] for f in frames)
+    console = [json.loads(o["console"]) for o in out if "console" in o]
+    assert console[0]["role"] == "tech"
+    assert console[1]["declined"][0]["acked"] is True and console[1]["declined_unseen"] == 0
+
+
+def test_render_draws_screen_receipt_host_and_console(capsys):
+    from host_sim import sim
+
+    class Args:
+        dir = "var/never-used"
+        decline_rate = 0.5
+
+    s = sim.Sim(Args())
+
+    class Net:
+        mode = "up"
+
+    s.net = Net()
+    s.frame = {"screen": "committed", "lines": ["Paid 1.25 CNY", "sent", "receipt 000001"]}
+    s.receipt = ["M-ACME", "TOTAL  1.25 CNY"]
+    s.charges = [{"device_id": "T-0001", "kind": "sale", "amt": 125, "cur": "CNY",
+                  "status": "approved", "auth": "A1B2C3", "conflicts": 1}]
+    s.console_reply = '{"ok": true}'
+    s.render()
+    text = capsys.readouterr().out
+    assert "Paid 1.25 CNY" in text and "TOTAL  1.25 CNY" in text
+    assert "T-0001 sale 1.25 CNY approved A1B2C3 conflicts=1" in text
+    assert "host declines: 50%" in text and 'console: {"ok": true}' in text
