@@ -123,4 +123,5 @@ class Counter:
         cart.awaiting = None
         result = self.till.commit_sale(tier["fee"], [], kind="vip", member=cart.member,
                                        extra={"tier": tier["name"]})
-        return clerk.done(result, now)
+        # Online, the receipt waits for the host's answer: it prints the period paid.
+        return clerk.done(self.receipts.hold(result, [], cart.member), now)

@@ -1,15 +1,16 @@
 # Receipts that wait for the host (SPEC 8.1: `charge_result` may carry "bal", printed on the
 # receipt). A member payment or top-up committed online shows `committed` at once ("sent:
 # waiting for the host") and its receipt is printed when the answer arrives, with the new
-# balance and points, or after WAIT_S seconds without them. A declined answer prints nothing:
-# the charge becomes the supervisor's notice like any declined charge. Offline commits and the
-# other kinds print at once (the till's receipt).
+# balance and points (a VIP sale: the period it paid, SPEC 8.2 / issue 10), or after WAIT_S
+# seconds without them. A declined answer prints nothing: the charge becomes the supervisor's
+# notice like any declined charge. Offline commits and plain sales print at once.
+from device.members.screen import day
 from device.sales.escpos import format_amount
 from device.sales.receipt import build_receipt
 from device.screens import messages
 
 WAIT_S = 3
-WAITING_KINDS = ("member", "topup")
+WAITING_KINDS = ("member", "topup", "vip")
 
 
 class HeldReceipts:
@@ -77,6 +78,8 @@ class HeldReceipts:
                     if "bal" in answer:
                         lines.append(messages.balance_line(format_amount(answer["bal"],
                                                                          rec["cur"])))
+                    if "vip" in answer:
+                        lines.append(messages.vip_until(day(answer["vip"]["end"])))
                 h["result"]["lines"] = lines
             clerk.touch()
         return out

@@ -180,12 +180,14 @@ def _online(rig):
     assert f["lines"][:2] == ["Paid 90.00 CNY", messages.SENT], f
     rig.attach(1, rig.card)
     rig.key("F4", lambda f: f["lines"][-1] == messages.vip_pick(1))
-    f = rig.key("1", lambda f: f["screen"] in ("committed", "refused"))
-    assert f["lines"][:2] == ["Paid 99.00 CNY", messages.SENT], f
+    f = rig.key("1", lambda f: f["screen"] == "committed" and messages.APPROVED in f["lines"])
+    assert f["lines"][0] == "VIP 99.00 CNY" and f["lines"][-1].startswith("VIP until "), f
     t.wait_status(lambda s: s["queue"]["pending"] == 0, 10)
     decided = [c[1:] for c in rig.shop.charges(t.device_id)]
     assert (9900, "approved") in decided, decided
+    # The receipt waited for the host's answer: the tier and the period it paid.
     assert b"VIP tier" in rig.printed() and b"gold-club" in rig.printed()
+    assert b"VIP period" in rig.printed()
 
     # Sent twice, moved once: the host decides but withholds its answer, the terminal loses
     # power, comes back and sends the charge again; the host answers the repeat with the
