@@ -18,6 +18,8 @@
 #       --config-out FILE
 #     (--certs DIR: a TLS broker section with the device's certificate from DIR, made now if
 #      needed, and its broker password; run `broker-config` afterwards so the broker knows it)
+#   python -m host_sim config --db PATH [--device ID ... | --store S] JSON
+#     (host-managed settings to terminals, through the host outbox: docs/operations.md)
 #   python -m host_sim report --db PATH [--charges | --refunds]
 #     (--charges / --refunds: one JSON line per charge / refund, oldest first, instead of the
 #      totals)
@@ -282,6 +284,47 @@ def cmd_report(args):
     return 0
 
 
+def cmd_config(args):
+    """Pushes a `config` (the host-managed settings, SPEC 3.2) to terminals through the host
+    outbox: the serving host seals and sends it, now or once they reconnect."""
+    from host_sim import service
+    from host_sim.store import open_store
+    from protocol import messages
+
+    try:
+        body = json.loads(args.settings)
+        messages.check("config", body)
+    except ValueError as e:
+        raise CliError("settings: %s" % e)
+    unknown = messages.config_unknown(body)
+    if unknown:
+        raise CliError("settings: terminals keep no %s" % ", ".join(unknown))
+    if cli.db_missing(args.db):
+        raise CliError("no database at %s" % args.db)
+    store = open_store(args.db)
+    try:
+        store.schema(service.OUTBOX_SCHEMA)
+        with store.transaction() as tx:
+            if args.device:
+                devices = [d for d in args.device if tx.execute(
+                    "SELECT 1 FROM devices WHERE device_id=?", (d,)).fetchone()]
+                missing = sorted(set(args.device) - set(devices))
+                if missing:
+                    raise CliError("no device %s" % ", ".join(missing))
+            elif args.store:
+                devices = service.store_devices(tx, args.store)
+            else:
+                devices = [r[0] for r in tx.execute(
+                    "SELECT device_id FROM devices ORDER BY device_id")]
+            now = int(time.time())
+            for dev in devices:
+                service.push(tx, dev, "config", body, now)
+    finally:
+        store.close()
+    print(json.dumps({"config": body, "devices": devices}, sort_keys=True))
+    return 0
+
+
 def cmd_certs(args):
     from host_sim.certs import SERVER_HOSTS, CertError, CertStore
 
@@ -420,6 +463,15 @@ def build_parser():
     lines.add_argument("--refunds", action="store_true",
                        help="one JSON line per refund, oldest first, instead of the totals")
     q.set_defaults(fn=cmd_report)
+
+    g = sub.add_parser("config", help="send host-managed settings (limits, pins, tier_disc, "
+                       "vip_tiers, bookings, status_interval_s) to terminals")
+    g.add_argument("--db", required=True)
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--device", action="append", help="this terminal (repeat)")
+    where.add_argument("--store", help="every terminal of this store (default: every one)")
+    g.add_argument("settings", help='JSON, e.g. \'{"tier_disc": {"gold": 10}}\'')
+    g.set_defaults(fn=cmd_config)
 
     c = sub.add_parser("certs", help="make the private CA, broker and client certificates")
     c.add_argument("--dir", help="certificate directory (default: certs/ in the repo root)")

@@ -48,6 +48,8 @@ DEMO_MEMBER = "M-DEMO"
 DEMO_BALANCE = 50000
 DEMO_LIMITS = {"offline_member_max": 20000, "offline_member_total": 50000}
 DEMO_PINS = {"tech": "2468", "supervisor": "9753"}
+DEMO_VIP_TIERS = (("silver", 4900, "month"), ("gold-club", 9900, "month"))
+DEMO_TIER_DISC = {"gold": 10}  # the demo member's tier: 10% off its sales
 DECLINE_RATES = (0.0, 0.5, 1.0)  # what `d` steps through
 
 KEYS = {"\r": "ENTER", "\n": "ENTER", "\x7f": "CLEAR", "\x08": "CLEAR", "c": "CANCEL",
@@ -157,6 +159,7 @@ class Sim:
         self.demo_member(db)
         cfg_path = self._register(db, root_key)
         self._demo_bookings(db)
+        self._demo_vip(db)
         self.screen_path = os.path.join(self.dir, DEVICE, "screen.jsonl")
         self.printer_path = os.path.join(self.dir, DEVICE, "printer.bin")
         # What an earlier session left on the screen and the paper is not this session's.
@@ -286,6 +289,27 @@ class Sim:
             self.message = err.getvalue().strip()[:70]
             return None
         return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def _demo_vip(self, db):
+        """Two VIP tiers (F4 on a sale with the member) and the gold tier's 10% discount, sent
+        to the terminal through the host outbox like any host-managed setting."""
+        from host_sim import __main__ as host_cli
+        from host_sim import billing, vip
+        from host_sim.store import open_store
+
+        store = open_store(db)
+        try:
+            store.schema(billing.SCHEMA)
+            eng = vip.engine(store)
+            now = int(time.time())
+            for name, fee, cycle in DEMO_VIP_TIERS:
+                vip.set_tier(eng, store, name, fee, cycle, now)
+        finally:
+            store.close()
+        with contextlib.redirect_stdout(io.StringIO()):
+            host_cli.main(["config", "--db", db, "--device", DEVICE,
+                           json.dumps({"tier_disc": DEMO_TIER_DISC})])
+        self.note("VIP tiers: F4 on a member's sale")
 
     def demo_member(self, db):
         """The demo member with a balance, made once (kept across sim restarts)."""
