@@ -4,12 +4,10 @@
 # prints one JSON line and exits 0 for any verdict, 2 for bad arguments. Nothing is read from or
 # written to flash: the lists live in memory only. Arguments (and "@PATH" argument files) are
 # device/trust/check_args.py's, shared with member-check.
-import sys
 
 from device.coupons.verifier import Verifier
 from device.trust.check_args import (
-    ArgError,
-    HelpWanted,
+    command,
     hex_or_null,
     integer,
     parse,
@@ -43,13 +41,4 @@ def run(argv):
 
 
 def main(argv):
-    try:
-        r = run(argv)
-    except HelpWanted:
-        sys.stdout.write(USAGE + "\n")
-        return 0
-    except ArgError as e:
-        sys.stderr.write("coupon-check: %s\n" % e)
-        return 2
-    sys.stdout.write(result_line(r) + "\n")
-    return 0
+    return command("coupon-check", USAGE, run, result_line, argv)

@@ -17,15 +17,7 @@ PREFIX = "PC1:"
 MAX_TOKEN = signed.MAX_TOKEN
 KINDS = ("pct", "amt", "item")
 
-# Claim labels (RFC 8392) and the private text claims.
-_ISS = 1
-_EXP = 4
-_NBF = 5
-_IAT = 6
-_CTI = 7
-
-
-_ABSENT = object()  # a claim that is not there (a CBOR null is there, and is not text)
+_ABSENT = signed.ABSENT
 
 
 _int = signed.is_int
@@ -33,19 +25,7 @@ _int = signed.is_int
 
 def _claims(p, r):
     """Reads the payload map into r; returns False when a claim is missing or out of range."""
-    iss = cti = iat = nbf = exp = None
-    for k, v in p.items():
-        if type(k) is int:
-            if k == _ISS:
-                iss = v
-            elif k == _CTI:
-                cti = v
-            elif k == _IAT:
-                iat = v
-            elif k == _NBF:
-                nbf = v
-            elif k == _EXP:
-                exp = v
+    iss, cti, iat, nbf, exp = signed.cwt_claims(p)
     cmp = p.get("cmp")
     good = True
     if type(cti) is bytes and 1 <= len(cti) <= trust.MAX_CTI:

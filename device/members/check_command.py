@@ -3,12 +3,10 @@
 # prints one JSON line {"verdict", "mid", "ep", "tier", "name", "cti", "dynamic"} (null for what
 # the code did not tell) and exits 0 for any verdict, 2 for bad arguments. Stateless: the clock is
 # --now (never clock_unset), nothing is read from or written to flash.
-import sys
 
 from device.members.verifier import MemberVerifier
 from device.trust.check_args import (
-    ArgError,
-    HelpWanted,
+    command,
     hex_or_null,
     integer,
     parse,
@@ -43,13 +41,4 @@ def run(argv):
 
 
 def main(argv):
-    try:
-        r = run(argv)
-    except HelpWanted:
-        sys.stdout.write(USAGE + "\n")
-        return 0
-    except ArgError as e:
-        sys.stderr.write("member-check: %s\n" % e)
-        return 2
-    sys.stdout.write(result_line(r) + "\n")
-    return 0
+    return command("member-check", USAGE, run, result_line, argv)

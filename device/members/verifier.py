@@ -19,11 +19,7 @@ VERDICTS = (MALFORMED, "unsupported_alg", "unknown_key", "bad_signature", "wrong
 MAX_TIER = 32
 MAX_NAME = 64
 
-_ISS = 1
-_EXP = 4
-_IAT = 6
-_CTI = 7
-_ABSENT = object()  # a claim that is not there (a CBOR null is there, and is of no type)
+_ABSENT = signed.ABSENT
 _int = signed.is_int
 
 
@@ -34,17 +30,7 @@ def _text(v, lo, hi):
 def _claims(p, r):
     """Reads the payload map into r; False when a claim is missing, of the wrong type or out of
     range (an optional claim present as null included)."""
-    iss = cti = iat = exp = _ABSENT
-    for k, v in p.items():
-        if type(k) is int:
-            if k == _ISS:
-                iss = v
-            elif k == _CTI:
-                cti = v
-            elif k == _IAT:
-                iat = v
-            elif k == _EXP:
-                exp = v
+    iss, cti, iat, _, exp = signed.cwt_claims(p)
     mid = p.get("mid", _ABSENT)
     ep = p.get("ep", _ABSENT)
     tier = p.get("tier", _ABSENT)

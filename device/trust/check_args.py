@@ -166,3 +166,20 @@ def hex_or_null(b):
 
 def text_or_null(s):
     return "null" if s is None else json_str(s)
+
+
+def command(name, usage, run, result_line, argv):
+    """A check command's main: one JSON line and exit 0 for any verdict; usage and exit 0 for
+    --help; the reason and exit 2 for bad arguments."""
+    import sys
+    try:
+        r = run(argv)
+    except HelpWanted:
+        sys.stdout.write(usage + "\n")
+        return 0
+    except ArgError as e:
+        sys.stderr.write("%s: %s\n" % (name, e))
+        return 2
+    sys.stdout.write(result_line(r) + "\n")
+    return 0
+

@@ -11,8 +11,36 @@ MALFORMED = "malformed"
 MAX_TOKEN = 1200
 
 
+# CWT claim labels (RFC 8392) the signed codes use.
+ISS = 1
+EXP = 4
+NBF = 5
+IAT = 6
+CTI = 7
+ABSENT = object()  # a claim that is not there (a CBOR null is there, and is of no type)
+
+
 def is_int(v):
     return type(v) is int  # bool is not int: type(True) is bool
+
+
+def cwt_claims(p):
+    """(iss, cti, iat, nbf, exp) of a payload map, ABSENT for each that is not there. Only real
+    integer keys count (a CBOR true key is not label 1)."""
+    iss = cti = iat = nbf = exp = ABSENT
+    for k, v in p.items():
+        if type(k) is int:
+            if k == ISS:
+                iss = v
+            elif k == CTI:
+                cti = v
+            elif k == IAT:
+                iat = v
+            elif k == NBF:
+                nbf = v
+            elif k == EXP:
+                exp = v
+    return iss, cti, iat, nbf, exp
 
 
 def check(store, token, prefix, read_claims, r):

@@ -6,6 +6,7 @@ import json
 from device.members import check_command
 from device.members.verifier import VERDICTS, MemberVerifier
 from device.screens import messages
+from device.trust import check_args
 from device.trust import lists as trust
 from device.trust.lists import BlockedMembers, TrustError, TrustStore
 from tests.both.util import raises
@@ -186,5 +187,5 @@ def test_member_check_arguments():
     for bad in ([tok], base, base + [tok, tok], base + ["--now", "1", tok],
                 base + ["--total", "5", tok], ["--root-key", "zz"] + base[2:] + [tok],
                 base[:4] + ["--now", "soon", tok]):
-        raises(check_command.ArgError, check_command.run, bad)
-    raises(check_command.HelpWanted, check_command.run, ["--help"])
+        raises(check_args.ArgError, check_command.run, bad)
+    raises(check_args.HelpWanted, check_command.run, ["--help"])
