@@ -15,10 +15,9 @@ import calendar
 import sys
 import time
 
-from host_sim import bookings, service
+from host_sim import bookings, cli, service
 from host_sim.bookings import DAY, BookingError
 from host_sim.registry import Registry
-from host_sim.store import StoreError, open_store
 
 
 def _print(obj):
@@ -105,22 +104,9 @@ def build_parser():
 
 def main(argv=None, clock=time.time):
     args = build_parser().parse_args(argv)
-    try:
-        store = open_store(args.db)
-    except (StoreError, OSError, ValueError) as e:
-        sys.stderr.write("bookings: cannot open %s: %s\n" % (args.db, e))
-        return 1
-    try:
-        Registry(store)  # the terminals of a store (the list goes to each) live there
-        store.schema(bookings.SCHEMA)
-        store.schema(service.OUTBOX_SCHEMA)
-        args.fn(args, store, int(clock()))
-    except (BookingError, StoreError, OSError) as e:
-        sys.stderr.write("bookings: %s\n" % e)
-        return 1
-    finally:
-        store.close()
-    return 0
+    # The terminals of a store (the list goes to each) live in the registry's tables.
+    return cli.on_store("bookings", args, (bookings.SCHEMA, service.OUTBOX_SCHEMA),
+                        (BookingError, OSError), clock, before=Registry)
 
 
 if __name__ == "__main__":

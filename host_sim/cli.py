@@ -50,3 +50,32 @@ def rate(text):
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError("must be within 0..1")
     return v
+
+
+def on_store(name, args, schemas, errors, clock, must_exist=False, before=None):
+    """The main of a service's command line: opens args.db, creates `schemas`, runs
+    args.fn(args, store, now); an error of `errors` is "NAME: message" on stderr and exit 1."""
+    import sys
+
+    from host_sim.store import StoreError, open_store
+
+    if must_exist and db_missing(args.db):
+        sys.stderr.write("%s: no database at %s\n" % (name, args.db))
+        return 1
+    try:
+        store = open_store(args.db)
+    except (StoreError, OSError, ValueError) as e:
+        sys.stderr.write("%s: cannot open %s: %s\n" % (name, args.db, e))
+        return 1
+    try:
+        if before is not None:
+            before(store)
+        for ddl in schemas:
+            store.schema(ddl)
+        return args.fn(args, store, int(clock())) or 0
+    except errors + (StoreError,) as e:
+        sys.stderr.write("%s: %s\n" % (name, e))
+        return 1
+    finally:
+        store.close()
+

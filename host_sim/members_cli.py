@@ -18,10 +18,9 @@ import os
 import sys
 import time
 
-from host_sim import issuance, members, qrsheet, service
+from host_sim import cli, issuance, members, qrsheet, service
 from host_sim.issuance import IssuanceError, Keystore
 from host_sim.members import MemberError
-from host_sim.store import StoreError, open_store
 
 DEFAULT_CODE_VALID_S = 120
 MAX_CODE_VALID_S = 86400
@@ -237,21 +236,8 @@ def build_parser():
 
 def main(argv=None, clock=time.time):
     args = build_parser().parse_args(argv)
-    try:
-        store = open_store(args.db)
-    except (StoreError, OSError, ValueError) as e:
-        sys.stderr.write("members: cannot open %s: %s\n" % (args.db, e))
-        return 1
-    try:
-        store.schema(members.SCHEMA)
-        store.schema(service.OUTBOX_SCHEMA)
-        args.fn(args, store, int(clock()))
-    except (CliError, MemberError, IssuanceError, OSError) as e:
-        sys.stderr.write("members: %s\n" % e)
-        return 1
-    finally:
-        store.close()
-    return 0
+    return cli.on_store("members", args, (members.SCHEMA, service.OUTBOX_SCHEMA),
+                        (CliError, MemberError, IssuanceError, OSError), clock)
 
 
 if __name__ == "__main__":

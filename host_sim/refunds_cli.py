@@ -13,7 +13,6 @@ import time
 
 from host_sim import cli, refunds, service
 from host_sim.refunds import RefundError
-from host_sim.store import StoreError, open_store
 
 
 def _print(obj):
@@ -69,20 +68,9 @@ def run(args, store, now):
 
 def main(argv=None, clock=time.time):
     args = build_parser().parse_args(argv)
-    if cli.db_missing(args.db):
-        sys.stderr.write("host_sim refunds: no database at %s\n" % args.db)
-        return 1
-    try:
-        store = open_store(args.db)
-        try:
-            store.schema(service.OUTBOX_SCHEMA)
-            store.schema(refunds.SCHEMA)
-            return run(args, store, int(clock()))
-        finally:
-            store.close()
-    except (RefundError, StoreError) as e:
-        sys.stderr.write("host_sim refunds: %s\n" % e)
-        return 1
+    args.fn = run
+    return cli.on_store("host_sim refunds", args, (service.OUTBOX_SCHEMA, refunds.SCHEMA),
+                        (RefundError,), clock, must_exist=True)
 
 
 if __name__ == "__main__":
