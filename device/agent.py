@@ -14,6 +14,7 @@ from device.console.commands import Commands, ConsoleView
 from device.console.lines import Console
 from device.counters import Counters
 from device.coupons.verifier import Verifier
+from device.delivery import GroupedDelivery
 from device.downlink import Downlink
 from device.eventlog import EventLog
 from device.host_settings import HostSettings
@@ -37,6 +38,10 @@ from protocol import topics
 
 IO_POLL_S = 0.02
 FORWARD_POLL_S = 0.2
+# Records in flight (sent, not yet answered): SPEC 4's window. The host answers a batch at a
+# time, so the window keeps several batches coming; smaller where RAM is small (each record of
+# the window is held decoded).
+WINDOW = 32 if runtime.MICROPYTHON else 256
 LINK_RETRY_S = 2
 LINK_RETRY_MAX_S = 60
 CONSOLE_LOCK_FILE = "/console_lock.json"
@@ -65,7 +70,7 @@ class Agent:
         self.settings = HostSettings(fs, d, cfg, metrics, log).load()
         self.uplink = Uplink(self.device_id, secret, root, self.counters, clock, metrics)
         self.downlink = Downlink(self.device_id, secret, root, self.counters, metrics, log)
-        self.queue = ChargeQueue(RecordLog(fs, d + "/queue.log"))
+        self.queue = ChargeQueue(RecordLog(fs, d + "/queue.log"), window=WINDOW)
         self.trust = TrustStore(fs, d, [bytes.fromhex(k) for k in cfg["root_keys"]]).open()
         self.verifier = Verifier(self.trust)
         self.roles = Roles(self.settings, Lockout(fs, d + LOCK_FILE, clock).open(), self.queue,
@@ -91,7 +96,10 @@ class Agent:
         self.downlink.on("config", self._on_config, durable=True)
         self.downlink.on_fleet("trustlist", self._on_list("trustlist"))
         self.downlink.on_fleet("revocations", self._on_list("revocations"))
-        self.queue.listen(on_commit=self._queued, on_resolve=self._queued)
+        self.queue.listen(on_commit=self._queued, on_resolve=self._queued, replay=False)
+        self.delivery = GroupedDelivery(self.downlink.receive, self.queue, metrics, log)
+        self._in_flight = 0
+        self._forward_errors = 0
         self.till.add_gate(self._storage_gate)
         self.clerk.add_idle_lines(self._storage_lines)
         for name in services.SERVICES:
@@ -210,9 +218,10 @@ class Agent:
         while self.link is None:
             try:
                 self.link = make_link(self.cfg["broker"], self.device_id, will, self._on_connect,
-                                      self.downlink.receive,
+                                      self.delivery.one,
                                       keepalive=self.cfg["broker"]["keepalive"],
-                                      on_oversized=self.downlink.oversized)
+                                      on_oversized=self.downlink.oversized,
+                                      max_inflight=self.queue.window + 16)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
                 # sell offline, show why on the console, and try again.
@@ -220,6 +229,7 @@ class Agent:
                 self.log("MQTT link not started (retry in %d s): %s" % (delay, e))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LINK_RETRY_MAX_S)
+        self.delivery.attach(self.link)
         self.uplink.link = self.link
         await self.link.run()
 
@@ -236,30 +246,53 @@ class Agent:
             self.counters.flush()
 
     async def _forward_loop(self):
+        q = self.queue
         while True:
             try:
                 await asyncio.wait_for(self._kick.wait(), FORWARD_POLL_S)
             except asyncio.TimeoutError:
                 pass
             self._kick.clear()
-            if not self.uplink.online:
-                continue
-            for rec in self.queue.due(ticks_ms()):
-                mtype, body = self.queue.message(rec)
+            if self.uplink.online:
+                # The window goes out without waiting for each PUBACK: one task per record,
+                # each sealed with its own seq (SPEC 3.1).
+                now = ticks_ms()
+                for rec in q.due(now):
+                    if self._in_flight >= q.window:
+                        break
+                    mtype, body = q.message(rec)
+                    rid = q.id_of(rec)
+                    q.sent(rid, now, crypto.random_bytes(1)[0] / 256)
+                    self._in_flight += 1
+                    asyncio.create_task(self._forward(mtype, body, rid))
+            if q.needs_compaction():
                 try:
-                    await self.uplink.send(mtype, body)
-                except Exception as e:
-                    self.metrics.inc("forward_failed")
-                    self.log("%s not forwarded: %s" % (mtype, e))
-                    break
-                self.queue.sent(self.queue.id_of(rec), ticks_ms(),
-                                crypto.random_bytes(1)[0] / 256)
-            if self.queue.needs_compaction():
-                try:
-                    self.queue.compact(self.clock.now())
+                    q.compact(self.clock.now())
                 except Exception as e:  # out of memory or flash: keep forwarding, retry later
                     self.metrics.inc("compaction_failed")
                     self.log("compaction failed: %s %s" % (type(e).__name__, e))
+            now = ticks_ms()
+            if q.needs_checkpoint(now):
+                try:
+                    q.checkpoint(now)
+                except Exception as e:  # the journal stays the truth: a longer boot, no loss
+                    self.metrics.inc("checkpoint_failed")
+                    self.log("queue checkpoint failed: %s %s" % (type(e).__name__, e))
+
+    async def _forward(self, mtype, body, rid):
+        try:
+            await self.uplink.send(mtype, body)
+            self._forward_errors = 0
+        except Exception as e:
+            self.metrics.inc("forward_failed")
+            self.queue.unsent(rid)  # due again at once (after a reconnect: all of them)
+            if not self._forward_errors:  # one line per outage, not one per record
+                self.log("%s not forwarded: %s" % (mtype, e))
+            self._forward_errors += 1
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == self.queue.window - 1:
+                self._queued()  # room in the window again
 
     async def _io_loop(self):
         last_refresh = 0
@@ -300,6 +333,10 @@ class Agent:
                 self.counters.flush()
             except OSError as e:
                 self.log("counters not saved: %s" % e)
+        try:
+            self.queue.checkpoint()  # the next boot replays nothing
+        except Exception as e:
+            self.log("queue checkpoint not written: %s" % e)
         self.queue.log.close()
         self.peripherals.close()
         runtime.restart(code)

@@ -315,6 +315,9 @@ class Host:
             with self.store.transaction() as tx:
                 for topic, data, arrived in items:
                     self._handle(tx, b, topic, data, arrived)
+                # each terminal's highest accepted seq, written once per batch
+                for dev, seq in b.seqs.items():
+                    self.registry.accept_seq(dev, seq, tx)
                 sealed = self._reserve(tx, [o for o, _ in b.outs])
             # committed: now it may be counted, said and sent (counted first, so whoever sees
             # an answer also sees it in metrics())
@@ -327,15 +330,23 @@ class Host:
                 self._latency.extend(sent)
                 for mtype in b.processed:
                     self._processed[mtype] = self._processed.get(mtype, 0) + 1
-            for line in b.logs:
-                self.log(line)
             for (topic, data, seq), (out, _) in zip(sealed, b.outs, strict=True):
                 self.client.publish(topic, data, qos=1)
                 if out.mtype == "charge_result":
-                    self.log("charge_result -> %s cid=%s %s seq=%d" % (
+                    b.logs.append("charge_result -> %s cid=%s %s seq=%d" % (
                         out.device_id, out.body["cid"].hex(), out.body["st"], seq))
+            self._say(b.logs)
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
+
+    def _say(self, lines):
+        """Log lines, in one write where the log takes several (host_sim serve's)."""
+        many = getattr(self.log, "lines", None)
+        if many is not None:
+            many(lines)
+            return
+        for line in lines:
+            self.log(line)
 
     def _on_timer_error(self, e):
         # A result that could not be sent is sent again when the terminal repeats the charge.
@@ -358,11 +369,15 @@ class Host:
         if kind != "up":
             self._drop(tx, b, dev or NO_DEVICE, envelope.MALFORMED, "unexpected topic " + topic)
             return
-        info = self.registry.lookup(dev, tx)
+        info = b.devices.get(dev)
         if info is None:
-            self._drop(tx, b, dev, UNKNOWN_DEVICE, topic)
-            return
+            info = self.registry.lookup(dev, tx)
+            if info is None:
+                self._drop(tx, b, dev, UNKNOWN_DEVICE, topic)
+                return
+            b.devices[dev] = info
         secret, last_seq, store_id = info
+        last_seq = b.seqs.get(dev, last_seq)
         try:
             payload = envelope.open_envelope(secret, data, dev, mtype)
             seq = payload["seq"]
@@ -378,7 +393,7 @@ class Host:
         handler = self._handlers.get(mtype)
         if handler is None:
             # Authentic and fresh, but nothing here handles the type: record the seq, count it.
-            self.registry.accept_seq(dev, seq, tx)
+            b.seqs[dev] = seq
             self._drop(tx, b, dev, UNKNOWN_TYPE, mtype)
             return
         try:
@@ -388,7 +403,7 @@ class Host:
             return
         handler(tx, b, Msg(dev, store_id, mtype, body, seq, int(self.clock())), arrived)
         # Only a fully handled message moves the device's seq forward (same transaction).
-        self.registry.accept_seq(dev, seq, tx)
+        b.seqs[dev] = seq
         b.processed.append(mtype)
 
     def _handle_state(self, tx, b, dev, data):
@@ -574,6 +589,8 @@ class _Batch:
         self.counts = []
         self.processed = []
         self.later = []
+        self.devices = {}  # device id -> (secret, last_seq, store_id), looked up once
+        self.seqs = {}     # device id -> the highest seq accepted in this batch
 
     def add(self, outs, svc):
         for o in outs or ():

@@ -34,7 +34,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from device.agent import FORWARD_POLL_S
+from device.agent import FORWARD_POLL_S, WINDOW
 from device.sales.queue import RETRY_BASE_MS, ChargeQueue
 from device.sales.sale import charge_body
 from host_sim.procs import stop_process
@@ -378,7 +378,7 @@ def run(n, runtime, limit_s, raw_reps, keep=False):
     work = os.path.join(ROOT, "var", "bench", "drain-%d" % os.getpid())
     os.makedirs(work, exist_ok=True)
     rig = Rig(work, n)
-    out = {"n": n, "runtime": runtime, "window": ChargeQueue(None).window,
+    out = {"n": n, "runtime": runtime, "window": WINDOW,
            "forward_poll_s": FORWARD_POLL_S, "retry_base_s": RETRY_BASE_MS / 1000}
     # the most the forwarder sends if nothing but its poll timer wakes it: a window per poll
     out["poll_cap_per_s"] = round(out["window"] / FORWARD_POLL_S, 2)

@@ -143,12 +143,21 @@ class Ledger:
         """Adds a snapshot's rows: packed bytes (16 per row) or, from format version 1
         journals, [[cti, local, host, exp], ...]."""
         if isinstance(rows, (bytes, bytearray)):
+            if not self._pages or (rows and bytes(rows[:8]) > self._last_key()):
+                # sorted rows above all held (a snapshot's parts, in order): pages as they are
+                for i in range(0, len(rows), SPLIT // 2 * ROW):
+                    self.load_page(rows[i:i + SPLIT // 2 * ROW])
+                return
             for i in range(len(rows) // ROW):
                 key, local, host, exp = struct.unpack_from(_FMT, rows, i * ROW)
                 self._put(key, local, host, exp)
             return
         for cti, local, host, exp in rows:
             self._put(key_of(cti), local, host, exp or 0)
+
+    def _last_key(self):
+        page = self._pages[-1]
+        return bytes(page[len(page) - ROW:len(page) - ROW + 8])
 
     def load_page(self, data):
         """Appends sorted packed rows (a checkpoint's, in order, above every row held)."""

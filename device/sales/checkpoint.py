@@ -8,8 +8,9 @@
 #   meta = {"v": 1, "size", "crc", "kinds": [record names], "n", "m", "k", "next_n", "hs",
 #           "since", "rids": bytes, "waiting": [[rec_off, ans_off]],
 #           "hist": [[rec_off, ans_off, id, bad]]}
-# entries are n pending-index entries (device/sales/pending.py), rows m ledger rows
-# (device/coupons/ledger.py), notices k x (id 16 | rec_off u32 | ans_off u32); crc32 covers
+# entries are the n live pending-index entries (device/sales/pending.py) by pages of 50, each
+# page's 16-byte entries followed by their 4-byte id prefixes; rows are m ledger rows
+# (device/coupons/ledger.py); notices k x (id 16 | rec_off u32 | ans_off u32); crc32 covers
 # every byte before it.
 import binascii
 import struct

@@ -1,22 +1,23 @@
-# The pending records in RAM (docs/formats.md, "Pending index"): one 20-byte entry per record
-# not yet answered, in commit order, in pages of 1 000 bytes (MicroPython never compacts its
-# heap: many small blocks fit where one large one may not). The records themselves stay on
-# flash; an entry says where (journal offset) and what the offline limits weigh (amount, time,
-# kind), plus the first 4 bytes of the record's id, so an answer can find its record with a
-# search in C (bytearray.find) and one read from flash to confirm.
+# The pending records in RAM (docs/formats.md, "Pending index"): one 16-byte entry per record
+# not yet answered, in commit order, in pages of 800 bytes (MicroPython never compacts its
+# heap: many small blocks fit where one large one may not), and the first 4 bytes of each
+# record's id side by side in one array, so an answer (or a commit checking for a duplicate)
+# finds its candidates with one search in C (bytearray.find) and confirms on flash. The records
+# themselves stay on flash; an entry says where (journal offset) and what the offline limits
+# weigh (amount, time, kind).
 #
-#   entry = id4 (4 bytes) | offset u32 | amount u32 | at u32 | kind u8 | live u8 | 2 spare
+#   entry = offset u32 | amount u32 | at u32 | kind u8 | live u8 | 2 spare
 #
 # Entries are numbered from 0 in commit order for the life of the index; answering one clears
 # its `live` byte, and a page whose entries are all answered is dropped from the front.
 import struct
 
-ENTRY = 20
+ENTRY = 16
 PER_PAGE = 50
 PAGE = ENTRY * PER_PAGE
-_FMT = "<4sIIIBB"
-_OFF = 4       # where an entry's offset lies
-_LIVE = 17     # where an entry's live byte lies
+_FMT = "<IIIBB"
+KIND = 12      # where an entry's kind byte lies
+_LIVE = 13     # where an entry's live byte lies
 SALE_CODE = 0  # kind code of sales (the queue registers the sale kind first)
 
 
@@ -30,6 +31,7 @@ def id4(rid):
 class PendingIndex:
     def __init__(self):
         self.pages = []      # bytearray(PAGE) each
+        self.ids = bytearray()  # id4 of every entry of the pages, 4 bytes each
         self.live_in = []    # live entries per page
         self.first = 0       # number of the first entry of pages[0]
         self.end = 0         # number the next entry gets
@@ -48,7 +50,8 @@ class PendingIndex:
             self.pages.append(bytearray(PAGE))
             self.live_in.append(0)
             slot = 0
-        struct.pack_into(_FMT, self.pages[-1], slot * ENTRY, rid4, off, amt, at, kind, 1)
+        struct.pack_into(_FMT, self.pages[-1], slot * ENTRY, off, amt, at, kind, 1)
+        self.ids += rid4
         self.live_in[-1] += 1
         self.end = no + 1
         self.live += 1
@@ -62,7 +65,7 @@ class PendingIndex:
         return self.pages[i // PER_PAGE], (i % PER_PAGE) * ENTRY
 
     def get(self, no):
-        """(id4, offset, amount, at, kind, live) of entry `no`."""
+        """(offset, amount, at, kind, live) of entry `no`."""
         page, j = self._at(no)
         return struct.unpack_from(_FMT, page, j)
 
@@ -74,11 +77,15 @@ class PendingIndex:
 
     def offset(self, no):
         page, j = self._at(no)
-        return struct.unpack_from("<I", page, j + _OFF)[0]
+        return struct.unpack_from("<I", page, j)[0]
 
     def set_offset(self, no, off):
         page, j = self._at(no)
-        struct.pack_into("<I", page, j + _OFF, off)
+        struct.pack_into("<I", page, j, off)
+
+    def kind(self, no):
+        page, j = self._at(no)
+        return page[j + KIND]
 
     def remove(self, no):
         """Marks entry `no` answered; drops leading pages with nothing live."""
@@ -86,7 +93,7 @@ class PendingIndex:
         if page[j + _LIVE] != 1:
             return
         page[j + _LIVE] = 0
-        _, _, amt, _, kind, _ = struct.unpack_from(_FMT, page, j)
+        _, amt, _, kind, _ = struct.unpack_from(_FMT, page, j)
         self.live -= 1
         if kind == SALE_CODE:
             self.sales -= 1
@@ -96,22 +103,33 @@ class PendingIndex:
                 (len(self.pages) > 1 or self.end - self.first >= PER_PAGE):
             self.pages.pop(0)
             self.live_in.pop(0)
+            self.ids[0:PER_PAGE * 4] = b""
             self.first += PER_PAGE
 
-    def numbers(self, most=None):
-        """The live entry numbers in commit order (the first `most` of them)."""
+    def numbers(self, most=None, start=None):
+        """The live entry numbers in commit order (the first `most` of them, from entry number
+        `start` on)."""
         out = []
         no = self.first
-        p = 0
-        for page in self.pages:
-            if self.live_in[p]:
-                for k in range(min(PER_PAGE, self.end - no)):
-                    if page[k * ENTRY + _LIVE] == 1:
-                        out.append(no + k)
-                        if most is not None and len(out) >= most:
-                            return out
-            no += PER_PAGE
-            p += 1
+        if start is not None and start > no:
+            no = start
+        end = self.end
+        while no < end:
+            i = no - self.first
+            p = i // PER_PAGE
+            if not self.live_in[p]:
+                no = self.first + (p + 1) * PER_PAGE
+                continue
+            page = self.pages[p]
+            k = i % PER_PAGE
+            stop = min(PER_PAGE, end - self.first - p * PER_PAGE)
+            while k < stop:
+                if page[k * ENTRY + _LIVE] == 1:
+                    out.append(no)
+                    if most is not None and len(out) >= most:
+                        return out
+                k += 1
+                no += 1
         return out
 
     def oldest_sale_at(self):
@@ -122,8 +140,8 @@ class PendingIndex:
         for page in self.pages:
             for k in range(min(PER_PAGE, self.end - no)):
                 j = k * ENTRY
-                if page[j + _LIVE] == 1 and page[j + 16] == SALE_CODE:
-                    return struct.unpack_from("<I", page, j + 12)[0]
+                if page[j + _LIVE] == 1 and page[j + KIND] == SALE_CODE:
+                    return struct.unpack_from("<I", page, j + 8)[0]
             no += PER_PAGE
         return None
 
@@ -131,40 +149,47 @@ class PendingIndex:
         """Numbers of the live entries of `kind` whose id starts with rid4 (candidates: the
         caller confirms on flash)."""
         out = []
-        no = self.first
-        for page in self.pages:
-            i = page.find(rid4)
-            while i >= 0:
-                if i % ENTRY == 0 and page[i + _LIVE] == 1 and page[i + 16] == kind \
-                        and no + i // ENTRY < self.end:
-                    out.append(no + i // ENTRY)
-                i = page.find(rid4, i + 1)
-            no += PER_PAGE
+        ids = self.ids
+        i = ids.find(rid4)
+        while i >= 0:
+            if i % 4 == 0:
+                no = self.first + i // 4
+                page, j = self._at(no)
+                if page[j + _LIVE] == 1 and page[j + KIND] == kind:
+                    out.append(no)
+            i = ids.find(rid4, i + 1)
         return out
 
     def chunks(self):
-        """The live entries packed (checkpoints): bytes chunks, commit order."""
+        """The live entries packed (checkpoints): (entry, id4) chunks in commit order."""
         no = self.first
         for p in range(len(self.pages)):
             page = self.pages[p]
             n = min(PER_PAGE, self.end - no)
+            base = (no - self.first) * 4
             if self.live_in[p] == n:
                 yield bytes(page[:n * ENTRY])
+                yield bytes(self.ids[base:base + n * 4])
             elif self.live_in[p]:
                 out = bytearray()
+                ids = bytearray()
                 for k in range(n):
                     if page[k * ENTRY + _LIVE] == 1:
                         out += page[k * ENTRY:(k + 1) * ENTRY]
+                        ids += self.ids[base + k * 4:base + k * 4 + 4]
                 yield bytes(out)
+                yield bytes(ids)
             no += PER_PAGE
 
-    def load_page(self, data, n):
+    def load_page(self, data, ids, n):
         """Appends n packed live entries (a checkpoint's) read into `data` (a bytearray of
-        PAGE bytes, n <= PER_PAGE); the index must end on a page boundary or be empty."""
+        PAGE bytes, n <= PER_PAGE) with their id4s; the index must end on a page boundary or
+        be empty."""
         self.pages.append(data)
         self.live_in.append(n)
+        self.ids += ids
         for k in range(n):
-            _, _, amt, _, kind, _ = struct.unpack_from(_FMT, data, k * ENTRY)
+            _, amt, _, kind, _ = struct.unpack_from(_FMT, data, k * ENTRY)
             if kind == SALE_CODE:
                 self.sales += 1
                 self.amount += amt

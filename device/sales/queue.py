@@ -29,7 +29,8 @@ import struct
 from device.coupons.ledger import Ledger
 from device.ports.storage import LOG_MAGIC, StorageError, frame
 from device.sales import checkpoint
-from device.sales.pending import SALE_CODE, PendingIndex, id4
+from device.sales import pending
+from device.sales.pending import PendingIndex, id4
 from device.sales.sale import RECORD_VERSION, charge_body
 from protocol import cbor
 
@@ -39,7 +40,13 @@ SNAP_VERSION = 2       # snap records with packed rows; version 1 (rows as lists
 RETRY_BASE_MS = 5000
 RETRY_CAP_MS = 120000
 RECENT_REDEEMED = 256
-CHECKPOINT_EVERY = 256  # journal records appended between two checkpoints (the boot's tail)
+# A checkpoint is due once CHECKPOINT_EVERY records were appended since the last one (a boot
+# replays at most that tail, plus what came since), at most one per CHECKPOINT_GAP_MS unless
+# CHECKPOINT_MAX records wait: a drain answering thousands of records a minute does not
+# rewrite the index every few of them.
+CHECKPOINT_EVERY = 64
+CHECKPOINT_GAP_MS = 2000
+CHECKPOINT_MAX = 1024
 _NOTICE = 24           # id 16 | rec_off u32 | ans_off u32
 _HDR = 9               # frame header bytes (device/ports/storage.py)
 
@@ -131,9 +138,12 @@ class ChargeQueue:
         self.booted_from = None    # "checkpoint" or "journal": how open() found its state
         self._win = {}             # entry no -> record, for the first `window` pending
         self._win_ids = {}         # id -> entry no of those
+        self._win_rid = {}         # entry no -> id of those
+        self._order = []           # their entry numbers in commit order
         self._retry = {}           # id -> [attempts, due_ms]; not persisted: resend after boot
         self._resolved_since_compact = 0
         self._since_checkpoint = 0
+        self._checkpoint_ms = None
         self._redeemed_ids = []    # ids of recent host redemptions (a replay adds nothing)
         self._listeners = []       # [on_commit, on_resolve, kinds, replay]
         self._opening = False
@@ -198,6 +208,8 @@ class ChargeQueue:
         self.host_seq = 0
         self._win = {}
         self._win_ids = {}
+        self._win_rid = {}
+        self._order = []
         self._resolved_since_compact = 0
         self._redeemed_ids = []
 
@@ -289,6 +301,7 @@ class ChargeQueue:
             rec_off = self.index.offset(no)
             rec = self._win.pop(no, None)
             self._win_ids.pop(rid, None)
+            self._win_rid.pop(no, None)
             self.index.remove(no)
             if rec is None and (not self._opening or not kind.final(answer)):
                 rec = self._read(rec_off)
@@ -335,7 +348,7 @@ class ChargeQueue:
             names.extend(x[2])
         nos = []
         for no in self.index.numbers():
-            if names is None or self._codes[self.index.get(no)[4]].record in names:
+            if names is None or self._codes[self.index.kind(no)].record in names:
                 nos.append(no)
         # waiting and pending records in commit (journal) order
         waiting = sorted((at[0], pair) for pair, at in
@@ -374,13 +387,14 @@ class ChargeQueue:
             self._reset()
             idx = self.index
             left = meta["n"]
-            while left:
-                n = min(left, 50)
-                page = bytearray(1000)
-                rd.take_into(page, n * 20)
+            while left:  # pages of entries, each followed by its id4s
+                n = min(left, pending.PER_PAGE)
+                page = bytearray(pending.PAGE)
+                rd.take_into(page, n * pending.ENTRY)
                 for k in range(n):
-                    page[k * 20 + 16] = codes[page[k * 20 + 16]]
-                idx.load_page(page, n)
+                    j = k * pending.ENTRY + pending.KIND
+                    page[j] = codes[page[j]]
+                idx.load_page(page, rd.take(n * 4), n)
                 left -= n
             left = meta["m"] * 16
             while left:
@@ -417,7 +431,16 @@ class ChargeQueue:
         answer["at"] = rec["at"]
         return answer
 
-    def checkpoint(self):
+    def needs_checkpoint(self, now_ms):
+        """True when the agent's maintenance should write a checkpoint now (never inside a
+        commit: the clerk does not wait for it)."""
+        n = self._since_checkpoint
+        if n < CHECKPOINT_EVERY or self.log.needs_repair():
+            return False
+        last = self._checkpoint_ms
+        return n >= CHECKPOINT_MAX or last is None or now_ms - last >= CHECKPOINT_GAP_MS
+
+    def checkpoint(self, now_ms=0):
         """Writes the checkpoint of the state as it is now (the journal's whole length)."""
         if self.log.needs_repair() or self._group:
             return False
@@ -431,15 +454,11 @@ class ChargeQueue:
         self.log.fs.write_atomic(self.checkpoint_path, checkpoint.chunks(
             meta, (self.index.chunks(), self.ledger.chunks(), (bytes(self._notices),))))
         self._since_checkpoint = 0
+        self._checkpoint_ms = now_ms
         return True
 
     def _wrote(self, n):
         self._since_checkpoint += n
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            try:
-                self.checkpoint()
-            except OSError:
-                pass  # a full disk: the journal is the truth; the next boot replays more
 
     def _take_remap(self):
         """After the log was rewritten without damage, the offsets kept move with it."""
@@ -608,18 +627,27 @@ class ChargeQueue:
     # -- forwarding ---------------------------------------------------------------------------
     def due(self, now_ms):
         """Records to (re)send now: the oldest `window` unanswered whose timer has run out."""
+        win = self._win
+        order = self._order
+        if len(order) != len(win):
+            order = self._order = [no for no in order if no in win]  # drop answered ones
+        if len(order) < self.window:
+            # the window moved on: read the records that entered it
+            start = order[-1] + 1 if order else None
+            new = self.index.numbers(self.window - len(order), start)
+            for no, rec in self._records(new):
+                rid = self.id_of(rec)
+                win[no] = rec
+                self._win_ids[rid] = no
+                self._win_rid[no] = rid
+                order.append(no)
+        retry = self._retry
+        ids = self._win_rid
         out = []
-        nos = self.index.numbers(self.window)
-        missing = [no for no in nos if no not in self._win]
-        if missing:
-            for no, rec in self._records(missing):
-                self._win[no] = rec
-                self._win_ids[self.id_of(rec)] = no
-        for no in nos:
-            rec = self._win[no]
-            r = self._retry.get(self.id_of(rec))
+        for no in order:
+            r = retry.get(ids[no])
             if r is None or now_ms - r[1] >= 0:
-                out.append(rec)
+                out.append(win[no])
         return out
 
     def message(self, rec):
@@ -891,10 +919,10 @@ class ChargeQueue:
         self._history = hist
         self._notice_cache = {}
         self._resolved_since_compact = 0
-        try:
-            self.checkpoint()
-        except OSError:
-            pass
+        # A boot replays the new journal whole until a checkpoint follows: one is due when
+        # that replay would be long (a backlog), not after every compaction of a few records.
+        self._since_checkpoint = 2 * len(keep) + 2 * len(self._waiting_at) + len(nos)
+        self._checkpoint_ms = None
 
     def _snap(self, part, rows, now):
         snap = {"r": "snap", "v": SNAP_VERSION, "part": part, "rows": bytes(rows),
