@@ -41,7 +41,7 @@ FORWARD_POLL_S = 0.2
 # Records in flight (sent, not yet answered): SPEC 4's window. The host answers a batch at a
 # time, so the window keeps several batches coming; smaller where RAM is small (each record of
 # the window is held decoded).
-WINDOW = 32 if runtime.MICROPYTHON else 256
+WINDOW = 16 if runtime.MICROPYTHON else 256
 LINK_RETRY_S = 2
 LINK_RETRY_MAX_S = 60
 CONSOLE_LOCK_FILE = "/console_lock.json"
@@ -106,7 +106,8 @@ class Agent:
             __import__(name, None, None, ["install"]).install(self)
         for kind in self.queue.kinds.values():
             self.downlink.on(kind.answer, self._on_answer(kind.answer))
-        self.queue.open()
+        runtime.settle()
+        self.queue.open()  # the largest state (the pending index) packs in low
         # An answer already on flash was accepted with its seq: a replay of it is stale.
         self.downlink.restore_seq(self.queue.host_seq)
         self._check_journal()
@@ -231,6 +232,7 @@ class Agent:
                 delay = min(delay * 2, LINK_RETRY_MAX_S)
         self.delivery.attach(self.link)
         self.uplink.link = self.link
+        runtime.settle()  # the boot's garbage goes before the link reads
         await self.link.run()
 
     # -- tasks -----------------------------------------------------------------------------------

@@ -102,7 +102,16 @@ def _encode_float(out, x):
 
 
 _INF = float("inf")
-_TEXTS = {}  # short texts already encoded (head + UTF-8)
+_KEYS_MAX = 128
+_KEY_BYTES = {}  # short text map keys already encoded (head + UTF-8)
+
+
+def _text_bytes(s):
+    raw = s.encode("utf-8")
+    out = bytearray()
+    _head(out, 3, len(raw))
+    out += raw
+    return bytes(out)
 
 
 def _encode(out, obj):
@@ -117,22 +126,24 @@ def _encode(out, obj):
     elif t is int:
         _encode_int(out, obj)
     elif t is str:
-        enc = _TEXTS.get(obj)
-        if enc is None:
-            raw = obj.encode("utf-8")
-            enc = bytearray()
-            _head(enc, 3, len(raw))
-            enc += raw
-            if len(raw) <= 16 and len(_TEXTS) < 512:
-                _TEXTS[obj] = enc  # map keys and codes come again and again
-        out += enc
+        raw = obj.encode("utf-8")
+        _head(out, 3, len(raw))
+        out += raw
     elif t is bytes or t is bytearray:
         _head(out, 2, len(obj))
         out += obj
     elif t is dict or isinstance(obj, dict):
         _head(out, 5, len(obj))
         for k, v in obj.items():
-            _encode(out, k)
+            if type(k) is str:
+                enc = _KEY_BYTES.get(k)
+                if enc is None:
+                    enc = _text_bytes(k)
+                    if len(enc) <= 17 and len(_KEY_BYTES) < _KEYS_MAX:
+                        _KEY_BYTES[k] = enc  # map keys: a few names again and again
+                out += enc
+            else:
+                _encode(out, k)
             _encode(out, v)
     elif t is list or t is tuple or isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
@@ -353,7 +364,7 @@ def _item(data, i, end, depth, max_depth):
                 k = _KEYS.get(raw)
                 if k is None:
                     k = _text(raw[1:])
-                    if len(_KEYS) < 512:
+                    if len(_KEYS) < _KEYS_MAX:
                         _KEYS[raw] = k
                 i = j
                 if k in m:

@@ -160,8 +160,9 @@ class Ledger:
         return bytes(page[len(page) - ROW:len(page) - ROW + 8])
 
     def load_page(self, data):
-        """Appends sorted packed rows (a checkpoint's, in order, above every row held)."""
+        """Appends sorted packed rows (a checkpoint's, in order, above every row held); a
+        bytearray is kept as it is."""
         if data:
-            self._pages.append(bytearray(data))
+            self._pages.append(data if type(data) is bytearray else bytearray(data))
             self._firsts.append(bytes(data[:8]))
             self._n += len(data) // ROW

@@ -157,7 +157,8 @@ def frame(payload):
     return bytes([_SYNC]) + n + struct.pack("<I", crc) + payload
 
 
-CHUNK = 4096  # bytes read at a time: the journal is streamed, never read whole
+CHUNK = 1024  # bytes read at a time: the journal is streamed, never read whole (and on
+             # MicroPython a larger block may not be found in a fragmented heap)
 
 
 class _Source:
@@ -174,13 +175,18 @@ class _Source:
     def have(self, pos, n):
         """True when the bytes [pos, pos + n) are there (reading more as needed)."""
         end = pos + n
-        if self.base + len(self.buf) >= end:
+        top = self.base + len(self.buf)
+        if top >= end and pos >= self.base:
             return True
         if self.f is None:
             return False
-        cut = pos - self.base
-        if cut > 0:
-            self.buf = self.buf[cut:]
+        if pos >= top or pos < self.base:
+            # beyond what was read (or behind it): start again there
+            self.f.seek(pos)
+            self.buf = b""
+            self.base = pos
+        elif pos > self.base:
+            self.buf = self.buf[pos - self.base:]
             self.base = pos
         while self.base + len(self.buf) < end:
             more = self.f.read(max(CHUNK, end - self.base - len(self.buf)))
@@ -443,7 +449,7 @@ class RecordLog:
         try:
             f.seek(start)
             while n > 0:
-                chunk = f.read(min(CHUNK * 4, n))
+                chunk = f.read(min(CHUNK, n))
                 if not chunk:
                     raise StorageError("log shorter than expected")
                 n -= len(chunk)

@@ -56,8 +56,8 @@ class Reader:
 
     def take_into(self, buf, n):
         mv = memoryview(buf)[:n]
-        got = 0
-        while got < n:
+        got = self.f.readinto(mv)
+        while got < n:  # a short read: rare, the rest in another piece
             k = self.f.readinto(mv[got:])
             if not k:
                 raise CheckpointError("checkpoint cut short")

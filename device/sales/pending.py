@@ -1,10 +1,11 @@
 # The pending records in RAM (docs/formats.md, "Pending index"): one 16-byte entry per record
-# not yet answered, in commit order, in pages of 800 bytes (MicroPython never compacts its
-# heap: many small blocks fit where one large one may not), and the first 4 bytes of each
-# record's id side by side in one array, so an answer (or a commit checking for a duplicate)
-# finds its candidates with one search in C (bytearray.find) and confirms on flash. The records
-# themselves stay on flash; an entry says where (journal offset) and what the offline limits
-# weigh (amount, time, kind).
+# not yet answered, in commit order, in pages of 800 bytes, and the first 4 bytes of each
+# record's id in a 200-byte page beside it (MicroPython never compacts its heap: many small
+# blocks fit where one large one may not, and nothing here grows in place). An answer (or a
+# commit checking for a duplicate) finds its candidates with a search in C (bytearray.find)
+# per page and confirms on flash; a bit per id prefix (a 4 KiB filter) skips that search for
+# nearly every new id. The records themselves stay on flash; an entry says where (journal
+# offset) and what the offline limits weigh (amount, time, kind).
 #
 #   entry = offset u32 | amount u32 | at u32 | kind u8 | live u8 | 2 spare
 #
@@ -19,6 +20,11 @@ _FMT = "<IIIBB"
 KIND = 12      # where an entry's kind byte lies
 _LIVE = 13     # where an entry's live byte lies
 SALE_CODE = 0  # kind code of sales (the queue registers the sale kind first)
+FILTER_BITS = 32768
+
+
+def _bit(b0, b1):
+    return ((b0 << 8) | b1) & (FILTER_BITS - 1)
 
 
 def id4(rid):
@@ -31,7 +37,9 @@ def id4(rid):
 class PendingIndex:
     def __init__(self):
         self.pages = []      # bytearray(PAGE) each
-        self.ids = bytearray()  # id4 of every entry of the pages, 4 bytes each
+        self.ids = []        # beside each page: bytearray(PER_PAGE * 4), its entries' id4s
+        self._filter = bytearray(FILTER_BITS // 8)  # a bit set for every id4 added
+        self._added = 0      # entries added since the filter was last rebuilt
         self.live_in = []    # live entries per page
         self.first = 0       # number of the first entry of pages[0]
         self.end = 0         # number the next entry gets
@@ -48,10 +56,12 @@ class PendingIndex:
         slot = no - self.first - (len(self.pages) - 1) * PER_PAGE
         if not self.pages or slot >= PER_PAGE:
             self.pages.append(bytearray(PAGE))
+            self.ids.append(bytearray(PER_PAGE * 4))
             self.live_in.append(0)
             slot = 0
         struct.pack_into(_FMT, self.pages[-1], slot * ENTRY, off, amt, at, kind, 1)
-        self.ids += rid4
+        self.ids[-1][slot * 4:slot * 4 + 4] = rid4
+        self._mark(rid4[0], rid4[1])
         self.live_in[-1] += 1
         self.end = no + 1
         self.live += 1
@@ -102,8 +112,8 @@ class PendingIndex:
         while self.pages and self.live_in[0] == 0 and \
                 (len(self.pages) > 1 or self.end - self.first >= PER_PAGE):
             self.pages.pop(0)
+            self.ids.pop(0)
             self.live_in.pop(0)
-            self.ids[0:PER_PAGE * 4] = b""
             self.first += PER_PAGE
 
     def numbers(self, most=None, start=None):
@@ -145,53 +155,81 @@ class PendingIndex:
             no += PER_PAGE
         return None
 
+    def _mark(self, b0, b1):
+        b = _bit(b0, b1)
+        self._filter[b >> 3] |= 1 << (b & 7)
+        self._added += 1
+        if self._added > 4 * (self.live + 1024):
+            self._rebuild_filter()  # answered ids still set their bits: start again
+
+    def _rebuild_filter(self):
+        f = self._filter
+        for i in range(len(f)):
+            f[i] = 0
+        self._added = 0
+        for p in range(len(self.pages)):
+            page = self.pages[p]
+            ids = self.ids[p]
+            for k in range(PER_PAGE):
+                if page[k * ENTRY + _LIVE] == 1:
+                    b = _bit(ids[k * 4], ids[k * 4 + 1])
+                    f[b >> 3] |= 1 << (b & 7)
+                    self._added += 1
+
     def find(self, rid4, kind):
         """Numbers of the live entries of `kind` whose id starts with rid4 (candidates: the
         caller confirms on flash)."""
         out = []
-        ids = self.ids
-        i = ids.find(rid4)
-        while i >= 0:
-            if i % 4 == 0:
-                no = self.first + i // 4
-                page, j = self._at(no)
-                if page[j + _LIVE] == 1 and page[j + KIND] == kind:
-                    out.append(no)
-            i = ids.find(rid4, i + 1)
+        b = _bit(rid4[0], rid4[1])
+        if not self._filter[b >> 3] & (1 << (b & 7)):
+            return out
+        no = self.first
+        for p in range(len(self.pages)):
+            ids = self.ids[p]
+            i = ids.find(rid4)
+            while i >= 0:
+                if i % 4 == 0:
+                    j = (i // 4) * ENTRY
+                    page = self.pages[p]
+                    if page[j + _LIVE] == 1 and page[j + KIND] == kind:
+                        out.append(no + i // 4)
+                i = ids.find(rid4, i + 1)
+            no += PER_PAGE
         return out
 
     def chunks(self):
-        """The live entries packed (checkpoints): (entry, id4) chunks in commit order."""
+        """The live entries packed (checkpoints): per page, its entries then their id4s."""
         no = self.first
         for p in range(len(self.pages)):
             page = self.pages[p]
+            ids = self.ids[p]
             n = min(PER_PAGE, self.end - no)
-            base = (no - self.first) * 4
             if self.live_in[p] == n:
                 yield bytes(page[:n * ENTRY])
-                yield bytes(self.ids[base:base + n * 4])
+                yield bytes(ids[:n * 4])
             elif self.live_in[p]:
                 out = bytearray()
-                ids = bytearray()
+                out_ids = bytearray()
                 for k in range(n):
                     if page[k * ENTRY + _LIVE] == 1:
                         out += page[k * ENTRY:(k + 1) * ENTRY]
-                        ids += self.ids[base + k * 4:base + k * 4 + 4]
+                        out_ids += ids[k * 4:k * 4 + 4]
                 yield bytes(out)
-                yield bytes(ids)
+                yield bytes(out_ids)
             no += PER_PAGE
 
     def load_page(self, data, ids, n):
-        """Appends n packed live entries (a checkpoint's) read into `data` (a bytearray of
-        PAGE bytes, n <= PER_PAGE) with their id4s; the index must end on a page boundary or
-        be empty."""
+        """Appends n packed live entries (a checkpoint's) read into `data` and `ids`
+        (bytearrays of PAGE and PER_PAGE * 4 bytes, n <= PER_PAGE); the index must end on a
+        page boundary or be empty."""
         self.pages.append(data)
+        self.ids.append(ids)
         self.live_in.append(n)
-        self.ids += ids
         for k in range(n):
             _, amt, _, kind, _ = struct.unpack_from(_FMT, data, k * ENTRY)
             if kind == SALE_CODE:
                 self.sales += 1
                 self.amount += amt
+            self._mark(ids[k * 4], ids[k * 4 + 1])
         self.live += n
         self.end = self.first + (len(self.pages) - 1) * PER_PAGE + n

@@ -34,8 +34,9 @@ from device.sales.pending import PendingIndex, id4
 from device.sales.sale import RECORD_VERSION, charge_body
 from protocol import cbor
 
-# Ledger rows per snapshot record: keeps each record far below storage.MAX_RECORD.
-SNAP_ROWS = 500
+# Ledger rows per snapshot record: 960 bytes of packed rows, a record small enough to be made
+# and read back in a fragmented heap (MicroPython).
+SNAP_ROWS = 60
 SNAP_VERSION = 2       # snap records with packed rows; version 1 (rows as lists) still read
 RETRY_BASE_MS = 5000
 RETRY_CAP_MS = 120000
@@ -385,22 +386,29 @@ class ChargeQueue:
             if self.log.prefix_crc(meta["size"]) != meta["crc"]:
                 raise checkpoint.CheckpointError("the journal is not the one checkpointed")
             self._reset()
+            # Every page is allocated first, back to back, then filled: on MicroPython,
+            # long-lived blocks made between short-lived ones would leave the heap in holes.
             idx = self.index
-            left = meta["n"]
-            while left:  # pages of entries, each followed by its id4s
-                n = min(left, pending.PER_PAGE)
-                page = bytearray(pending.PAGE)
+            n_all = meta["n"]
+            per = pending.PER_PAGE
+            pages = [(bytearray(pending.PAGE), bytearray(per * 4))
+                     for _ in range((n_all + per - 1) // per)]
+            rows = meta["m"] * 16
+            lpages = [bytearray(min(1024, rows - i)) for i in range(0, rows, 1024)]
+            for i in range(len(pages)):  # pages of entries, each followed by its id4s
+                n = min(n_all - i * per, per)
+                page, ids = pages[i]
                 rd.take_into(page, n * pending.ENTRY)
                 for k in range(n):
                     j = k * pending.ENTRY + pending.KIND
                     page[j] = codes[page[j]]
-                idx.load_page(page, rd.take(n * 4), n)
-                left -= n
-            left = meta["m"] * 16
-            while left:
-                n = min(left, 1024)
-                self.ledger.load_page(rd.take(n))
-                left -= n
+                rd.take_into(ids, n * 4)
+                idx.load_page(page, ids, n)
+            del pages
+            for lp in lpages:
+                rd.take_into(lp, len(lp))
+                self.ledger.load_page(lp)
+            del lpages
             self._notices = bytearray(rd.take(meta["k"] * _NOTICE))
             rd.finish()
             self.next_n = meta["next_n"]

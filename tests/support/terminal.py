@@ -82,18 +82,18 @@ class Pty:
                 pass
 
 
-def runtime_cmd(runtime, root):
+def runtime_cmd(runtime, root, heap="4M"):
     if runtime == "micropython":
         mp = os.path.join(os.path.dirname(sys.executable), "micropython")
-        return [mp, "-X", "heapsize=4M"], dict(os.environ, MICROPYPATH=root + ":.frozen")
+        return [mp, "-X", "heapsize=" + heap], dict(os.environ, MICROPYPATH=os.environ.get("XMPY", root) + ":.frozen")
     return [sys.executable, "-u"], dict(os.environ, PYTHONPATH=root)
 
 
 class DeviceProcess:
     """`python -m device run --config F` (or micropython) as a child process, logged to a file."""
 
-    def __init__(self, runtime, config_path, root, log_path, args=None):
-        cmd, env = runtime_cmd(runtime, root)
+    def __init__(self, runtime, config_path, root, log_path, args=None, heap="4M"):
+        cmd, env = runtime_cmd(runtime, root, heap)
         self.log_path = str(log_path)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd + ["-m", "device"] + (args or ["run", "--config",
