@@ -116,6 +116,14 @@ class PendingView:
         nos = self._q.index.numbers()
         return self._q._record(nos[i])
 
+    def __eq__(self, other):
+        if isinstance(other, PendingView):
+            other = list(other)
+        return isinstance(other, (list, tuple)) and list(self) == list(other)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
 
 class ChargeQueue:
     def __init__(self, log, window=4, retention=50):

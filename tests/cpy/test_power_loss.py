@@ -44,11 +44,34 @@ class Host:
         return self.results[cid]
 
 
-def _open(fs):
-    return ChargeQueue(RecordLog(fs, "q.log"), window=3, retention=4).open()
+def _open(fs, window=3):
+    return ChargeQueue(RecordLog(fs, "q.log"), window=window, retention=4).open()
 
 
-def run_harness(seed, cuts):
+def _state(q):
+    """What a boot must rebuild the same way from a checkpoint or from the whole journal."""
+    return {"pending": [r["cid"] for r in q.pending], "unacked": sorted(q.unacked),
+            "totals": q.totals(), "next_n": q.next_n, "host_seq": q.host_seq,
+            "waiting": [p[0]["cid"] for p in q.waiting],
+            "ledger": sorted((cti, q.ledger.uses(cti)) for cti in _CTIS),
+            "due": [r["cid"] for r in q.due(0)]}
+
+
+_CTIS = [b"c%d" % i for i in range(31)] + [b"h%d" % i for i in range(6)]
+
+
+def _replayed(fs, window):
+    """The queue opened by a full replay of the journal (no checkpoint), on a copy of flash."""
+    copy = FlashModelFS(0)
+    copy.files = dict(fs.files)
+    copy.files.pop("q.ckp", None)
+    return _open(copy, window)
+
+
+def run_harness(seed, cuts, window=3, grouped=False, checkpoints=False):
+    """grouped: results applied in groups (one append for several, as the agent delivers a
+    read's answers); checkpoints: a checkpoint after every 2 records (the agent writes one
+    after 64), and every boot from it checked against a full replay of the journal."""
     rng = random.Random(seed)
     fs = FlashModelFS(seed)
     host = Host(rng)
@@ -62,7 +85,9 @@ def run_harness(seed, cuts):
     rounds = 0
     while fs.cuts < cuts:
         rounds += 1
-        q = _open(fs)
+        q = _open(fs, window)
+        if checkpoints:
+            assert _state(q) == _state(_replayed(fs, window)), "checkpoint and journal differ"
         seen = {r["cid"]: r for r in q.pending}
         seen.update({p[0]["cid"]: p[0] for p in q.resolved})
         assert len(seen) == len(q.pending) + len(q.resolved), "a cid twice in the journal"
@@ -102,12 +127,19 @@ def run_harness(seed, cuts):
                     confirmed.add(cid)
                     durable[cid] = rec
                 elif op < 0.7:
+                    group = grouped and rng.random() < 0.7
+                    answered = []
+                    if group:
+                        q.begin_group()
                     for rec in q.due(now * 1000):
                         result = host.charge(charge_body(rec))
                         q.sent(rec["cid"], now * 1000, rng.random())
                         if rng.random() < 0.8:  # some results are lost in transit
                             if q.on_result(result, now) is not None:
-                                resolved_ok.add(rec["cid"])
+                                answered.append(rec["cid"])
+                    if group:
+                        q.end_group()  # one append: only now are they on flash
+                    resolved_ok.update(answered)
                 elif op < 0.8:
                     q.compact(now)
                 elif op < 0.9:
@@ -119,12 +151,14 @@ def run_harness(seed, cuts):
                     q.acknowledge(q.unacked[0], "sup", now)
                 else:
                     q.link_up()
+                if checkpoints and q.needs_checkpoint(now * 1000):
+                    q.checkpoint(now * 1000)
         except PowerCut:
             pass
         fs.reboot()
 
     # Drain: with the power steady everything confirmed reaches the host exactly once.
-    q = _open(fs)
+    q = _open(fs, window)
     for _ in range(1000):
         if not q.pending:
             break
@@ -147,6 +181,18 @@ def test_thousand_power_cuts_lose_nothing_and_apply_nothing_twice():
 def test_other_seeds():
     for seed in (1, 2, 3):
         run_harness(seed=seed, cuts=150)
+
+
+def test_power_cuts_with_the_window_groups_and_checkpoints_at_their_largest(monkeypatch):
+    # Issue 14: the agent's window (256 records in flight), answers applied in groups and the
+    # boot from a checkpoint; checkpoints every 2 records so that cuts land in them too.
+    import device.sales.queue as queue_mod
+    monkeypatch.setattr(queue_mod, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(queue_mod, "CHECKPOINT_GAP_MS", 0)
+    for seed in (20261204, 7):
+        cuts, rounds, sales = run_harness(seed=seed, cuts=500, window=256, grouped=True,
+                                          checkpoints=True)
+        assert cuts >= 500 and sales > 200
 
 
 class QueueModel(RuleBasedStateMachine):

@@ -32,7 +32,7 @@ def code_heap():
     """Bytes of heap the agent's imported code takes on the unix port."""
     mp = os.path.join(os.path.dirname(sys.executable), "micropython")
     out = subprocess.run([mp, "-X", "heapsize=4M", "tests/mp_code_heap.py"], cwd=ROOT,
-                         env=dict(os.environ, MICROPYPATH=os.environ.get("XMPY", ROOT) + ":.frozen"),
+                         env=dict(os.environ, MICROPYPATH=ROOT + ":.frozen"),
                          capture_output=True, timeout=60, check=True)
     return json.loads(out.stdout.decode().strip().splitlines()[-1])["code_heap"]
 

@@ -85,7 +85,7 @@ class Pty:
 def runtime_cmd(runtime, root, heap="4M"):
     if runtime == "micropython":
         mp = os.path.join(os.path.dirname(sys.executable), "micropython")
-        return [mp, "-X", "heapsize=" + heap], dict(os.environ, MICROPYPATH=os.environ.get("XMPY", root) + ":.frozen")
+        return [mp, "-X", "heapsize=" + heap], dict(os.environ, MICROPYPATH=root + ":.frozen")
     return [sys.executable, "-u"], dict(os.environ, PYTHONPATH=root)
 
 
