@@ -23,8 +23,8 @@ _Y_MASK = (1 << 255) - 1
 
 # Comb geometry: TEETH * SPACING >= 254 bits (scalars go up to s + L < 2^254); the table holds
 # 2^(TEETH-1) points. 7 teeth: 64 points, packed as three columns (y+x, y-x, 2dxy) of two
-# 1 KiB byte strings each, 6 KiB per table (as a list of ints it took 13.9 KB on the unix port); 8 teeth would save ~10%
-# of a verify for twice the memory.
+# 1 KiB byte strings each, 6 KiB per table (as a list of ints it took 13.9 KB on the unix
+# port); 8 teeth would save ~10% of a verify for twice the memory.
 TEETH = comb.TEETH
 SPACING = comb.SPACING
 _HALF = comb.HALF

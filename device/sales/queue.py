@@ -28,8 +28,7 @@ import struct
 
 from device.coupons.ledger import Ledger
 from device.ports.storage import LOG_MAGIC, StorageError, frame
-from device.sales import checkpoint
-from device.sales import pending
+from device.sales import checkpoint, pending
 from device.sales.pending import PendingIndex, id4
 from device.sales.sale import RECORD_VERSION, charge_body
 from protocol import cbor
@@ -107,7 +106,7 @@ class PendingView:
 
     def __iter__(self):
         q = self._q
-        for no, rec in q._records(q.index.numbers()):
+        for _, rec in q._records(q.index.numbers()):
             yield rec
 
     def __getitem__(self, i):
@@ -930,8 +929,8 @@ class ChargeQueue:
         for i in range(0, len(n), _NOTICE):
             rec_off, ans_off = struct.unpack_from("<II", n, i + 16)
             struct.pack_into("<II", n, i + 16, moved[rec_off], moved[ans_off])
-        for no, off in zip(nos, new_pending):
-            self.index.set_offset(no, off)
+        for i in range(len(nos)):
+            self.index.set_offset(nos[i], new_pending[i])
         self._history = hist
         self._notice_cache = {}
         self._resolved_since_compact = 0

@@ -106,7 +106,8 @@ def _wait(t, pred, timeout):
             if pred(st):
                 return st
             link = st.get("link") or {}
-            if "MemoryError" in str(link.get("last_error")) and link.get("connect_failures", 0) >= 3:
+            if "MemoryError" in str(link.get("last_error")) and \
+                    link.get("connect_failures", 0) >= 3:
                 raise OutOfMemory(link["last_error"])
         if t.proc is None or not t.proc.alive():
             raise OutOfMemory("the terminal exited")
