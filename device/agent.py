@@ -368,3 +368,7 @@ class Agent:
                 self.counters.flush()
             except OSError as e:
                 self.log("counters not saved: %s" % e)
+            try:
+                self.queue.checkpoint(ticks_ms())  # the next boot replays nothing
+            except Exception as e:
+                self.log("queue checkpoint not written: %s" % e)

@@ -37,7 +37,7 @@ class Runs:
             t0 = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="heap-") as d:
                 r = heap_rig.run(pathlib.Path(d), self.broker, kib * 1024, self.pending,
-                                 self.code)
+                                 self.code, device_id="T-H%d" % len(self.done))
             tail = r.pop("log_tail", "")
             r["s"] = round(time.monotonic() - t0, 1)
             if not all(r["steps"].values()):

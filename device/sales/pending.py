@@ -116,6 +116,20 @@ class PendingIndex:
             self.live_in.pop(0)
             self.first += PER_PAGE
 
+    def each(self, start=None):
+        """The live entry numbers in commit order, one at a time (no list: a long queue's
+        would be a large block)."""
+        no = self.first if start is None or start < self.first else start
+        while no < self.end:
+            p = (no - self.first) // PER_PAGE
+            if not self.live_in[p]:
+                no = self.first + (p + 1) * PER_PAGE
+                continue
+            page = self.pages[p]
+            if page[((no - self.first) % PER_PAGE) * ENTRY + _LIVE] == 1:
+                yield no
+            no += 1
+
     def numbers(self, most=None, start=None):
         """The live entry numbers in commit order (the first `most` of them, from entry number
         `start` on)."""

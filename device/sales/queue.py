@@ -106,7 +106,7 @@ class PendingView:
 
     def __iter__(self):
         q = self._q
-        for _, rec in q._records(q.index.numbers()):
+        for _, rec in q._records(q.index.each()):
             yield rec
 
     def __getitem__(self, i):
@@ -354,10 +354,9 @@ class ChargeQueue:
                 names = None
                 break
             names.extend(x[2])
-        nos = []
-        for no in self.index.numbers():
-            if names is None or self._codes[self.index.kind(no)].record in names:
-                nos.append(no)
+        idx = self.index
+        nos = (no for no in idx.each()
+               if names is None or self._codes[idx.kind(no)].record in names)
         # waiting and pending records in commit (journal) order
         waiting = sorted((at[0], pair) for pair, at in
                          [(p, self._waiting_at[self.id_of(p[0])]) for p in self.waiting])
@@ -483,7 +482,7 @@ class ChargeQueue:
         self.log.remap = None
         new = remap.new_offset
         idx = self.index
-        for no in idx.numbers():
+        for no in idx.each():
             idx.set_offset(no, new(idx.offset(no)))
         for h in self._history:
             h[0], h[1] = new(h[0]), new(h[1])
@@ -875,9 +874,8 @@ class ChargeQueue:
                 older.append([rec_off, ans_off, bytes(n[i:i + 16]), True])
         keep = older + hist
         unacked = self.unacked
-        nos = self.index.numbers()
         moved = {}        # old offset -> new offset (history, notices, waiting)
-        new_pending = []  # new offsets of the pending records, in order
+        region = [0, 0]   # where the pending records start in the new journal, how many
         log = self.log
 
         def image():
@@ -904,8 +902,9 @@ class ChargeQueue:
             for w in self._waiting_at.values():
                 yield copy(w[0])
                 yield copy(w[1])
-            for _, rec in self._records_raw(nos):
-                new_pending.append(at[0])
+            region[0] = at[0]
+            for _, rec in self._records_raw(self.index.each()):
+                region[1] += 1
                 at[0] += len(rec)
                 yield rec
             part = 0
@@ -929,14 +928,22 @@ class ChargeQueue:
         for i in range(0, len(n), _NOTICE):
             rec_off, ans_off = struct.unpack_from("<II", n, i + 16)
             struct.pack_into("<II", n, i + 16, moved[rec_off], moved[ans_off])
-        for i in range(len(nos)):
-            self.index.set_offset(nos[i], new_pending[i])
+        # the pending records lie back to back from region[0] on, in index order: their new
+        # offsets come from reading the frame headers there (no list of them in RAM)
+        reader = log.reader()
+        try:
+            off = region[0]
+            for no in self.index.each():
+                self.index.set_offset(no, off)
+                off += len(reader.frame(off))
+        finally:
+            reader.close()
         self._history = hist
         self._notice_cache = {}
         self._resolved_since_compact = 0
         # A boot replays the new journal whole until a checkpoint follows: one is due when
         # that replay would be long (a backlog), not after every compaction of a few records.
-        self._since_checkpoint = 2 * len(keep) + 2 * len(self._waiting_at) + len(nos)
+        self._since_checkpoint = 2 * len(keep) + 2 * len(self._waiting_at) + region[1]
         self._checkpoint_ms = None
 
     def _snap(self, part, rows, now):

@@ -70,7 +70,6 @@ class Broker:
             "max_queued_messages 0",
             # no ~40 ms stall of a PUBLISH behind a PUBACK (PLATFORM_NOTES 2026-12-02)
             "set_tcp_nodelay true",
-            "max_inflight_messages 1000",
             "message_size_limit %d" % self.message_size_limit,
             "persistence false",
             "log_dest file " + self.log_path,

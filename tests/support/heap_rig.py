@@ -52,10 +52,11 @@ def offline_journal(data_dir, n, now):
     q.log.close()
 
 
-def run(tmp_path, broker, data_heap, pending=PENDING, code=None):
+def run(tmp_path, broker, data_heap, pending=PENDING, code=None, device_id="T-H"):
     """The day at `data_heap` bytes of data heap: {"steps": {step: ok}, "heap": {step: the
     status' heap after it}, "heapsize": the -X heapsize used, "code_heap"}. Stops at the first
-    step that fails."""
+    step that fails. Runs on one broker need their own device_id (its persistent session
+    keeps what an earlier run left queued)."""
     code = code_heap() if code is None else code
     heapsize = code + data_heap
     out = {"steps": {s: False for s in STEPS}, "heap": {}, "heapsize": heapsize,
@@ -66,7 +67,7 @@ def run(tmp_path, broker, data_heap, pending=PENDING, code=None):
         token = shop.ks.create_campaign("TEN-OFF", "10 off", "amt", 1000, cur=CUR,
                                         iss=MERCHANT, quantity=1)[0]
         shop.publish()
-        t = shop.terminal("T-H", "micropython", start=False, limits=dict(LIMITS))
+        t = shop.terminal(device_id, "micropython", start=False, limits=dict(LIMITS))
         t.mp_heap = "%dK" % ((heapsize + 1023) // 1024)
         offline_journal(t.data_dir, pending, int(time.time()))
         out["steps"]["boot"] = _step(out, t, "boot", lambda: (
@@ -85,10 +86,10 @@ def run(tmp_path, broker, data_heap, pending=PENDING, code=None):
         shop.start_host()
         out["steps"]["drain"] = _step(out, t, "drain", lambda: _wait(
             t, lambda s: s["queue"]["pending"] == 0, 300)) and \
-            len(shop.charges("T-H")) == pending + 1
+            len(shop.charges(device_id)) == pending + 1
         return out
     finally:
-        out["log_tail"] = _tail(tmp_path / "T-H.log")
+        out["log_tail"] = _tail(tmp_path / (device_id + ".log"))
         shop.close()
 
 
