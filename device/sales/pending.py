@@ -212,25 +212,29 @@ class PendingIndex:
         return out
 
     def chunks(self):
-        """The live entries packed (checkpoints): per page, its entries then their id4s."""
+        """The live entries packed (checkpoints), regrouped into pages of PER_PAGE (the last
+        one short): each page's entries, then their id4s."""
+        out = bytearray()
+        out_ids = bytearray()
         no = self.first
         for p in range(len(self.pages)):
             page = self.pages[p]
             ids = self.ids[p]
             n = min(PER_PAGE, self.end - no)
-            if self.live_in[p] == n:
-                yield bytes(page[:n * ENTRY])
-                yield bytes(ids[:n * 4])
-            elif self.live_in[p]:
-                out = bytearray()
-                out_ids = bytearray()
+            if self.live_in[p]:
                 for k in range(n):
                     if page[k * ENTRY + _LIVE] == 1:
                         out += page[k * ENTRY:(k + 1) * ENTRY]
                         out_ids += ids[k * 4:k * 4 + 4]
-                yield bytes(out)
-                yield bytes(out_ids)
+                        if len(out_ids) == PER_PAGE * 4:
+                            yield bytes(out)
+                            yield bytes(out_ids)
+                            out = bytearray()
+                            out_ids = bytearray()
             no += PER_PAGE
+        if out_ids:
+            yield bytes(out)
+            yield bytes(out_ids)
 
     def load_page(self, data, ids, n):
         """Appends n packed live entries (a checkpoint's) read into `data` and `ids`

@@ -83,11 +83,13 @@ def run_harness(seed, cuts, window=3, grouped=False, checkpoints=False):
     n_cid = 0
     now = 1000
     rounds = 0
+    from_checkpoint = 0
     while fs.cuts < cuts:
         rounds += 1
         q = _open(fs, window)
         if checkpoints:
             assert _state(q) == _state(_replayed(fs, window)), "checkpoint and journal differ"
+            from_checkpoint += q.booted_from == "checkpoint"
         seen = {r["cid"]: r for r in q.pending}
         seen.update({p[0]["cid"]: p[0] for p in q.resolved})
         assert len(seen) == len(q.pending) + len(q.resolved), "a cid twice in the journal"
@@ -170,6 +172,10 @@ def run_harness(seed, cuts, window=3, grouped=False, checkpoints=False):
     assert confirmed <= set(host.results)
     assert set(host.results) <= set(durable)
     assert all(n == 1 for n in host.applied.values())
+    if checkpoints:
+        # most boots found a checkpoint they could use (the rest: one cut while it was
+        # written, or a compaction since)
+        assert from_checkpoint > rounds // 2, (from_checkpoint, rounds)
     return fs.cuts, rounds, len(confirmed)
 
 
