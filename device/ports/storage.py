@@ -152,9 +152,9 @@ def frame(payload):
     if len(payload) > MAX_RECORD:
         # Recovery would take it for damage and skip it: refuse it before it reaches flash.
         raise StorageError("record of %d bytes over the %d limit" % (len(payload), MAX_RECORD))
-    n = struct.pack("<I", len(payload))
-    crc = binascii.crc32(n + payload) & 0xFFFFFFFF
-    return bytes([_SYNC]) + n + struct.pack("<I", crc) + payload
+    n = len(payload)
+    crc = binascii.crc32(payload, binascii.crc32(struct.pack("<I", n))) & 0xFFFFFFFF
+    return struct.pack("<BII", _SYNC, n, crc) + payload
 
 
 CHUNK = 1024  # bytes read at a time: the journal is streamed, never read whole (and on
@@ -494,7 +494,7 @@ class RecordLog:
         """Appends the records (a list of bytes) with a single sync; durable on return.
         Returns the offset of the first one (a repair still due is written first: check
         `remap` afterwards)."""
-        data = b"".join([frame(p) for p in payloads])
+        data = frame(payloads[0]) if len(payloads) == 1 else b"".join([frame(p) for p in payloads])
         if self._repair is not None:
             fresh, runs = self._repair
             if not self._rewrite(fresh, runs, None):

@@ -570,8 +570,15 @@ class ChargeQueue:
         they were answered (read from flash: tests and tools; the agent keeps only offsets)."""
         recs = {}
         out = []
+        pend = self.index.each()  # the pending records' frames are skipped, not decoded
+        nxt = [self._next_offset(pend)]
 
         def look(off, raw):
+            while nxt[0] is not None and nxt[0] < off:
+                nxt[0] = self._next_offset(pend)
+            if nxt[0] == off:
+                nxt[0] = self._next_offset(pend)
+                return
             try:
                 rec = cbor.loads(raw)
             except ValueError:
@@ -594,6 +601,11 @@ class ChargeQueue:
 
         self.log.each(look)
         return out
+
+    def _next_offset(self, nos):
+        for no in nos:
+            return self.index.offset(no)
+        return None
 
     def history(self):
         """[(kind, rec, answer)] of the last `retention` answered records, oldest first."""
