@@ -144,7 +144,19 @@ def _encode(out, obj):
                 out += enc
             else:
                 _encode(out, k)
-            _encode(out, v)
+            # the common values in place (a record is mostly small ints, short texts, ids)
+            tv = type(v)
+            if tv is int and 0 <= v < 24:
+                out.append(v)
+            elif tv is bytes and len(v) < 24:
+                out.append(0x40 | len(v))
+                out += v
+            elif tv is str:
+                raw = v.encode("utf-8")
+                _head(out, 3, len(raw))
+                out += raw
+            else:
+                _encode(out, v)
     elif t is list or t is tuple or isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for v in obj:

@@ -426,9 +426,10 @@ def queue_rows(r):
                              "boot with 100 pending, no history %s" % _ms(base["open_ms"]),
                              "%.2f" % (c["open_ms"] / base["open_ms"])))
             else:
+                ratio = c["open_vs_read"]
                 rows.append(("%s boot: %s" % (name, label), value,
                              "raw read of the %s file %s" % (_kb(c["bytes"]), _ms(c["read_ms"])),
-                             "%.0f" % c["open_vs_read"]))
+                             "%.2f" % ratio if ratio < 10 else "%.0f" % ratio))
     return rows
 
 
