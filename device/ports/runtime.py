@@ -46,11 +46,11 @@ def settle():
     if MICROPYTHON:
         import gc
         gc.collect()
-        # collect after every eighth of the heap allocated, not only when the heap is full: the
+        # collect after every 16th of the heap allocated, not only when the heap is full: the
         # allocation front then stays low and what lives long is not scattered over the top
         # (each collection scans the heap: more often than that costs a drain more than half
         # its speed on the unix port)
         gc.threshold((gc.mem_free() + gc.mem_alloc()) // GC_SHARE)
 
 
-GC_SHARE = 8
+GC_SHARE = 16
