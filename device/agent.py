@@ -273,6 +273,7 @@ class Agent:
                 except Exception as e:  # out of memory or flash: keep forwarding, retry later
                     self.metrics.inc("compaction_failed")
                     self.log("compaction failed: %s %s" % (type(e).__name__, e))
+            q.tidy()
             now = ticks_ms()
             if q.needs_checkpoint(now):
                 try:

@@ -26,14 +26,30 @@ def key_of(cti):
     return hashlib.sha256(bytes(cti)).digest()[:8]
 
 
+RECENT_MAX = 64      # uses noted but not yet merged into the rows
+
+
 class Ledger:
     def __init__(self):
         self._pages = []   # bytearrays of sorted rows
         self._firsts = []  # first key of each page
         self._n = 0
+        # key -> [local, host, exp]: what a sale adds is noted here (a dict insert: the clerk's
+        # commit does not wait for the sorted insert) and merged into the rows by merge(),
+        # which the agent's maintenance calls, or when RECENT_MAX are waiting
+        self._recent = {}
 
     def __len__(self):
+        self.merge()
         return self._n
+
+    def merge(self):
+        """Moves the uses noted lately into the sorted rows."""
+        if self._recent:
+            recent = self._recent
+            self._recent = {}
+            for key, (local, host, exp) in recent.items():
+                self._put(key, local, host, exp)
 
     def _locate(self, key):
         """(page index, row index, found); an insert goes before that row."""
@@ -68,8 +84,11 @@ class Ledger:
         return struct.unpack_from(_FMT, self._pages[p], i * ROW)
 
     def uses(self, cti):
-        row = self._get(key_of(cti))
-        return 0 if row is None else row[1] + row[2]
+        key = key_of(cti)
+        row = self._get(key)
+        n = 0 if row is None else row[1] + row[2]
+        more = self._recent.get(key)
+        return n if more is None else n + more[0] + more[1]
 
     def _put(self, key, local, host, exp):
         """Adds local and host uses to a row (made when missing); exp raised, never lowered
@@ -100,16 +119,27 @@ class Ledger:
         self._n += 1
 
     def add_local(self, cti, exp, n=1):
-        self._put(key_of(cti), n, 0, exp or 0)
+        key = key_of(cti)
+        e = self._recent.get(key)
+        if e is None:
+            if len(self._recent) >= RECENT_MAX:
+                self.merge()
+            self._recent[key] = [n, 0, exp or 0]
+        else:
+            e[0] += n
+            if exp and exp > e[2]:
+                e[2] = exp
 
     def add_host(self, cti, now):
         """A redemption the host saw at another terminal of the store."""
+        self.merge()
         key = key_of(cti)
         row = self._get(key)
         self._put(key, 0, 1, now + UNKNOWN_EXP_KEEP_S if row is None or not row[3] else 0)
 
     def prune(self, now):
         """Forgets coupons that have expired (exp is exclusive): they can never verify again."""
+        self.merge()
         dead = 0
         pages = []
         for page in self._pages:
@@ -129,6 +159,7 @@ class Ledger:
 
     def chunks(self):
         """The rows, sorted, as bytes chunks (snapshots and checkpoints)."""
+        self.merge()
         for page in self._pages:
             yield bytes(page)
 
@@ -137,11 +168,13 @@ class Ledger:
         self._pages = []
         self._firsts = []
         self._n = 0
+        self._recent = {}
         self.add_rows(rows)
 
     def add_rows(self, rows):
         """Adds a snapshot's rows: packed bytes (16 per row) or, from format version 1
         journals, [[cti, local, host, exp], ...]."""
+        self.merge()
         if isinstance(rows, (bytes, bytearray)):
             if not self._pages or (rows and bytes(rows[:8]) > self._last_key()):
                 # sorted rows above all held (a snapshot's parts, in order): pages as they are
@@ -162,6 +195,7 @@ class Ledger:
     def load_page(self, data):
         """Appends sorted packed rows (a checkpoint's, in order, above every row held); a
         bytearray is kept as it is."""
+        self.merge()
         if data:
             self._pages.append(data if type(data) is bytearray else bytearray(data))
             self._firsts.append(bytes(data[:8]))

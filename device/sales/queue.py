@@ -445,6 +445,11 @@ class ChargeQueue:
         answer["at"] = rec["at"]
         return answer
 
+    def tidy(self):
+        """What the agent's maintenance does between records, cheap when there is nothing:
+        the ledger's latest uses merged into its sorted rows (a commit only notes them)."""
+        self.ledger.merge()
+
     def needs_checkpoint(self, now_ms):
         """True when the agent's maintenance should write a checkpoint now (never inside a
         commit: the clerk does not wait for it)."""
