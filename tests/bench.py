@@ -441,7 +441,9 @@ def queue_doc(r, meta):
             "",
             "**Method.** Commits: ChargeQueue.commit of a one-coupon sale (one append, one "
             "fsync; on MicroPython `flush()`, which fsyncs) and a raw append + fsync of the same "
-            "framed bytes to a file beside it, one of each in turn, %d batches of %d, medians. "
+            "framed bytes to a file beside it, one of each in turn, %d batches of %d, medians; "
+            "between two sales the agent's maintenance (queue.tidy(): the ledger's latest uses "
+            "merged into its sorted rows) runs untimed, as the clerk does not wait for it. "
             "Flash bytes: bytes written through the FS (appends and whole-file replacements; "
             "file-system metadata not counted); amortised over %d charges from an empty journal, "
             "each sale resolved before the next and compacted when the agent would (more than "
