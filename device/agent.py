@@ -99,6 +99,8 @@ class Agent:
         self.queue.listen(on_commit=self._queued, on_resolve=self._queued, replay=False)
         self.delivery = GroupedDelivery(self.downlink.receive, self.queue, metrics, log)
         self._in_flight = 0
+        self._sending = {}  # ids whose send awaits its PUBACK
+        self._forwarding_on = None  # the link's connect count once on_connect has run
         self._forward_errors = 0
         self.till.add_gate(self._storage_gate)
         self.clerk.add_idle_lines(self._storage_lines)
@@ -204,6 +206,9 @@ class Agent:
                            retain=True)
         await self.uplink.send("hello", self.status.hello_body())
         self.queue.link_up()
+        # the forwarder sends on this connection from here on (after link_up: a record sent
+        # earlier on it would go out twice)
+        self._forwarding_on = link.stats.get("connects")
         # Records the host answered "not decided yet" are asked about once per connection.
         for rec in self.queue.waiting_due():
             mtype, body = self.queue.message(rec)
@@ -255,17 +260,21 @@ class Agent:
             except asyncio.TimeoutError:
                 pass
             self._kick.clear()
-            if self.uplink.online:
+            link = self.link
+            if self.uplink.online and link.stats.get("connects") == self._forwarding_on:
                 # The window goes out without waiting for each PUBACK: one task per record,
                 # each sealed with its own seq (SPEC 3.1).
                 now = ticks_ms()
                 for rec in q.due(now):
                     if self._in_flight >= q.window:
                         break
-                    mtype, body = q.message(rec)
                     rid = q.id_of(rec)
+                    if rid in self._sending:
+                        continue  # its last send still waits for the PUBACK: not twice at once
+                    mtype, body = q.message(rec)
                     q.sent(rid, now, crypto.random_bytes(1)[0] / 256)
                     self._in_flight += 1
+                    self._sending[rid] = True
                     asyncio.create_task(self._forward(mtype, body, rid))
             if q.needs_compaction():
                 try:
@@ -294,6 +303,7 @@ class Agent:
             self._forward_errors += 1
         finally:
             self._in_flight -= 1
+            self._sending.pop(rid, None)
             if self._in_flight == self.queue.window - 1:
                 self._queued()  # room in the window again
 
