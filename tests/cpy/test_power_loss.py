@@ -138,10 +138,13 @@ def run_harness(seed, cuts, window=3, grouped=False, checkpoints=False):
                         q.sent(rec["cid"], now * 1000, rng.random())
                         if rng.random() < 0.8:  # some results are lost in transit
                             if q.on_result(result, now) is not None:
-                                answered.append(rec["cid"])
+                                if group:
+                                    answered.append(rec["cid"])
+                                else:
+                                    resolved_ok.add(rec["cid"])
                     if group:
                         q.end_group()  # one append: only now are they on flash
-                    resolved_ok.update(answered)
+                        resolved_ok.update(answered)
                 elif op < 0.8:
                     q.compact(now)
                 elif op < 0.9:
