@@ -15,6 +15,7 @@ from device.console.commands import Commands, ConsoleView
 from device.console.lines import Console
 from device.counters import Counters
 from device.coupons.verifier import Verifier
+from device.delivery import GroupedDelivery
 from device.downlink import Downlink
 from device.eventlog import EventLog
 from device.host_settings import HostSettings
@@ -38,6 +39,10 @@ from protocol import topics
 
 IO_POLL_S = 0.02
 FORWARD_POLL_S = 0.2
+# Records in flight (sent, not yet answered): SPEC 4's window. The host answers a batch at a
+# time, so the window keeps several batches coming; smaller where RAM is small (each record of
+# the window is held decoded).
+WINDOW = 16 if runtime.MICROPYTHON else 256
 LINK_RETRY_S = 2
 LINK_RETRY_MAX_S = 60
 CONSOLE_LOCK_FILE = "/console_lock.json"
@@ -66,7 +71,7 @@ class Agent:
         self.settings = HostSettings(fs, d, cfg, metrics, log).load()
         self.uplink = Uplink(self.device_id, secret, root, self.counters, clock, metrics)
         self.downlink = Downlink(self.device_id, secret, root, self.counters, metrics, log)
-        self.queue = ChargeQueue(RecordLog(fs, d + "/queue.log"))
+        self.queue = ChargeQueue(RecordLog(fs, d + "/queue.log"), window=WINDOW)
         self.trust = TrustStore(fs, d, [bytes.fromhex(k) for k in cfg["root_keys"]]).open()
         self.verifier = Verifier(self.trust)
         self.roles = Roles(self.settings, Lockout(fs, d + LOCK_FILE, clock).open(), self.queue,
@@ -94,14 +99,20 @@ class Agent:
         self.downlink.on("config", self._on_config, durable=True)
         self.downlink.on_fleet("trustlist", self._on_list("trustlist"))
         self.downlink.on_fleet("revocations", self._on_list("revocations"))
-        self.queue.listen(on_commit=self._queued, on_resolve=self._queued)
+        self.queue.listen(on_commit=self._queued, on_resolve=self._queued, replay=False)
+        self.delivery = GroupedDelivery(self.downlink.receive, self.queue, metrics, log)
+        self._in_flight = 0
+        self._sending = {}  # ids whose send awaits its PUBACK
+        self._forwarding_on = None  # the link's connect count once on_connect has run
+        self._forward_errors = 0
         self.till.add_gate(self._storage_gate)
         self.clerk.add_idle_lines(self._storage_lines)
         for name in services.SERVICES:
             __import__(name, None, None, ["install"]).install(self)
         for kind in self.queue.kinds.values():
             self.downlink.on(kind.answer, self._on_answer(kind.answer))
-        self.queue.open()
+        runtime.settle()
+        self.queue.open()  # the largest state (the pending index) packs in low
         # An answer already on flash was accepted with its seq: a replay of it is stale.
         self.downlink.restore_seq(self.queue.host_seq)
         self._check_journal()
@@ -137,11 +148,16 @@ class Agent:
         self._stop_hooks.append(fn)
 
     def flush(self):
-        """Saves what is kept in memory between writes: the counters, then each on_stop."""
+        """Saves what is kept in memory between writes: the counters, the queue's checkpoint
+        (the next boot replays nothing), then each on_stop."""
         try:
             self.counters.flush()
         except OSError as e:
             self.log("counters not saved: %s" % e)
+        try:
+            self.queue.checkpoint(ticks_ms())
+        except Exception as e:
+            self.log("queue checkpoint not written: %s" % e)
         for fn in self._stop_hooks:
             try:
                 fn()
@@ -220,6 +236,9 @@ class Agent:
                            retain=True)
         await self.uplink.send("hello", self.status.hello_body())
         self.queue.link_up()
+        # the forwarder sends on this connection from here on (after link_up: a record sent
+        # earlier on it would go out twice)
+        self._forwarding_on = link.stats.get("connects")
         # Records the host answered "not decided yet" are asked about once per connection.
         for rec in self.queue.waiting_due():
             mtype, body = self.queue.message(rec)
@@ -235,9 +254,10 @@ class Agent:
         while self.link is None:
             try:
                 self.link = make_link(self.cfg["broker"], self.device_id, will, self._on_connect,
-                                      self.downlink.receive,
+                                      self.delivery.one,
                                       keepalive=self.cfg["broker"]["keepalive"],
-                                      on_oversized=self.downlink.oversized)
+                                      on_oversized=self.downlink.oversized,
+                                      max_inflight=self.queue.window + 16)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
                 # sell offline, show why on the console, and try again.
@@ -245,7 +265,9 @@ class Agent:
                 self.log("MQTT link not started (retry in %d s): %s" % (delay, e))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LINK_RETRY_MAX_S)
+        self.delivery.attach(self.link)
         self.uplink.link = self.link
+        runtime.settle()  # the boot's garbage goes before the link reads
         await self.link.run()
 
     # -- tasks -----------------------------------------------------------------------------------
@@ -261,30 +283,59 @@ class Agent:
             self.counters.flush()
 
     async def _forward_loop(self):
+        q = self.queue
         while True:
             try:
                 await asyncio.wait_for(self._kick.wait(), FORWARD_POLL_S)
             except asyncio.TimeoutError:
                 pass
             self._kick.clear()
-            if not self.uplink.online:
-                continue
-            for rec in self.queue.due(ticks_ms()):
-                mtype, body = self.queue.message(rec)
+            link = self.link
+            if self.uplink.online and link.stats.get("connects") == self._forwarding_on:
+                # The window goes out without waiting for each PUBACK: one task per record,
+                # each sealed with its own seq (SPEC 3.1).
+                now = ticks_ms()
+                for rec in q.due(now):
+                    if self._in_flight >= q.window:
+                        break
+                    rid = q.id_of(rec)
+                    if rid in self._sending:
+                        continue  # its last send still waits for the PUBACK: not twice at once
+                    mtype, body = q.message(rec)
+                    q.sent(rid, now, crypto.random_bytes(1)[0] / 256)
+                    self._in_flight += 1
+                    self._sending[rid] = True
+                    asyncio.create_task(self._forward(mtype, body, rid))
+            if q.needs_compaction():
                 try:
-                    await self.uplink.send(mtype, body)
-                except Exception as e:
-                    self.metrics.inc("forward_failed")
-                    self.log("%s not forwarded: %s" % (mtype, e))
-                    break
-                self.queue.sent(self.queue.id_of(rec), ticks_ms(),
-                                crypto.random_bytes(1)[0] / 256)
-            if self.queue.needs_compaction():
-                try:
-                    self.queue.compact(self.clock.now())
+                    q.compact(self.clock.now())
                 except Exception as e:  # out of memory or flash: keep forwarding, retry later
                     self.metrics.inc("compaction_failed")
                     self.log("compaction failed: %s %s" % (type(e).__name__, e))
+            q.tidy()
+            now = ticks_ms()
+            if q.needs_checkpoint(now):
+                try:
+                    q.checkpoint(now)
+                except Exception as e:  # the journal stays the truth: a longer boot, no loss
+                    self.metrics.inc("checkpoint_failed")
+                    self.log("queue checkpoint failed: %s %s" % (type(e).__name__, e))
+
+    async def _forward(self, mtype, body, rid):
+        try:
+            await self.uplink.send(mtype, body)
+            self._forward_errors = 0
+        except Exception as e:
+            self.metrics.inc("forward_failed")
+            self.queue.unsent(rid)  # due again at once (after a reconnect: all of them)
+            if not self._forward_errors:  # one line per outage, not one per record
+                self.log("%s not forwarded: %s" % (mtype, e))
+            self._forward_errors += 1
+        finally:
+            self._in_flight -= 1
+            self._sending.pop(rid, None)
+            if self._in_flight == self.queue.window - 1:
+                self._queued()  # room in the window again
 
     async def _io_loop(self):
         last_refresh = 0

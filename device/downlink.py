@@ -62,8 +62,8 @@ class Downlink:
     def oversized(self, topic, size):
         """The link read and discarded a publish too big for this terminal."""
         self.metrics.inc("drop_oversized")
-        self.log("oversized message on %s (%d bytes) dropped: over this terminal's limit"
-                 % (topic, size))
+        # the line docs/operations.md shows (and tests/integration/test_oversized.py reads)
+        self.log("oversized message on %s (%d bytes) dropped" % (topic, size))
 
     def _down(self, mtype, payload):
         try:

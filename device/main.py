@@ -62,6 +62,8 @@ def run_agent(agent, console_port=None, console=None):
 
 def new_agent(cfg, path, log_out=None):
     from device.agent import Agent
+    from device.ports import runtime
+    runtime.settle()  # what importing the code left behind goes before the state is built
     return Agent(cfg, config_path=path, log_out=log_out)
 
 

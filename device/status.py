@@ -62,4 +62,24 @@ class Status:
             "trust_ver": self.trust.trust_ver, "rev_ver": self.trust.rev_ver,
             "declined_unseen": len(self.queue.unacked), "boot": self.counters.boot,
             "uptime": self.uptime(), "drops": self.metrics.drops(),
-            "journal": self.journal(), "metrics": self.metrics.snapshot()})
+            "journal": self.journal(), "metrics": self.metrics.snapshot(),
+            "link": self.link_facts(), "heap": heap()})
+
+    def link_facts(self):
+        """What the MQTT link says about itself (None before it exists)."""
+        link = getattr(self.link_state, "link", None)
+        if link is None:
+            return None
+        st = link.stats
+        return {"connects": st.get("connects"), "drops": st.get("drops"),
+                "connect_failures": st.get("connect_failures"),
+                "last_error": getattr(link, "last_error", None)}
+
+
+def heap():
+    """The heap now (MicroPython: bytes in use and free after a collection), else None."""
+    import gc
+    if not hasattr(gc, "mem_free"):
+        return None
+    gc.collect()
+    return {"alloc": gc.mem_alloc(), "free": gc.mem_free()}

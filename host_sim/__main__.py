@@ -90,8 +90,18 @@ def pin_hash(pin, iterations=PIN_ITERATIONS):
 
 
 def _emit(line):
-    sys.stdout.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
+    _emit_lines((line,))
+
+
+def _emit_lines(lines):
+    if not lines:
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    sys.stdout.write("".join("%s %s\n" % (stamp, line) for line in lines))
     sys.stdout.flush()
+
+
+_emit.lines = _emit_lines  # the host writes a batch's lines at once
 
 
 def cmd_serve(args):

@@ -489,6 +489,15 @@ class Host:
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
+    def _say(self, lines):
+        """Log lines, in one write where the log takes several (host_sim serve's)."""
+        many = getattr(self.log, "lines", None)
+        if many is not None:
+            many(lines)
+            return
+        for line in lines:
+            self.log(line)
+
     def _on_timer_error(self, e):
         # A result that could not be sent is sent again when the terminal repeats the charge.
         self._count("errors")
@@ -510,11 +519,15 @@ class Host:
         if kind != "up":
             self._drop(tx, b, dev or NO_DEVICE, envelope.MALFORMED, "unexpected topic " + topic)
             return
-        info = self.registry.lookup(dev, tx)
+        info = b.devices.get(dev)
         if info is None:
-            self._drop(tx, b, dev, UNKNOWN_DEVICE, topic)
-            return
+            info = self.registry.lookup(dev, tx)
+            if info is None:
+                self._drop(tx, b, dev, UNKNOWN_DEVICE, topic)
+                return
+            b.devices[dev] = info
         secret, last_seq, store_id = info
+        last_seq = b.seqs.get(dev, last_seq)
         try:
             payload = envelope.open_envelope(secret, data, dev, mtype)
             seq = payload["seq"]
@@ -543,9 +556,12 @@ class Host:
             return
         if handler is None:
             # Authentic and fresh, but nothing here handles the type: the seq counts.
+            b.seqs[dev] = max(seq, b.seqs.get(dev, seq))
             self._drop(tx, b, dev, UNKNOWN_TYPE, mtype)
             return
         handler(tx, b, Msg(dev, store_id, mtype, body, seq, int(self.clock())), arrived)
+        # The batch's cached view of the terminal's highest seq (the database has it too).
+        b.seqs[dev] = max(seq, b.seqs.get(dev, seq))
         b.processed.append(mtype)
 
     def _handle_state(self, tx, b, dev, data):
@@ -770,6 +786,8 @@ class _Batch:
         self.processed = []
         self.later = []
         self.lists = []  # (name, COSE bytes): fleet lists to publish again (retained)
+        self.devices = {}  # device id -> (secret, last_seq, store_id), looked up once
+        self.seqs = {}     # device id -> the highest seq accepted in this batch
 
     def add(self, outs, svc):
         for o in outs or ():

@@ -106,6 +106,7 @@ class SqliteStore:
     def __init__(self, path):
         self.path = path
         self.where = path
+        self._sql = {}
         self.lock = threading.RLock()
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
@@ -114,7 +115,10 @@ class SqliteStore:
         self.conn.execute("PRAGMA synchronous=FULL")
 
     def _translate(self, sql):
-        return _FOR_UPDATE.sub("", sql)
+        out = self._sql.get(sql)
+        if out is None:
+            out = self._sql[sql] = _FOR_UPDATE.sub("", sql)  # the same few statements
+        return out
 
     def schema(self, ddl):
         """Runs CREATE TABLE/INDEX IF NOT EXISTS statements (';'-separated)."""
@@ -222,6 +226,7 @@ class PostgresStore:
             raise StoreError("PostgreSQL needs psycopg (pip install 'psycopg[binary]')")
         self.url = url
         self.where = url
+        self._sql = {}
         self.lock = threading.RLock()
         self._psycopg = psycopg
         self.conn = None
@@ -241,7 +246,10 @@ class PostgresStore:
 
     def _translate(self, sql):
         # %s is psycopg's placeholder; a literal % must be doubled first.
-        return sql.replace("%", "%%").replace("?", "%s")
+        out = self._sql.get(sql)
+        if out is None:
+            out = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return out
 
     def _ddl(self, ddl):
         for pattern, repl in _PG_TYPES:

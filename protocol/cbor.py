@@ -102,6 +102,16 @@ def _encode_float(out, x):
 
 
 _INF = float("inf")
+_KEYS_MAX = 128
+_KEY_BYTES = {}  # short text map keys already encoded (head + UTF-8)
+
+
+def _text_bytes(s):
+    raw = s.encode("utf-8")
+    out = bytearray()
+    _head(out, 3, len(raw))
+    out += raw
+    return bytes(out)
 
 
 def _encode(out, obj):
@@ -125,8 +135,28 @@ def _encode(out, obj):
     elif t is dict or isinstance(obj, dict):
         _head(out, 5, len(obj))
         for k, v in obj.items():
-            _encode(out, k)
-            _encode(out, v)
+            if type(k) is str:
+                enc = _KEY_BYTES.get(k)
+                if enc is None:
+                    enc = _text_bytes(k)
+                    if len(enc) <= 17 and len(_KEY_BYTES) < _KEYS_MAX:
+                        _KEY_BYTES[k] = enc  # map keys: a few names again and again
+                out += enc
+            else:
+                _encode(out, k)
+            # the common values in place (a record is mostly small ints, short texts, ids)
+            tv = type(v)
+            if tv is int and 0 <= v < 24:
+                out.append(v)
+            elif tv is bytes and len(v) < 24:
+                out.append(0x40 | len(v))
+                out += v
+            elif tv is str:
+                raw = v.encode("utf-8")
+                _head(out, 3, len(raw))
+                out += raw
+            else:
+                _encode(out, v)
     elif t is list or t is tuple or isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for v in obj:
@@ -149,6 +179,13 @@ def _encode(out, obj):
         _encode_float(out, float(obj))
     else:
         raise CBORError("cannot encode %s" % type(obj).__name__)
+
+
+def head_bytes(major, n):
+    """The head of an item: major type and argument, shortest form (as dumps writes it)."""
+    out = bytearray()
+    _head(out, major, n)
+    return bytes(out)
 
 
 def dumps(obj):
@@ -321,7 +358,7 @@ def _item(data, i, end, depth, max_depth):
         items = []
         append = items.append
         for _ in range(n):
-            v, i = _item(data, i, end, depth, max_depth)
+            v, i = _small(data, i, end, depth, max_depth)
             append(v)
         return items, i
     if major == 5:
@@ -329,15 +366,31 @@ def _item(data, i, end, depth, max_depth):
             raise CBORError("map longer than input")
         m = {}
         for _ in range(n):
-            k, i = _item(data, i, end, depth, max_depth)
-            try:
-                hash(k)  # MicroPython's `k in {}` does not hash, so ask explicitly
-                dup = k in m
-            except TypeError:
-                raise CBORError("unhashable map key") from None
-            if dup:
-                raise CBORError("duplicate map key")
-            m[k], i = _item(data, i, end, depth, max_depth)
+            ib = data[i] if i < end else 0
+            if 0x60 <= ib < 0x78 and i + 1 + (ib - 0x60) <= end:
+                # a short text key (nearly every key here): decoded once, then looked up
+                j = i + 1 + ib - 0x60
+                raw = data[i:j]
+                if type(raw) is not bytes:
+                    raw = bytes(raw)
+                k = _KEYS.get(raw)
+                if k is None:
+                    k = _text(raw[1:])
+                    if len(_KEYS) < _KEYS_MAX:
+                        _KEYS[raw] = k
+                i = j
+                if k in m:
+                    raise CBORError("duplicate map key")
+            else:
+                k, i = _item(data, i, end, depth, max_depth)
+                try:
+                    hash(k)  # MicroPython's `k in {}` does not hash, so ask explicitly
+                    dup = k in m
+                except TypeError:
+                    raise CBORError("unhashable map key") from None
+                if dup:
+                    raise CBORError("duplicate map key")
+            m[k], i = _small(data, i, end, depth, max_depth)
         return m, i
     # major == 6: a tag
     v, i = _item(data, i, end, depth, max_depth)
@@ -349,6 +402,27 @@ def _item(data, i, end, depth, max_depth):
     return Tag(n, v), i
 
 
+def _small(data, i, end, depth, max_depth):
+    """_item with the common small items decoded in place: uints below 24, false/true/null,
+    byte strings shorter than 24 bytes."""
+    if i < end:
+        ib = data[i]
+        if ib < 0x18:
+            return ib, i + 1
+        if 0x40 <= ib < 0x58:
+            j = i + 1 + ib - 0x40
+            if j <= end:
+                return data[i + 1:j], j
+        elif ib == 0xF4:
+            return False, i + 1
+        elif ib == 0xF5:
+            return True, i + 1
+        elif ib == 0xF6:
+            return None, i + 1
+    return _item(data, i, end, depth, max_depth)
+
+
+_KEYS = {}  # encoded short text (head + UTF-8) -> the text: map keys come again and again
 _ARG_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
 
 

@@ -31,8 +31,29 @@ def _is_uint(v):
     return type(v) is int and 0 <= v < _UINT_END
 
 
-def _mac_input(protected, payload):
-    return cbor.dumps(["MAC0", protected, b"", payload])
+def _bstr(b):
+    return cbor.head_bytes(2, len(b)) + b
+
+
+# The envelope's fixed pieces, encoded once: the payload map's keys (written in this order),
+# the head of the MAC structure, and of the COSE_Mac0 (tag 17, array of 4, protected).
+_K = {}
+for _k in ("v", "t", "id", "dev", "seq", "ts", "body"):
+    _K[_k] = cbor.dumps(_k)
+_PAYLOAD_HEAD = b"\xa7" + _K["v"] + cbor.dumps(1) + _K["t"]
+_MAC0_TEXT = b"\x84" + cbor.dumps("MAC0")  # ["MAC0", protected, h'', payload]
+_MAC0_HEAD = _MAC0_TEXT + cbor.dumps(_PROTECTED) + b"\x40"
+_MAC0_TAG_HEAD = b"\xd1\x84" + cbor.dumps(_PROTECTED)
+_texts = {}  # the type names and device ids seen, encoded (a few)
+
+
+def _text(s):
+    b = _texts.get(s)
+    if b is None:
+        b = cbor.dumps(s)
+        if len(_texts) < 64:
+            _texts[s] = b
+    return b
 
 
 def seal(secret, device_id, mtype, seq, ts, body, msg_id):
@@ -47,12 +68,16 @@ def seal(secret, device_id, mtype, seq, ts, body, msg_id):
         raise ValueError("body must be a dict")
     if not isinstance(msg_id, (bytes, bytearray)) or len(msg_id) != 16:
         raise ValueError("msg_id must be 16 bytes")
-    # Encoded field by field so the bytes are the same on MicroPython, whose dict has no order.
-    fields = (("v", 1), ("t", mtype), ("id", bytes(msg_id)), ("dev", device_id), ("seq", seq),
-              ("ts", ts), ("body", body))
-    payload = b"\xa7" + b"".join(cbor.dumps(k) + cbor.dumps(v) for k, v in fields)
-    tag = hmac_sha256(secret, _mac_input(_PROTECTED, payload))
-    return cbor.dumps(cbor.Tag(17, [_PROTECTED, {4: device_id.encode()}, payload, tag]))
+    # Written field by field in a fixed order, so the bytes are the same on MicroPython,
+    # whose dict has no order: the bytes cbor.dumps writes for the map (tests hold them to
+    # cbor2), with the fixed pieces encoded once.
+    payload = b"".join((_PAYLOAD_HEAD, _text(mtype), _K["id"], b"\x50", bytes(msg_id),
+                        _K["dev"], _text(device_id), _K["seq"], cbor.dumps(seq), _K["ts"],
+                        cbor.dumps(ts), _K["body"], cbor.dumps(body)))
+    pb = _bstr(payload)
+    tag = hmac_sha256(secret, _MAC0_HEAD + pb)
+    return b"".join((_MAC0_TAG_HEAD, b"\xa1\x04", _bstr(device_id.encode()), pb, b"\x58\x20",
+                     tag))
 
 
 def _parts(data):
@@ -96,13 +121,15 @@ def open_envelope(secret, data, device_id, mtype):
     (wrong_type). Sequence numbers are the caller's job (SeqGuard).
     """
     protected, sender, payload, tag = _parts(data)
-    try:
-        prot = cbor.loads(protected)
-    except cbor.CBORError as e:
-        raise EnvelopeError(MALFORMED, "protected header: " + str(e)) from None
-    if type(prot) is not dict or type(prot.get(1)) is not int or prot[1] != ALG_HMAC_256:
-        raise EnvelopeError(MALFORMED, "protected header must say alg 5 (HMAC 256/256)")
-    if not _equal(hmac_sha256(secret, _mac_input(protected, payload)), tag):
+    if protected != _PROTECTED:  # the usual bytes need no decoding
+        try:
+            prot = cbor.loads(protected)
+        except cbor.CBORError as e:
+            raise EnvelopeError(MALFORMED, "protected header: " + str(e)) from None
+        if type(prot) is not dict or type(prot.get(1)) is not int or prot[1] != ALG_HMAC_256:
+            raise EnvelopeError(MALFORMED, "protected header must say alg 5 (HMAC 256/256)")
+    mac_input = b"".join((_MAC0_TEXT, _bstr(protected), b"\x40", _bstr(payload)))
+    if not _equal(hmac_sha256(secret, mac_input), tag):
         raise EnvelopeError(BAD_MAC, "MAC does not verify")
     try:
         p = cbor.loads(payload)

@@ -4,7 +4,9 @@
 # Files go to var/bench/queue-<random> (removed at the end). Keys:
 #   commit_per_s, raw_per_s, commit_vs_raw: ChargeQueue.commit of a one-coupon sale on a real
 #       file (PosixFS, one fsync each) against a raw append + fsync (MicroPython: flush) of the
-#       same framed bytes to another file of the same directory, one of each in turn; rates are
+#       same framed bytes to another file of the same directory, one of each in turn, with the
+#       agent's maintenance between two sales untimed (queue.tidy(): the clerk does not wait
+#       for it); rates are
 #       medians over COMMIT_REPS batches of COMMIT_BATCH, the ratio the median of the batches'
 #       ratios
 #   bytes: journal bytes per sale commit and per result record, the CBOR payloads alone, and
@@ -75,7 +77,7 @@ class _UnsyncedAppender:
         self._f.write(data)
 
     def sync(self):
-        pass  # building only: the file is closed (and flushed) before anything reads it
+        self._f.flush()  # building only: no fsync (the queue reads records back from the file)
 
     def close(self):
         self._f.close()
@@ -112,14 +114,24 @@ class CountingFS:
         self.written = 0
 
     def write_atomic(self, path, data):
-        self.written += sum(len(c) for c in data) if isinstance(data, list) else len(data)
-        self.inner.write_atomic(path, data)
+        if isinstance(data, (bytes, bytearray)):
+            data = [data]
+        fs = self
+
+        def counted():
+            for c in data:
+                fs.written += len(c)
+                yield c
+        self.inner.write_atomic(path, counted())
 
     def open_append(self, path):
         return _CountingAppender(self.inner.open_append(path), self)
 
     def read(self, path):
         return self.inner.read(path)
+
+    def open_read(self, path):
+        return self.inner.open_read(path)
 
     def exists(self, path):
         return self.inner.exists(path)
@@ -154,15 +166,25 @@ def result_body(rec):
             "cpn": [{"cti": c["cti"], "st": "ok"} for c in rec["cpn"]]}
 
 
-def resolve(q, rec, now):
-    """What the agent does with a result: record it, compact when due (forward loop)."""
-    q.on_result(result_body(rec), now)
+def maintain(q, now):
+    """What the agent's forward loop does between records: compact, then checkpoint, when
+    due (the clock: one record a second, a clerk's pace)."""
+    q.tidy()
     if q.needs_compaction():
         q.compact(now)
+    if q.needs_checkpoint(now * 1000):
+        q.checkpoint(now * 1000)
+
+
+def resolve(q, rec, now):
+    """What the agent does with a result: record it, then its maintenance."""
+    q.on_result(result_body(rec), now)
+    maintain(q, now)
 
 
 def fill(fs, path, pending, history=0, exp=None, at=NOW):
-    """A journal of `history` resolved sales (compacted as the agent does) then `pending`."""
+    """A journal of `history` resolved sales (compacted as the agent does) then `pending`,
+    with the checkpoints the agent writes on the way."""
     fs.remove(path)
     q = ChargeQueue(RecordLog(fs, path)).open()
     for _ in range(history):
@@ -171,6 +193,7 @@ def fill(fs, path, pending, history=0, exp=None, at=NOW):
         resolve(q, rec, at + q.next_n)
     for _ in range(pending):
         q.commit(sale(q.take_receipt_no(), exp=exp, at=at))
+        maintain(q, at + q.next_n)
     q.log.close()
     return q
 
@@ -194,7 +217,9 @@ def _raw_append(f, blob):
 def _queue_commit(q, rec):
     t0 = _us()
     q.commit(rec)
-    return _since(t0)
+    us = _since(t0)
+    q.tidy()  # the agent's maintenance between two sales (not the clerk's wait): untimed
+    return us
 
 
 def bench_commit(d):

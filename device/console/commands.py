@@ -36,7 +36,7 @@ HELP = (
     ("trust load", "PT1:...", "installs a trust list (newer ver only)"),
     ("revocations load", "PR1:...", "installs a revocation list (newer ver only)"),
     ("coupon check", "TOKEN [TOTAL]", "the verdict a sale would get; nothing redeemed"),
-    ("queue list", "", "pending, waiting and declined records"),
+    ("queue list", "", "pending, waiting and declined records (recent and unacknowledged)"),
     ("journal show", "", "journal damage found at boot"),
     ("journal ack", "", "acknowledges the journal damage (selftest passes again)"),
     ("selftest", "", "drivers, storage, clock, link, lists, journal"),
@@ -359,15 +359,23 @@ class Commands:
         waiting = [_record(q, rec, answer) for rec, answer in q.waiting[:LIST_MAX]]
         declined = []
         notices = []
-        for rec, answer in q.resolved:
-            kind = q.kinds[rec["r"]]
-            if not kind.bad(answer):
-                continue
+        # the bad answers kept in RAM: the unacknowledged ones and those of the recent history
+        # (the journal is not read whole for this: it may hold thousands of records)
+        seen = {}
+        bad = []
+        for kind, rec, answer in q.history() + q.notices():
+            rid = rec[kind.key]
+            if kind.bad(answer) and rid not in seen:
+                seen[rid] = True
+                bad.append((rec, answer))
+        bad.sort(key=lambda p: p[1].get("at", 0))
+        unacked = q.unacked
+        for rec, answer in bad:
             if rec["r"] == "sale":
                 d = _charge(rec)
                 d["code"] = answer.get("code")
                 d["declined_at"] = answer.get("at")
-                d["acked"] = rec["cid"] not in q.unacked
+                d["acked"] = rec["cid"] not in unacked
                 declined.append(d)
             else:
                 notices.append(_record(q, rec, answer))

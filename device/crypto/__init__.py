@@ -64,9 +64,13 @@ if rt.MICROPYTHON:
     from device.crypto import ed25519, p256
 
     backend = "pure"
-    # each decoded key carries its comb table (about 14 KB for Ed25519, 9 KB for P-256 on the
-    # unix port, less on 32-bit boards), so few are kept
+    # Decoded keys are cached (small); a key's comb table (6 KiB Ed25519, 4 KiB P-256, packed)
+    # is built at its first verify and kept for the TABLES_KEPT keys used last: the issuer
+    # keys a shop scans all day. A root key verifies a list now and then: verify(keep=False)
+    # drops its table at once. Under memory pressure every table goes (rebuilt when next
+    # needed) and the verify runs again.
     _KEYS_MAX = 8
+    TABLES_KEPT = 2
 
     def _decode(alg, pub):
         if alg == EDDSA:
@@ -95,6 +99,7 @@ else:
 
     backend = "cryptography"
     _KEYS_MAX = 64
+    TABLES_KEPT = None
     _CURVE = ec.SECP256R1()
     _ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -135,6 +140,36 @@ else:
 
 
 _keys = {}
+_tabled = []  # (alg, pub) of the keys that hold a comb table, least recently used first
+
+
+def _keep_table(k, key, keep):
+    """After a pure verify: the key keeps its table only while it is among the last used."""
+    if TABLES_KEPT is None or getattr(key, "table", None) is None:
+        return
+    if k in _tabled:
+        _tabled.remove(k)
+    if not keep:
+        key.table = None
+        _keys.pop(k, None)
+        return
+    _tabled.append(k)
+    while len(_tabled) > TABLES_KEPT:
+        old = _keys.get(_tabled.pop(0))
+        if old is not None:
+            old.table = None
+
+
+def drop_tables():
+    """Frees every comb table (the keys' and the base points'); each is rebuilt at its next
+    use. For a heap running short."""
+    for key in _keys.values():
+        if hasattr(key, "table"):
+            key.table = None
+    del _tabled[:]
+    if rt.MICROPYTHON:
+        ed25519.drop_tables()
+        p256.drop_tables()
 
 
 def _key(alg, pub):
@@ -161,12 +196,13 @@ def _pub_fits(alg, pub):
     return False
 
 
-def verify(alg, pub, msg, sig):
+def verify(alg, pub, msg, sig, keep=True):
     """True when sig is a valid signature of msg under pub: alg -7 (ES256, sig raw r || s, high s
     accepted, pub a 65- or 33-byte SEC1 point) or -8 (Ed25519, pub 32 raw bytes). msg may be a
     tuple of buffers, the message in pieces: the pure verifiers hash them in order, so a 64 KiB
     list is never copied into one message. Any bad input (unknown alg, wrong types or lengths,
-    a key that is not a point) gives False, never raises."""
+    a key that is not a point) gives False, never raises. keep=False: a key used once in a
+    while (a root key): nothing of it stays in memory."""
     parts = msg if type(msg) is tuple else (msg,)
     if (not _pub_fits(alg, pub) or not all(isinstance(p, _BYTES) for p in parts)
             or not isinstance(sig, (bytes, bytearray)) or len(sig) != 64):
@@ -177,7 +213,17 @@ def verify(alg, pub, msg, sig):
         return False
     if not rt.MICROPYTHON:
         msg = b"".join(bytes(p) for p in parts)
-    return _verify(alg, key, pub, msg, bytes(sig))
+        return _verify(alg, key, pub, msg, bytes(sig))
+    try:
+        ok = _verify(alg, key, pub, msg, bytes(sig))
+    except MemoryError:
+        # the tables (up to 22 KiB) are what can be given back: drop them all and try again
+        drop_tables()
+        import gc
+        gc.collect()
+        ok = _verify(alg, key, pub, msg, bytes(sig))
+    _keep_table((alg, pub), key, keep)
+    return ok
 
 
 def kid(alg, pub):

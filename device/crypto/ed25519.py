@@ -22,13 +22,20 @@ _BY = 46316835694926478169428394003475163141307993866256225615783033603165251855
 _Y_MASK = (1 << 255) - 1
 
 # Comb geometry: TEETH * SPACING >= 254 bits (scalars go up to s + L < 2^254); the table holds
-# 2^(TEETH-1) points. 7 teeth: 64 points, 13.9 KB per table on the unix port (8 teeth would
-# save ~10% of a verify for twice the memory).
+# 2^(TEETH-1) points. 7 teeth: 64 points, packed as three columns (y+x, y-x, 2dxy) of two
+# 1 KiB byte strings each, 6 KiB per table (as a list of ints it took 13.9 KB on the unix
+# port); 8 teeth would save ~10% of a verify for twice the memory.
 TEETH = comb.TEETH
 SPACING = comb.SPACING
 _HALF = comb.HALF
 
 _base_table = None
+
+
+def drop_tables():
+    """Frees the base point's comb table (rebuilt at the next verify)."""
+    global _base_table
+    _base_table = None
 
 
 def decode_point(pub):
@@ -88,24 +95,27 @@ def _comb_table(x, y):
         twice = _add(teeth[i], teeth[i])
         for j in range(1 << i):
             pts.append(_add(pts[j], twice))
-    # to affine with one inversion
+    # to affine with one inversion; packed: a 2 KiB column per coordinate, 32 bytes an entry
+    # (1 KiB pieces: a fragmented heap, and MicroPython never compacts it, has room for those)
     n = len(pts)
     zis = comb.inverses([pt[2] for pt in pts], p)
-    table = [0] * (3 * n)
+    cols = [(bytearray(1024), bytearray(1024)) for _ in range(3)]
     for j in range(n):
         X, Y, _, _ = pts[j]
         zi = zis[j]
         ax = X * zi % p
         ay = Y * zi % p
-        table[3 * j] = _compact((ay + ax) % p)
-        table[3 * j + 1] = _compact((ay - ax) % p)
-        table[3 * j + 2] = _compact(_D2 * ax % p * ay % p)
-    return table
+        o = (32 * j) & 1023
+        h = j >> 5
+        cols[0][h][o:o + 32] = ((ay + ax) % p).to_bytes(32, "little")
+        cols[1][h][o:o + 32] = ((ay - ax) % p).to_bytes(32, "little")
+        cols[2][h][o:o + 32] = (_D2 * ax % p * ay % p).to_bytes(32, "little")
+    return tuple(cols)
 
 
-def _compact(v):
-    # a remainder keeps its dividend's digit buffer on MicroPython (128 bytes instead of 64)
-    return int.from_bytes(v.to_bytes(32, "little"), "little")
+def _c(col, o):
+    i = o & 1023
+    return int.from_bytes(col[o >> 10][i:i + 32], "little")
 
 
 def _add(p1, p2):
@@ -125,7 +135,7 @@ def _add(p1, p2):
 
 
 def _digits(k):
-    return comb.digits(k, 3)
+    return comb.digits(k, 32)  # byte offsets into the packed columns
 
 
 def _double_comb(ta, ka, tb, kb):
@@ -135,13 +145,16 @@ def _double_comb(ta, ka, tb, kb):
     da = _digits(ka)
     db = _digits(kb)
     # first column: the entry from ta as (2(y+x - (y-x)), 2(y+x + y-x), 4, ...) = 4 (x, y, 1, xy)
+    ta0, ta1, ta2 = ta
+    tb0, tb1, tb2 = tb
     j = da[0]
     if j >= 0:
-        e = ta[j] - ta[j + 1]
-        h = ta[j] + ta[j + 1]
+        e = _c(ta0, j) - _c(ta1, j)
+        h = _c(ta0, j) + _c(ta1, j)
     else:
-        e = ta[-j] - ta[-j - 1]
-        h = ta[-j] + ta[-j - 1]
+        j = -j - 1
+        e = _c(ta1, j) - _c(ta0, j)
+        h = _c(ta1, j) + _c(ta0, j)
     X = e + e
     Y = h + h
     Z = 4
@@ -152,17 +165,17 @@ def _double_comb(ta, ka, tb, kb):
         # and negates 2dxy (so f and g trade places)
         j = db[col]
         if j >= 0:
-            a = (Y - X) * tb[j + 1] % p
-            b = (Y + X) * tb[j] % p
-            c = T * tb[j + 2] % p
+            a = (Y - X) * _c(tb1, j) % p
+            b = (Y + X) * _c(tb0, j) % p
+            c = T * _c(tb2, j) % p
             d = Z + Z
             f = d - c
             g = d + c
         else:
             j = -j - 1
-            a = (Y - X) * tb[j] % p
-            b = (Y + X) * tb[j + 1] % p
-            c = T * tb[j + 2] % p
+            a = (Y - X) * _c(tb0, j) % p
+            b = (Y + X) * _c(tb1, j) % p
+            c = T * _c(tb2, j) % p
             d = Z + Z
             f = d + c
             g = d - c
@@ -190,17 +203,17 @@ def _double_comb(ta, ka, tb, kb):
         # mixed add of the entry from ta
         j = da[col]
         if j >= 0:
-            a = (Y - X) * ta[j + 1] % p
-            b = (Y + X) * ta[j] % p
-            c = T * ta[j + 2] % p
+            a = (Y - X) * _c(ta1, j) % p
+            b = (Y + X) * _c(ta0, j) % p
+            c = T * _c(ta2, j) % p
             d = Z + Z
             f = d - c
             g = d + c
         else:
             j = -j - 1
-            a = (Y - X) * ta[j] % p
-            b = (Y + X) * ta[j + 1] % p
-            c = T * ta[j + 2] % p
+            a = (Y - X) * _c(ta0, j) % p
+            b = (Y + X) * _c(ta1, j) % p
+            c = T * _c(ta2, j) % p
             d = Z + Z
             f = d + c
             g = d - c

@@ -18,12 +18,19 @@ _GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 _GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 # Comb geometry: TEETH * SPACING >= 257 bits (scalars go up to u + n < 2^257); the table holds
-# 2^(TEETH-1) affine points: 64 points, 9.2 KB per table on the unix port.
+# 2^(TEETH-1) affine points: 64 points, packed as two columns (x, y) of two 1 KiB byte strings
+# each: 4 KiB per table (as a list of ints it took 9.2 KB on the unix port).
 TEETH = comb.TEETH
 SPACING = comb.SPACING
 _HALF = comb.HALF
 
 _base_table = None
+
+
+def drop_tables():
+    """Frees the base point's comb table (rebuilt at the next verify)."""
+    global _base_table
+    _base_table = None
 
 
 def _on_curve(x, y):
@@ -138,20 +145,19 @@ def _comb_table(x, y):
         for j in range(1 << i):
             X, Y, Z = pts[j]
             pts.append(_madd(X, Y, Z, x2, y2))
-    table = [0] * (2 * len(pts))
+    # packed: a 2 KiB column per coordinate, 32 bytes an entry, in 1 KiB pieces (a fragmented
+    # heap, and MicroPython never compacts it, has room for those)
+    xs = (bytearray(1024), bytearray(1024))
+    ys = (bytearray(1024), bytearray(1024))
     for j, (ax, ay) in enumerate(_affine(pts)):
-        table[2 * j] = _compact(ax)
-        table[2 * j + 1] = _compact(ay)
-    return table
-
-
-def _compact(v):
-    # a remainder keeps its dividend's digit buffer on MicroPython (128 bytes instead of 64)
-    return int.from_bytes(v.to_bytes(32, "big"), "big")
+        o = (32 * j) & 1023
+        xs[j >> 5][o:o + 32] = ax.to_bytes(32, "big")
+        ys[j >> 5][o:o + 32] = ay.to_bytes(32, "big")
+    return (xs, ys)
 
 
 def _digits(k):
-    return comb.digits(k, 2)
+    return comb.digits(k, 32)  # byte offsets into the packed columns
 
 
 def _double_comb(ta, ka, tb, kb):
@@ -172,12 +178,15 @@ def _double_comb(ta, ka, tb, kb):
             Y = (alpha * ((beta << 2) - X) - (gamma * gamma << 3)) % p
         for t, digits in steps:
             j = digits[col]
-            if j >= 0:
-                x2 = t[j]
-                y2 = t[j + 1]
-            else:
-                x2 = t[-j - 1]
-                y2 = p - t[-j]
+            neg = j < 0
+            if neg:
+                j = -j - 1
+            k = j & 1023
+            j >>= 10
+            x2 = int.from_bytes(t[0][j][k:k + 32], "big")
+            y2 = int.from_bytes(t[1][j][k:k + 32], "big")
+            if neg:
+                y2 = p - y2
             if not Z:
                 X, Y, Z = x2, y2, 1
                 continue

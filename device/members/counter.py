@@ -12,13 +12,13 @@ VIP = "vip"  # cart.awaiting while F4 waits for the tier's digit
 
 
 class Counter:
-    def __init__(self, check, till, settings, ledger, receipts):
-        """check(text) -> the member code reading (stateful: the terminal's clock); ledger:
-        uses(cti) of coupons and app codes; receipts: HeldReceipts."""
+    def __init__(self, check, till, settings, uses, receipts):
+        """check(text) -> the member code reading (stateful: the terminal's clock); uses(cti):
+        the ledger's count of coupons and app codes; receipts: HeldReceipts."""
         self.check = check
         self.till = till
         self.settings = settings
-        self.ledger = ledger
+        self.uses = uses
         self.receipts = receipts
 
     def tier_pct(self, tier):
@@ -37,7 +37,7 @@ class Counter:
         had = cart.member
         if had is not None and had["mid"] != r["mid"]:
             return clerk.say(messages.ONE_MEMBER)
-        if r["dynamic"] and self.ledger.uses(r["cti"]):
+        if r["dynamic"] and self.uses(r["cti"]):
             return clerk.say(messages.APP_CODE_USED)
         # A static card after the app code keeps the app code (F2 still needs it).
         if had is None or r["dynamic"] or not had["dynamic"]:
@@ -92,7 +92,7 @@ class Counter:
             return clerk.say(messages.SCAN_APP_CODE)
         if now >= m["exp"]:  # valid when scanned, run out since
             return clerk.say(messages.member_verdict_text("expired"))
-        if self.ledger.uses(m["cti"]):
+        if self.uses(m["cti"]):
             return clerk.say(messages.APP_CODE_USED)
         coupons = list(cart.coupons)
         terms = cart.terms()

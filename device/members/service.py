@@ -54,7 +54,9 @@ def install(agent):
     screen = MemberScreen(query)
     offline = OfflineBalance(agent.settings, agent.shop["currency"], metrics)
     receipts = HeldReceipts(agent.queue, agent.shop, agent.clock)
-    counter = Counter(check, agent.till, agent.settings, agent.queue.ledger, receipts)
+    # The queue's ledger is rebuilt at boot and compaction: ask the queue at the time of use.
+    counter = Counter(check, agent.till, agent.settings,
+                      lambda cti: agent.queue.ledger.uses(cti), receipts)
 
     def on_idle(clerk, text, now):
         return clerk.go(NAME, now, reading=check(text))

@@ -501,6 +501,7 @@ class TrustStore:
         self.trust_ver = 0
         self.rev_ver = 0
         self._keys = {}
+        self._digests = {}  # kind -> SHA-256 of the list installed
         self._rev_cti = RevokedSet([])
         self._rev_cmp = set()
         self._rev_mem = BlockedMembers([])
@@ -515,7 +516,9 @@ class TrustStore:
             if kid is not _MISSING and kid != rkid:
                 continue
             named = kid is not _MISSING
-            if type(alg) is int and alg == ralg and crypto.verify(ralg, rpub, tbs, sig):
+            # a root key signs a list now and then: its table is not kept (crypto.verify)
+            if type(alg) is int and alg == ralg and crypto.verify(ralg, rpub, tbs, sig,
+                                                                    keep=False):
                 return
         if named:
             raise TrustError("bad_signature", "signature does not verify under the root key")
@@ -600,6 +603,12 @@ class TrustStore:
 
     def _install(self, kind, raw):
         installed = self.trust_ver if kind == TRUST else self.rev_ver
+        digest = crypto.sha256(raw) if isinstance(raw, (bytes, bytearray)) else None
+        if digest is not None and digest == self._digests.get(kind):
+            # the list installed, again (a retained list comes at every reconnect): verified
+            # when it was installed, so not checked again (a verify builds tables a small heap
+            # may not have room for)
+            raise TrustError("rollback", "%s ver %d is the one installed" % (kind, installed))
         ver, parsed = self._check(kind, raw, installed)
         if self.fs is not None:
             try:
@@ -609,6 +618,7 @@ class TrustStore:
                 # Memory keeps the old list so what we use always matches what a reboot loads.
                 raise TrustError("storage", "cannot save %s: %s" % (kind, e))
         self._swap(kind, ver, parsed)
+        self._digests[kind] = digest
         return ver
 
     # -- public -----------------------------------------------------------------------------
@@ -627,6 +637,7 @@ class TrustStore:
                 self.load_errors += 1
                 continue
             self._swap(kind, ver, parsed)
+            self._digests[kind] = crypto.sha256(raw)
         return self
 
     def install_trustlist(self, cose_bytes):

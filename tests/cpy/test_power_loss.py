@@ -74,10 +74,30 @@ class Host:
         return self.refunds[rid]
 
 
-def _open(fs):
-    q = ChargeQueue(RecordLog(fs, "q.log"), window=3, retention=4)
+def _open(fs, window=3):
+    q = ChargeQueue(RecordLog(fs, "q.log"), window=window, retention=4)
     q.add_kind(REFUND)
     return q.open()
+
+
+def _state(q):
+    """What a boot must rebuild the same way from a checkpoint or from the whole journal."""
+    return {"pending": [q.id_of(r) for r in q.pending], "unacked": sorted(q.unacked),
+            "totals": q.totals(), "next_n": q.next_n, "host_seq": q.host_seq,
+            "waiting": [q.id_of(p[0]) for p in q.waiting],
+            "ledger": sorted((cti, q.ledger.uses(cti)) for cti in _CTIS),
+            "due": [q.id_of(r) for r in q.due(0)]}
+
+
+_CTIS = [b"c%d" % i for i in range(31)] + [b"h%d" % i for i in range(6)]
+
+
+def _replayed(fs, window):
+    """The queue opened by a full replay of the journal (no checkpoint), on a copy of flash."""
+    copy = FlashModelFS(0)
+    copy.files = dict(fs.files)
+    copy.files.pop("q.ckp", None)
+    return _open(copy, window)
 
 
 def _forward(q, host, ours, rec):
@@ -86,7 +106,10 @@ def _forward(q, host, ours, rec):
     return "refund_result", host.refund(q.message(rec)[1], ours)
 
 
-def run_harness(seed, cuts):
+def run_harness(seed, cuts, window=3, grouped=False, checkpoints=False):
+    """grouped: answers applied in groups (one append for several, as the agent delivers a
+    read's answers); checkpoints: a checkpoint after every 2 records (the agent writes one
+    after 64), and every boot from it checked against a full replay of the journal."""
     rng = random.Random(seed)
     fs = FlashModelFS(seed)
     host = Host(rng)
@@ -99,9 +122,13 @@ def run_harness(seed, cuts):
     n_id = 0
     now = 1000
     rounds = 0
+    from_checkpoint = 0
     while fs.cuts < cuts:
         rounds += 1
-        q = _open(fs)
+        q = _open(fs, window)
+        if checkpoints:
+            assert _state(q) == _state(_replayed(fs, window)), "checkpoint and journal differ"
+            from_checkpoint += q.booted_from == "checkpoint"
         held = list(q.pending) + [p[0] for p in q.waiting] + [p[0] for p in q.resolved]
         seen = {q.id_of(r): r for r in held}
         assert len(seen) == len(held), "an id twice in the journal"
@@ -152,13 +179,23 @@ def run_harness(seed, cuts):
                     confirmed.add(new_id)
                     durable[new_id] = rec
                 elif op < 0.6:
+                    group = grouped and rng.random() < 0.7
+                    answered = []
+                    if group:
+                        q.begin_group()
                     for rec in q.due(now * 1000):
                         mtype, answer = _forward(q, host, ours, rec)
                         q.sent(q.id_of(rec), now * 1000, rng.random())
                         if rng.random() < 0.8:  # some answers are lost in transit
                             if q.on_answer(mtype, answer, now) is not None and \
                                     answer["st"] != "review":
-                                resolved_ok.add(q.id_of(rec))
+                                if group:
+                                    answered.append(q.id_of(rec))
+                                else:
+                                    resolved_ok.add(q.id_of(rec))
+                    if group:
+                        q.end_group()  # one append: only now are they on flash
+                        resolved_ok.update(answered)
                 elif op < 0.7:
                     # The review decides: the final answer reaches the terminal (pushed, or
                     # asked again after a reconnect).
@@ -178,13 +215,15 @@ def run_harness(seed, cuts):
                     q.acknowledge(q.unacked[0], "sup", now)
                 else:
                     q.link_up()
+                if checkpoints and q.needs_checkpoint(now * 1000):
+                    q.checkpoint(now * 1000)
         except PowerCut:
             pass
         fs.reboot()
 
     # Drain: with the power steady everything confirmed reaches the host exactly once, and
     # every refund in review gets its final answer.
-    q = _open(fs)
+    q = _open(fs, window)
     for _ in range(1000):
         if not q.pending and not q.waiting:
             break
@@ -198,6 +237,10 @@ def run_harness(seed, cuts):
     at_host = set(host.results) | set(host.refunds)
     assert confirmed <= at_host
     assert at_host <= set(durable)
+    if checkpoints:
+        # most boots found a checkpoint they could use (the rest: one cut while it was
+        # written, or a compaction since)
+        assert from_checkpoint > rounds // 2, (from_checkpoint, rounds)
     assert all(n == 1 for n in host.applied.values())
     assert all(n == 1 for n in host.refunds_applied.values())
     sales = len([i for i in confirmed if i in ours])
@@ -212,6 +255,18 @@ def test_thousand_power_cuts_lose_nothing_and_apply_nothing_twice():
 def test_other_seeds():
     for seed in (1, 2, 3):
         run_harness(seed=seed, cuts=150)
+
+
+def test_power_cuts_with_the_window_groups_and_checkpoints_at_their_largest(monkeypatch):
+    # Issue 14: the agent's window (256 records in flight), answers applied in groups and the
+    # boot from a checkpoint; checkpoints every 2 records so that cuts land in them too.
+    import device.sales.queue as queue_mod
+    monkeypatch.setattr(queue_mod, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(queue_mod, "CHECKPOINT_GAP_MS", 0)
+    for seed in (20261204, 7):
+        cuts, rounds, sales, refunds = run_harness(seed=seed, cuts=500, window=256,
+                                                   grouped=True, checkpoints=True)
+        assert cuts >= 500 and sales > 200 and refunds > 50
 
 
 class QueueModel(RuleBasedStateMachine):

@@ -4,6 +4,7 @@
 # from now the moment of the power cut: that step is torn (a random prefix of its bytes reaches
 # flash, the rest never does), PowerCut is raised, and every later call raises too until
 # `reboot()`, which also drops whatever was written but not synced.
+import io
 import random
 
 
@@ -94,9 +95,13 @@ class FlashModelFS:
             return None
         return data + bytes(self.unsynced.get(path, b""))
 
+    def open_read(self, path):
+        data = self.read(path)
+        return None if data is None else io.BytesIO(data)
+
     def write_atomic(self, path, data):
         # temp file written and synced, then renamed: a cut before the rename leaves the old file.
-        if isinstance(data, list):
+        if not isinstance(data, (bytes, bytearray)):
             data = b"".join(data)
         self._step()
         if self._cut_pending:

@@ -202,6 +202,7 @@ class Terminal:
         self.frames = []
         self._pos = 0
         self.proc = None
+        self.mp_heap = "4M"  # MicroPython's -X heapsize
 
     # -- process ---------------------------------------------------------------------------
     def start(self, timeout=30, env=None):
@@ -210,7 +211,8 @@ class Terminal:
         # none of them may reach the next boot.
         for pty in (self.keypad, self.scanner, self.console):
             termios.tcflush(pty.slave, termios.TCIFLUSH)
-        self.proc = DeviceProcess(self.runtime, self.cfg_path, ROOT, self.log_path, env=env)
+        self.proc = DeviceProcess(self.runtime, self.cfg_path, ROOT, self.log_path, env=env,
+                                  heap=self.mp_heap)
         # The first frame is drawn after the serial ports are open: input is safe from then on.
         self.wait_frame(lambda f: True, timeout, start=len(self.read_frames()))
 

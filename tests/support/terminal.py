@@ -82,19 +82,19 @@ class Pty:
                 pass
 
 
-def runtime_cmd(runtime, root):
+def runtime_cmd(runtime, root, heap="4M"):
     if runtime == "micropython":
         mp = os.path.join(os.path.dirname(sys.executable), "micropython")
-        return [mp, "-X", "heapsize=4M"], dict(os.environ, MICROPYPATH=root + ":.frozen")
+        return [mp, "-X", "heapsize=" + heap], dict(os.environ, MICROPYPATH=root + ":.frozen")
     return [sys.executable, "-u"], dict(os.environ, PYTHONPATH=root)
 
 
 class DeviceProcess:
     """`python -m device run --config F` (or micropython) as a child process, logged to a file."""
 
-    def __init__(self, runtime, config_path, root, log_path, args=None, env=None):
+    def __init__(self, runtime, config_path, root, log_path, args=None, env=None, heap="4M"):
         """env: variables added to the child's environment (POS_CLOCK_CORRECTION_S...)."""
-        cmd, base = runtime_cmd(runtime, root)
+        cmd, base = runtime_cmd(runtime, root, heap)
         env = dict(base, **(env or {}))
         self.log_path = str(log_path)
         self._log = open(self.log_path, "a")

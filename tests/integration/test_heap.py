@@ -1,0 +1,29 @@
+"""Issue 14 acceptance: a MicroPython terminal with 2 000 sales pending lives its day in a
+data heap of 256 KiB: it boots, goes online against a real mosquitto (installing the retained
+trust list: the root key's signature checked), sells with a coupon (the issuer's signature
+checked), and drains every charge to `python -m host_sim serve`.
+
+The unix port keeps the bytecode of every imported module in its heap (about 330 KiB for the
+agent), which a board runs from flash: the terminal runs with `-X heapsize` = the heap its
+imported code takes (tests/mp_code_heap.py, measured in a fresh process just before) + 256
+KiB, so 256 KiB is what is left for data; anything the day imports beyond that set counts as
+data (docs/decisions.md, 2026-12-04 "Heap on MicroPython"). The rig is
+tests/support/heap_rig.py; the smallest heap per step is `make bench-heap` (docs/bench.md).
+"""
+import pytest
+
+from tests.support import heap_rig
+
+DATA_HEAP = 256 * 1024
+
+
+@pytest.mark.timeout(900)
+def test_a_micropython_terminal_with_2000_pending_lives_its_day_in_256_kib(fresh_broker,
+                                                                          tmp_path):
+    r = heap_rig.run(tmp_path, fresh_broker, DATA_HEAP)
+    tail = r.pop("log_tail")
+    assert r["steps"] == {s: True for s in heap_rig.STEPS}, "%r\n%s" % (r, tail)
+    assert r["heapsize"] == r["code_heap"] + DATA_HEAP
+    print("\nmicropython -X heapsize=%d (code %d + data %d): %s; heap after each step "
+          "(alloc/free): %s" % (r["heapsize"], r["code_heap"], DATA_HEAP, r["steps"],
+                                {k: (v["alloc"], v["free"]) for k, v in r["heap"].items()}))
