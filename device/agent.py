@@ -257,6 +257,7 @@ class Agent:
                                       self.delivery.one,
                                       keepalive=self.cfg["broker"]["keepalive"],
                                       on_oversized=self.downlink.oversized,
+                                      on_messages=self.delivery.many,
                                       max_inflight=self.queue.window + 16)
             except Exception as e:
                 # A broker setting that cannot work yet (certificates not installed...):
@@ -265,7 +266,6 @@ class Agent:
                 self.log("MQTT link not started (retry in %d s): %s" % (delay, e))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LINK_RETRY_MAX_S)
-        self.delivery.attach(self.link)
         self.uplink.link = self.link
         runtime.settle()  # the boot's garbage goes before the link reads
         await self.link.run()

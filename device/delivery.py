@@ -5,14 +5,8 @@
 # bursts (the host answers a batch at a time), so this is one fsync per burst instead of one
 # per answer, and the link still never acknowledges a message whose effect is not on flash.
 #
-# The link delivers one message per on_message call and writes the PUBACKs of a read right
-# after the last call; it has no "end of the read" hook yet (the interface asked of the link:
-# `make_link(..., on_messages=fn)`, fn(list of (topic, payload)) called once per read before
-# any of their PUBACKs is written). Until it has, attach() puts the grouping where the link's
-# session turns a read into events: protocol/mqtt_session.py queues each PUBACK after its
-# event and the link writes them only once every event was acted on, so whatever runs inside
-# Session.receive() runs before those PUBACKs. on_message stays the path for anything else
-# the link delivers (and for a link without a session: one message, one sync).
+# The link hands over each read's messages together (make_link(..., on_messages=many)), before
+# any of their PUBACKs is written; one() is the one-message form for a caller without it.
 
 
 class GroupedDelivery:
@@ -44,21 +38,3 @@ class GroupedDelivery:
         if n:
             self.metrics.inc("answer_groups")      # one append + one sync each
             self.metrics.inc("answers_grouped", n)
-
-    def attach(self, link):
-        """Delivers each read's messages from inside the link's session as one group."""
-        session = getattr(link, "session", None)
-        if session is None or not hasattr(session, "receive"):
-            return False
-        inner = session.receive
-
-        def receive(data, now):
-            events = inner(data, now)
-            messages = [(e[1], e[2]) for e in events if e[0] == "message"]
-            if not messages:
-                return events
-            self.many(messages)
-            return [e for e in events if e[0] != "message"]
-
-        session.receive = receive
-        return True

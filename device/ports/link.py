@@ -15,7 +15,10 @@
 #                 inbound PUBLISH before its PUBACK goes out (at least once: duplicates happen)
 #     options     clean_session, backoff, max_inflight, max_packet, connect_timeout,
 #                 on_oversized(topic, size): told of every inbound PUBLISH over max_packet
-#                 (256 KiB), which is skipped unread and acknowledged, never fatal
+#                 (256 KiB), which is skipped unread and acknowledged, never fatal;
+#                 on_messages([(topic, payload), ...]): in place of on_message, every message
+#                 of one read at once, before any of their PUBACKs (effects made durable
+#                 together: device/delivery.py)
 #   await link.run()                  stay connected (backoff + jitter) until close()
 #   link.connected                    bool
 #   await link.publish(topic, payload, retain=False, qos=1, timeout=10)   returns on PUBACK

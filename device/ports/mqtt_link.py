@@ -113,12 +113,15 @@ class _Waiter:
 class MQTTLink:
     """One broker connection kept alive by run(); see device/ports/link.py for the interface.
     on_oversized(topic, size), when given, hears of every inbound PUBLISH over max_packet
-    (skipped and acknowledged; stats["oversized"] counts them either way)."""
+    (skipped and acknowledged; stats["oversized"] counts them either way). on_messages, when
+    given, takes the place of on_message: on_messages([(topic, payload), ...]) once per read
+    of the socket, with every message of that read, before any of their PUBACKs is written
+    (so their effects can be made durable together)."""
 
     def __init__(self, broker, client_id, will=None, on_connect=None, on_message=None,
                  keepalive=30, clean_session=True, backoff=None, max_inflight=20,
                  connect_timeout=10, write_timeout=10, max_packet=mqtt.MAX_PACKET,
-                 on_oversized=None):
+                 on_oversized=None, on_messages=None):
         self.host = broker.get("host", "127.0.0.1")
         self.port = int(broker.get("port", 8883 if broker.get("tls") else 1883))
         try:
@@ -134,6 +137,7 @@ class MQTTLink:
         self.on_connect = on_connect
         self.on_message = on_message
         self.on_oversized = on_oversized
+        self.on_messages = on_messages
         self.backoff = backoff or Backoff()
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout
@@ -386,10 +390,18 @@ class MQTTLink:
                 return
 
     def _act(self, events):
+        if self.on_messages is not None:
+            batch = [(ev[1], ev[2]) for ev in events if ev[0] == "message"]
+            if batch:
+                try:
+                    self.on_messages(batch)
+                except Exception as e:  # acknowledged anyway: a redelivery would fail alike
+                    self.stats["handler_errors"] += 1
+                    self.last_error = "on_messages: %r" % (e,)
         for ev in events:
             kind = ev[0]
             if kind == "message":
-                if self.on_message is not None:
+                if self.on_messages is None and self.on_message is not None:
                     try:
                         self.on_message(ev[1], ev[2])
                     except Exception as e:  # acknowledged anyway: a redelivery would fail alike

@@ -1,15 +1,17 @@
 # Answers in groups (device/delivery.py): the messages of one read from the broker go through
 # the downlink gate together, their journal records are written with one append and one sync,
-# and their PUBACKs are queued only after that; a failed write applies none of them. Against
-# the real sans-I/O session (protocol/mqtt_session.py) fed the bytes a broker sends.
+# and only then does the link write their PUBACKs; a failed write applies none of them. The
+# real link (device/ports/mqtt_link.py, on_messages) over its sans-I/O session fed the bytes a
+# broker sends: receive() turns a read into events, _act() hands them over, and the PUBACKs the
+# session queued are written after that (MQTTLink._read_loop).
 from device.delivery import GroupedDelivery
 from device.downlink import Downlink
 from device.metrics import Metrics
+from device.ports.mqtt_link import MQTTLink
 from device.ports.storage import PosixFS, RecordLog, StorageError
 from device.sales.queue import ChargeQueue
 from device.sales.sale import make_sale
 from protocol import envelope, mqtt, topics
-from protocol.mqtt_session import Session
 from tests.both.util import tmpdir
 
 SECRET = bytes(range(32))
@@ -25,11 +27,17 @@ class Counters:
 
 
 class Link:
-    """What GroupedDelivery.attach() needs of the link: its session and stats."""
+    """The device's link fed one read at a time, as its read loop does."""
 
-    def __init__(self):
-        self.session = Session(DEV, 30, False)
-        self.stats = self.session.stats
+    def __init__(self, on_messages):
+        self.link = MQTTLink({"host": "127.0.0.1", "port": 1883}, DEV, None, None, None, 30,
+                             on_messages=on_messages)
+        self.session = self.link.session
+
+    def read(self, data, now):
+        events = self.session.receive(data, now)
+        self.link._act(events)
+        return events
 
 
 class CountingLog(RecordLog):
@@ -55,8 +63,7 @@ def _rig(n):
     down = Downlink(DEV, SECRET, "pos/v1", Counters(), metrics, lambda line: None)
     down.on("charge_result", lambda body, seq: q.on_answer("charge_result", body, NOW, seq))
     delivery = GroupedDelivery(down.receive, q, metrics, lambda line: None)
-    link = Link()
-    assert delivery.attach(link)
+    link = Link(delivery.many)
     link.session.connect(0)
     link.session.data_to_send()
     assert link.session.receive(mqtt.connack(False, 0), 1) == [("connected", False)]
@@ -75,9 +82,9 @@ def _results(cids, first_seq=1):
 def test_the_answers_of_one_read_are_one_append_before_their_pubacks():
     q, log, link, metrics = _rig(5)
     before = log.appends
-    events = link.session.receive(_results([bytes([i]) * 16 for i in (1, 2, 3)]), 2)
-    # delivered by the group (not as events for on_message), all three in one append
-    assert [e for e in events if e[0] == "message"] == []
+    events = link.read(_results([bytes([i]) * 16 for i in (1, 2, 3)]), 2)
+    assert len([e for e in events if e[0] == "message"]) == 3
+    # all three in one append
     assert log.appends == before + 1
     assert [r["cid"][0] for r in q.pending] == [4, 5]
     assert metrics.get("answer_groups") == 1 and metrics.get("answers_grouped") == 3
@@ -92,18 +99,18 @@ def test_the_answers_of_one_read_are_one_append_before_their_pubacks():
 def test_a_group_that_cannot_be_written_applies_nothing():
     q, log, link, metrics = _rig(3)
     log.fail = True
-    link.session.receive(_results([bytes([1]) * 16, bytes([2]) * 16]), 2)
+    link.read(_results([bytes([1]) * 16, bytes([2]) * 16]), 2)
     assert [r["cid"][0] for r in q.pending] == [1, 2, 3]
     assert metrics.get("answers_not_recorded") == 1
     # the host answers again when asked again: then it lands
     log.fail = False
-    link.session.receive(_results([bytes([1]) * 16], first_seq=10), 3)
+    link.read(_results([bytes([1]) * 16], first_seq=10), 3)
     assert [r["cid"][0] for r in q.pending] == [2, 3]
 
 
 def test_a_repeat_inside_a_group_counts_once():
     q, log, link, metrics = _rig(2)
     cid = bytes([1]) * 16
-    link.session.receive(_results([cid, cid]), 2)
+    link.read(_results([cid, cid]), 2)
     assert [r["cid"][0] for r in q.pending] == [2]
     assert q.dup_results == 1 and log.appends == 2 + 1
