@@ -29,9 +29,12 @@ sim: setup
 	@scripts/ensure-mosquitto || echo "(no mosquitto: the simulator falls back to the amqtt broker)"
 	$(PY) -m host_sim.sim $(SIM_ARGS)
 
+# Coupon checks, the queue and the drain (docs/bench.md, rewritten in place), then the VIP
+# scheduler over 100 000 memberships on SQLite (JSON lines; bench-heap and bench-fleet apart).
 bench: setup
 	@scripts/ensure-mosquitto
 	$(PY) -m tests.bench
+	$(PY) -m tests.bench_vip
 
 # 5 000 queued charges drained, CPython then MicroPython terminal, against raw paho QoS 1 through
 # the same broker; last line {"drain_per_s", "raw_per_s", "ratio"} (CPython's).

@@ -43,6 +43,7 @@ def main(argv=None):
         broker.start()
         pg.start()
         fleet = Fleet(pg.new_database("fleet"), broker.port, args.terminals, log=log)
+        fleet.extra_pids = {"broker": [broker.proc.pid], "database": [pg.proc.pid]}
         fleet.prepare()
         fleet.start_shards()
         report = scenario(fleet, rate=args.rate, duration=args.duration, burst=args.burst,

@@ -133,9 +133,13 @@ class PosixFS:
     def makedirs(self, path):
         cur = ""
         for part in path.split("/"):
-            cur = cur + "/" + part if cur or path.startswith("/") else part
+            cur = cur.rstrip("/") + "/" + part if cur or path.startswith("/") else part
             if part and not _exists(cur):
-                os.mkdir(cur)
+                try:
+                    os.mkdir(cur)
+                except OSError:
+                    if not _exists(cur):  # else made meanwhile by another process: fine
+                        raise
 
 
 # Record log framing: file header, then frames of

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 
+from host_sim.fleet import cpu
 from host_sim.issuance import Keystore, write_text
 from host_sim.procs import stop_process
 from host_sim.registry import Registry
@@ -55,6 +56,7 @@ class Fleet:
         self.workers = {}      # index -> Popen
         self.worker_logs = {}  # index -> [log paths] (a restarted worker gets a new file)
         self.shards = []
+        self.extra_pids = {}   # name -> [pid]: more parts whose CPU a storm reports
         self.events = queue.Queue()
         self.trustlist_path = None
         self.coupons = []
@@ -120,6 +122,16 @@ class Fleet:
             time.sleep(0.05)
         raise FleetError("worker %d did not start: %s"
                          % (i, _read(self.worker_logs[i][-1])[-2000:]))
+
+    def cpu_seconds(self):
+        """CPU seconds so far of the terminals' shards, the workers and any `extra_pids` parts
+        (the bench adds the broker and the database)."""
+        groups = {"terminals": [p.pid for p in self.shards],
+                  "workers": [p.pid for p in self.workers.values()]}
+        groups.update(self.extra_pids)
+        out = cpu.seconds(groups)
+        out["machine"] = cpu.machine_seconds()
+        return out
 
     def stop_workers(self):
         for i in list(self.workers):
@@ -309,10 +321,12 @@ def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=
         fleet.ask("cut", group="all")
         total = sum(e["sold"] for e in fleet.ask("burst", per_terminal=burst,
                                                   coupon_share=coupon_share))
+        cpu0 = fleet.cpu_seconds()
         back = fleet.ask("restore", group="all")
         t_restore = min(e["at"] for e in back)
         online = fleet.ask("wait_online", wait=300, timeout=240)
         done = fleet.ask("wait_drained", wait=400, timeout=360)
+        cpu1 = fleet.cpu_seconds()
         t_online = max(e["at"] for e in online)
         last = max(e["last_result"] or 0 for e in done)
         took = max(last - t_restore, 1e-3)
@@ -320,6 +334,14 @@ def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=
                  "charges_per_s": round(total / took, 1),
                  "all_online_s": round(t_online - t_restore, 2),
                  "pending": sum(e["pending"] for e in done)}
+        used = {k: cpu1[k] - cpu0[k] for k in cpu1}
+        machine = used.pop("machine")
+        # CPU per charge of each part, and the cores they kept busy on average beside the whole
+        # machine's: both near the core count, the storm was bound by the CPU of whatever part
+        # took most, not by the workers; the machine's far above the fleet's, by other work
+        storm["cpu_ms_per_charge"] = {k: round(v * 1000 / total, 3) for k, v in used.items()}
+        storm["cores_busy"] = round(sum(used.values()) / took, 2)
+        storm["machine_cores_busy"] = round(machine / took, 2)
         out["storms"][str(n_workers)] = storm
         log("storm with %d worker(s): %s" % (n_workers, json.dumps(storm)))
 

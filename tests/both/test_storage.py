@@ -117,3 +117,39 @@ def test_makedirs_nested():
     fs.makedirs(d)
     fs.write_atomic(d + "/f", b"1")
     assert fs.read(d + "/f") == b"1"
+
+
+def test_makedirs_when_another_process_makes_the_folder_first():
+    # Two fleet shards start agents under one folder: a folder made between the check and the
+    # mkdir is what was wanted (it raised FileExistsError before)
+    from device.ports import storage
+    fs = PosixFS()
+    d = tmpdir("mkrace") + "/a/b"
+    real = storage._exists
+    raced = []
+
+    def exists_but_late(path):
+        if path.endswith("/a") and not raced:
+            raced.append(path)
+            import os
+            os.mkdir(path)  # the other process, just before our mkdir
+            return False
+        return real(path)
+
+    storage._exists = exists_but_late
+    try:
+        fs.makedirs(d)
+    finally:
+        storage._exists = real
+    assert raced and real(d)
+
+
+def test_makedirs_still_says_when_it_cannot():
+    fs = PosixFS()
+    f = tmpdir("mkfile") + "/plain"
+    fs.write_atomic(f, b"x")
+    try:
+        fs.makedirs(f + "/sub")
+    except OSError:
+        return
+    raise AssertionError("a folder under a file was made")
