@@ -146,15 +146,30 @@ def _encode(out, obj):
                 _encode(out, k)
             # the common values in place (a record is mostly small ints, short texts, ids)
             tv = type(v)
-            if tv is int and 0 <= v < 24:
-                out.append(v)
+            if tv is int and 0 <= v < 0x100000000:
+                if v < 24:
+                    out.append(v)
+                elif v < 0x100:
+                    out.append(0x18)
+                    out.append(v)
+                elif v < 0x10000:
+                    out += struct.pack(">BH", 0x19, v)
+                else:
+                    out += struct.pack(">BI", 0x1A, v)
             elif tv is bytes and len(v) < 24:
                 out.append(0x40 | len(v))
                 out += v
             elif tv is str:
                 raw = v.encode("utf-8")
-                _head(out, 3, len(raw))
+                if len(raw) < 24:
+                    out.append(0x60 | len(raw))
+                else:
+                    _head(out, 3, len(raw))
                 out += raw
+            elif v is True:
+                out.append(0xF5)
+            elif v is False:
+                out.append(0xF4)
             else:
                 _encode(out, v)
     elif t is list or t is tuple or isinstance(obj, (list, tuple)):
