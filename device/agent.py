@@ -292,9 +292,10 @@ class Agent:
             self._kick.clear()
             link = self.link
             if self.uplink.online and link.stats.get("connects") == self._forwarding_on:
-                # The window goes out without waiting for each PUBACK: one task per record,
-                # each sealed with its own seq (SPEC 3.1).
+                # What is due goes out together, without waiting for earlier PUBACKs: one task
+                # and one write for all of it, each record sealed with its own seq (SPEC 3.1).
                 now = ticks_ms()
+                batch = []
                 for rec in q.due(now):
                     if self._in_flight >= q.window:
                         break
@@ -305,7 +306,9 @@ class Agent:
                     q.sent(rid, now, crypto.random_bytes(1)[0] / 256)
                     self._in_flight += 1
                     self._sending[rid] = True
-                    asyncio.create_task(self._forward(mtype, body, rid))
+                    batch.append((rid, mtype, body))
+                if batch:
+                    asyncio.create_task(self._forward(batch))
             if q.needs_compaction():
                 try:
                     q.compact(self.clock.now())
@@ -321,20 +324,34 @@ class Agent:
                     self.metrics.inc("checkpoint_failed")
                     self.log("queue checkpoint failed: %s %s" % (type(e).__name__, e))
 
-    async def _forward(self, mtype, body, rid):
+    async def _forward(self, batch):
+        """batch: [(rid, mtype, body)], published together; a record whose publish failed is
+        due again at once (after a reconnect: all of them)."""
+        full = self._in_flight >= self.queue.window
         try:
-            await self.uplink.send(mtype, body)
-            self._forward_errors = 0
-        except Exception as e:
-            self.metrics.inc("forward_failed")
-            self.queue.unsent(rid)  # due again at once (after a reconnect: all of them)
-            if not self._forward_errors:  # one line per outage, not one per record
-                self.log("%s not forwarded: %s" % (mtype, e))
-            self._forward_errors += 1
+            try:
+                errors = await self.uplink.send_many([(m, b) for _, m, b in batch])
+            except Exception as e:  # offline, or the link's bug: none of them left
+                errors = [e] * len(batch)
+            failed = None
+            for i, (rid, mtype, _) in enumerate(batch):
+                error = errors[i]
+                if error is not None:
+                    self.metrics.inc("forward_failed")
+                    self.queue.unsent(rid)
+                    if failed is None:
+                        failed = (mtype, error)
+            if failed is None:
+                self._forward_errors = 0
+            else:
+                if not self._forward_errors:  # one line per outage, not one per record
+                    self.log("%s not forwarded: %s" % failed)
+                self._forward_errors += 1
         finally:
-            self._in_flight -= 1
-            self._sending.pop(rid, None)
-            if self._in_flight == self.queue.window - 1:
+            for rid, _, _ in batch:
+                self._sending.pop(rid, None)
+            self._in_flight -= len(batch)
+            if full or self._in_flight + len(batch) >= self.queue.window:
                 self._queued()  # room in the window again
 
     async def _io_loop(self):

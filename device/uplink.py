@@ -28,6 +28,19 @@ class Uplink:
                                 self.seal(mtype, body), retain=retain)
         self.metrics.inc("sent_" + mtype)
 
+    async def send_many(self, messages):
+        """Publishes [(mtype, body), ...] together (link.publish_many), each sealed with its
+        own seq in this order; returns [None or LinkError, ...] per message (None: the broker
+        has it). Raises LinkError when the link is offline."""
+        up = topics.up
+        sealed = [(up(self.root, self.device_id, mtype), self.seal(mtype, body))
+                  for mtype, body in messages]
+        errors = await self.link.publish_many(sealed)
+        for i, (mtype, _) in enumerate(messages):
+            if errors[i] is None:
+                self.metrics.inc("sent_" + mtype)
+        return errors
+
     def state_topic(self):
         return topics.state(self.root, self.device_id)
 

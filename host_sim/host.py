@@ -37,6 +37,7 @@ INTERNAL_ERROR = "internal_error"
 NO_DEVICE = "?"  # drop counter key when the topic names no device
 CORE_TYPES = ("hello", "status", "charge")
 BATCH_MAX = 64
+INFLIGHT_MAX = 1024  # our QoS 1 publishes awaiting their PUBACK (paho's limit)
 OUTBOX_POLL_S = 0.2
 OUTBOX_TAKE = 100
 TICK_S = 1.0  # services' tick(now) at most this often
@@ -99,6 +100,9 @@ class Host:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         self.client.reconnect_delay_set(0.2, 5)
+        # paho's default (20 QoS 1 publishes in flight) paces a batch's answers by broker round
+        # trips: 256 answers took 13 of them, with the worker waiting for the last PUBACK.
+        self.client.max_inflight_messages_set(INFLIGHT_MAX)
         self.tls = ca is not None
         if (cert is None) != (key is None):
             raise HostError("the host's certificate and key go together: set both or neither")
@@ -461,6 +465,8 @@ class Host:
         with self.store.transaction() as tx:
             for item in ordered:
                 self._handle(tx, b, item[0], item[1], item[2])
+            for dev in sorted(b.taken):
+                self.registry.save_seq_window(dev, b.windows[dev], tx)
         # committed: now it may be counted and said (counted first, so whoever sees an answer
         # also sees it in metrics())
         with self._lock:
@@ -468,8 +474,7 @@ class Host:
                 self._counts[key] = self._counts.get(key, 0) + 1
             for mtype in b.processed:
                 self._processed[mtype] = self._processed.get(mtype, 0) + 1
-        for line in b.logs:
-            self.log(line)
+        self._say(b.logs)
         return b
 
     def _send_answers(self, b):
@@ -482,10 +487,10 @@ class Host:
         with self._lock:
             self._counts["results_sent"] += len(sent)
             self._latency.extend(sent)
-        for (_, _, seq), out in zip(sealed, outs, strict=True):
-            if out.mtype == "charge_result":
-                self.log("charge_result -> %s cid=%s %s seq=%d" % (
-                    out.device_id, out.body["cid"].hex(), out.body["st"], seq))
+        self._say(["charge_result -> %s cid=%s %s seq=%d" % (
+            out.device_id, out.body["cid"].hex(), out.body["st"], seq)
+            for (_, _, seq), out in zip(sealed, outs, strict=True)
+            if out.mtype == "charge_result"])
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
@@ -547,13 +552,18 @@ class Host:
             except messages.MessageError as e:
                 self._drop(tx, b, dev, BAD_BODY, "%s: %s" % (mtype, e))
                 return
-        # The seq is accepted in the database, atomically and once (registry.accept_seq: a
+        # The seq is accepted in the database, atomically and once (registry.take_seq: a
         # window, since two workers may finish one terminal's messages out of order); the row
-        # stays locked to this transaction, so a terminal's messages go one at a time. Only a
-        # fully handled message keeps it: a handler that raises rolls it back.
-        if not self.registry.accept_seq(dev, seq, tx):
+        # is read and locked to this transaction at the terminal's first message of the batch
+        # and written back once before the commit (_handle_batch), so a terminal's messages go
+        # one at a time. A handler that raises rolls the whole batch back, its seqs with it.
+        window = b.windows.get(dev)
+        if window is None:
+            window = b.windows[dev] = self.registry.seq_window_of(dev, tx)
+        if window is None or not self.registry.take_seq(window, seq):
             self._drop(tx, b, dev, envelope.STALE_SEQ, "seq %d seen before" % seq)
             return
+        b.taken.add(dev)
         if handler is None:
             # Authentic and fresh, but nothing here handles the type: the seq counts.
             b.seqs[dev] = max(seq, b.seqs.get(dev, seq))
@@ -638,10 +648,15 @@ class Host:
 
     def _announce_redeemed(self, tx, b, msg, ctis):
         # rid: one id per charge, the same at every terminal, so a replay adds no use there.
-        rid = _redeemed_id(msg.device_id, msg.body["cid"])
-        for other in service.store_devices(tx, msg.store_id):
+        devices = b.stores.get(msg.store_id)
+        if devices is None:
+            devices = b.stores[msg.store_id] = service.store_devices(tx, msg.store_id)
+        rid = None
+        for other in devices:
             if other == msg.device_id:
                 continue
+            if rid is None:
+                rid = _redeemed_id(msg.device_id, msg.body["cid"])
             b.outs.append((Out(other, "redeemed", {"cti": list(ctis), "rid": rid}), None))
             b.counts.append("redeemed_sent")
             b.logs.append("redeemed -> %s %d coupon(s) from %s" % (other, len(ctis),
@@ -787,6 +802,9 @@ class _Batch:
         self.later = []
         self.lists = []  # (name, COSE bytes): fleet lists to publish again (retained)
         self.devices = {}  # device id -> (secret, last_seq, store_id), looked up once
+        self.windows = {}  # device id -> its seq window (registry.seq_window_of), read once
+        self.taken = set()  # the devices whose window took a seq: written before the commit
+        self.stores = {}   # store id -> its device ids, read once
         self.seqs = {}     # device id -> the highest seq accepted in this batch
 
     def add(self, outs, svc):

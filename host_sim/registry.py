@@ -235,25 +235,40 @@ class Registry:
         out of order); False for a seq seen already or older than the window (stale). Atomic:
         the terminal's row stays locked to the transaction."""
         with self._write(tx) as c:
-            row = c.execute("SELECT last_seq, seq_window FROM devices WHERE device_id=?"
-                            " FOR UPDATE", (device_id,)).fetchone()
-            if row is None:
+            window = self.seq_window_of(device_id, c)
+            if window is None or not self.take_seq(window, seq):
                 return False
-            high, bits = row[0], row[1] or 0
-            if high is None:
-                high, bits = seq, _WINDOW_MASK  # nothing below the first seq is accepted
-            elif seq > high:
-                shift = seq - high
-                bits = ((bits << shift) | 1) & _WINDOW_MASK if shift < SEQ_WINDOW else 1
-                high = seq
-            else:
-                back = high - seq
-                if back == 0 or back >= self.seq_window or bits >> back & 1:
-                    return False
-                bits |= 1 << back
-            c.execute("UPDATE devices SET last_seq=?, seq_window=? WHERE device_id=?",
-                      (high, bits, device_id))
+            self.save_seq_window(device_id, window, c)
             return True
+
+    def seq_window_of(self, device_id, tx):
+        """[highest accepted seq, window bits] of the terminal, its row locked to tx (None for
+        an unknown device): take_seq() on it accepts seqs in memory, save_seq_window() writes it
+        back. A batch of one terminal's messages reads and writes it once."""
+        row = tx.execute("SELECT last_seq, seq_window FROM devices WHERE device_id=?"
+                         " FOR UPDATE", (device_id,)).fetchone()
+        return None if row is None else [row[0], row[1] or 0]
+
+    def take_seq(self, window, seq):
+        """accept_seq's rule on a window from seq_window_of(), updated in place."""
+        high, bits = window
+        if high is None:
+            high, bits = seq, _WINDOW_MASK  # nothing below the first seq is accepted
+        elif seq > high:
+            shift = seq - high
+            bits = ((bits << shift) | 1) & _WINDOW_MASK if shift < SEQ_WINDOW else 1
+            high = seq
+        else:
+            back = high - seq
+            if back == 0 or back >= self.seq_window or bits >> back & 1:
+                return False
+            bits |= 1 << back
+        window[0], window[1] = high, bits
+        return True
+
+    def save_seq_window(self, device_id, window, tx):
+        tx.execute("UPDATE devices SET last_seq=?, seq_window=? WHERE device_id=?",
+                   (window[0], window[1], device_id))
 
     def seq_is_stale(self, last_seq, seq):
         """The gate's quick check before the authoritative accept_seq: True when seq cannot

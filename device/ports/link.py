@@ -22,6 +22,8 @@
 #   await link.run()                  stay connected (backoff + jitter) until close()
 #   link.connected                    bool
 #   await link.publish(topic, payload, retain=False, qos=1, timeout=10)   returns on PUBACK
+#   await link.publish_many([(topic, payload), ...], timeout=10)  QoS 1, one write, one wait:
+#                                     [None (acknowledged) or LinkError, ...] in the same order
 #   await link.subscribe([(filter, qos), ...])                            -> granted codes
 #   await link.close()                clean DISCONNECT (no will), run() returns
 #   link.stats                        connects, connect_failures, drops, ping_timeouts, rx, tx,

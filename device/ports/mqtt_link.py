@@ -102,12 +102,37 @@ class _Waiter:
             self.error = error
             self.event.set()
 
+    def acked(self, pid):
+        self.done()
+
     async def wait(self, timeout):
         # raises asyncio.TimeoutError when nothing was delivered in time
         await asyncio.wait_for(self.event.wait(), timeout)
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class _Group:
+    """The waiter of the publishes of one publish_many(): one event for all of them, set once
+    every one is acknowledged or the connection failed them."""
+
+    def __init__(self, pids):
+        self.event = asyncio.Event()
+        self.pending = set(pids)
+        self.error = None
+        if not pids:
+            self.event.set()
+
+    def acked(self, pid):
+        self.pending.discard(pid)
+        if not self.pending:
+            self.event.set()
+
+    def fail(self, error):
+        if self.error is None:
+            self.error = error
+        self.event.set()
 
 
 class MQTTLink:
@@ -147,7 +172,7 @@ class MQTTLink:
         self.last_error = None  # why the last connect failed or the last connection dropped
         self.last_delay = None  # the last backoff delay, seconds
         self._now = Millis()
-        self._waiters = {}  # packet id -> _Waiter of a publish or subscribe
+        self._waiters = {}  # packet id -> _Waiter of a publish or subscribe, _Group
         self._writer = None
         self._wlock = None
         self._dropped = None
@@ -213,6 +238,49 @@ class MQTTLink:
             if not acked:
                 # the caller is gone; the session sends it again after a reconnect
                 self.session.abandon(pid)
+
+    async def publish_many(self, messages, timeout=10):
+        """Publishes [(topic, payload), ...] (QoS 1, not retained) with one write and one wait
+        for all of them: no task, timer or lock per message (a window of them costs what one
+        publish() does). Returns a list in the same order: None for each message the broker
+        acknowledged, the LinkError of each it did not (the session still sends those again
+        after a reconnect, as for publish()). Raises LinkError("offline") when not connected."""
+        if not self.connected:
+            raise LinkError("offline", "not connected")
+        now = self._now()
+        pids = []
+        refused = None
+        for topic, payload in messages:
+            try:
+                pids.append(self.session.publish(topic, payload, 1, False, now,
+                                                 int(timeout * 500)))
+            except SessionError as e:  # busy: the rest are not sent at all
+                refused = LinkError(e.code, str(e))
+                break
+        group = _Group(pids)
+        for pid in pids:
+            self._waiters[pid] = group
+        try:
+            if pids:
+                self._timer.set()  # new retry times for the timer
+                try:
+                    await self._flush()
+                    await asyncio.wait_for(group.event.wait(), timeout)
+                except asyncio.TimeoutError:
+                    group.fail(LinkError("timeout", "no PUBACK within %s s" % timeout))
+                except LinkError as e:
+                    group.fail(e)
+        finally:
+            for pid in pids:
+                self._waiters.pop(pid, None)
+                if pid in group.pending:
+                    self.session.abandon(pid)  # as publish(): sent again after a reconnect
+        out = []
+        for pid in pids:
+            out.append(group.error if pid in group.pending else None)
+        while len(out) < len(messages):
+            out.append(refused)
+        return out
 
     async def subscribe(self, topics, timeout=10):
         """Subscribes [(filter, qos), ...]; returns the granted codes (0x80 = refused)."""
@@ -415,10 +483,14 @@ class MQTTLink:
                     except Exception as e:
                         self.stats["handler_errors"] += 1
                         self.last_error = "on_oversized: %r" % (e,)
-            elif kind == "published" or kind == "subscribed":
+            elif kind == "published":
                 waiter = self._waiters.get(ev[1])
                 if waiter is not None:
-                    waiter.done(ev[2] if kind == "subscribed" else None)
+                    waiter.acked(ev[1])
+            elif kind == "subscribed":
+                waiter = self._waiters.get(ev[1])
+                if waiter is not None:
+                    waiter.done(ev[2])
             elif kind == "dead":
                 self._drop(ev[1])
 

@@ -316,6 +316,65 @@ def test_publish_and_subscribe_time_out_without_an_answer(scripted):
     asyncio.run(scenario())
 
 
+def test_publish_many_reports_each_message_and_resends_the_unacknowledged(scripted):
+    def script(conn, n):
+        accept(conn, session_present=n > 1)
+        if n == 1:
+            a, _, c = conn.next(), conn.next(), conn.next()
+            conn.send(mqtt.puback(a[6]) + mqtt.puback(c[6]))  # b's never: the connection ends
+            time.sleep(0.1)
+            return
+        again = conn.next()
+        conn.send(mqtt.puback(again[6]))
+        conn.drain()
+
+    b = scripted(script)
+
+    async def scenario():
+        link = bare_link(b.port, backoff=Backoff(0.1, 0.2))
+        task = await running(link)
+        errors = await link.publish_many([("t/up/charge", b"1"), ("t/up/charge", b"2"),
+                                          ("t/up/charge", b"3")], timeout=5)
+        assert errors[0] is None and errors[2] is None
+        assert isinstance(errors[1], LinkError) and errors[1].code == "dropped"
+        await until(lambda: len(publishes(b)) >= 4, 5, "the retransmission")
+        sent = publishes(b)
+        assert [(n, p[2], p[5]) for n, p in sent[:3]] == [(1, b"1", False), (1, b"2", False),
+                                                         (1, b"3", False)]
+        assert len({p[6] for _, p in sent[:3]}) == 3
+        assert sent[3] == (2, sent[1][1][:5] + (True, sent[1][1][6]))  # b"2" again, DUP
+        await close(link, task)
+
+    asyncio.run(scenario())
+
+
+def test_publish_many_times_out_what_is_not_acknowledged(scripted):
+    def script(conn, n):
+        accept(conn)
+        a = conn.next()
+        conn.next()
+        conn.send(mqtt.puback(a[6]))  # the second is never acknowledged
+        conn.drain()
+
+    b = scripted(script)
+
+    async def scenario():
+        link = bare_link(b.port)
+        task = await running(link)
+        assert await link.publish_many([]) == []
+        errors = await link.publish_many([("t/up/x", b"a"), ("t/up/x", b"b")], timeout=0.6)
+        assert errors[0] is None and errors[1].code == "timeout"
+        assert link.connected
+        await close(link, task)
+        try:
+            await link.publish_many([("t/up/late", b"x")])
+            raise AssertionError("publish_many after close did not raise")
+        except LinkError as e:
+            assert e.code == "offline"
+
+    asyncio.run(scenario())
+
+
 def test_a_message_is_delivered_before_its_puback(scripted):
     delivered = []
     acked_after = []
