@@ -575,7 +575,10 @@ def drain_doc(res, meta):
                 "%.0f" % meta["drain_limit_s"] if meta["drain_limit_s"] else "(never)"),
             "", _how(meta), ""] + _table(drain_rows(res)) + [""]
     text += ["`make bench-drain` runs the same and ends with one JSON line, the CPython "
-             "terminal's: `%s`." % json.dumps(res["summary"]), ""]
+             "terminal's: `%s`." % json.dumps(res["summary"]), "",
+             "Where a drain's time goes (CPU per charge of the host, the terminal and "
+             "mosquitto, what limits the ratio): docs/decisions.md, \"Drain: answers not paced "
+             "by paho\".", ""]
     for rt in ("cpython", "micropython"):
         x = res[rt]
         if x["stalled"]:
