@@ -11,6 +11,10 @@ CORRECTION_ENV = "POS_CLOCK_CORRECTION_S"
 # Boards whose native epoch is 2000 (most MicroPython ports) count from here.
 EPOCH_2000_OFFSET = 946684800
 _OFFSET = EPOCH_2000_OFFSET if time.gmtime(0)[0] == 2000 else 0
+# The last second gmtime is asked for: 9999-12-31 23:59:59 UTC. Times from the host are any uint
+# (member_info vip_exp, a charge_result's VIP period) and gmtime past about 2^55 raises on
+# CPython and crashes the MicroPython unix port; a later time is shown as this one.
+LATEST_SHOWN = 253402300799
 
 try:
     _ticks_ms = time.ticks_ms
@@ -24,7 +28,10 @@ except AttributeError:  # CPython
 
 
 def gmtime(unix):
-    """time.gmtime of a Unix time on any port (it counts from the port's own epoch)."""
+    """time.gmtime of a Unix time on any port (it counts from the port's own epoch); a time
+    past LATEST_SHOWN gives that of LATEST_SHOWN."""
+    if unix > LATEST_SHOWN:
+        unix = LATEST_SHOWN
     return time.gmtime(unix - _OFFSET)
 
 

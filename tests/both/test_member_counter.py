@@ -440,3 +440,42 @@ def test_vip_sale_takes_the_tier_fee():
         ("vip", 9900, 9900, "gold", "M-0001")
     assert_charge_ok(rec)
     assert b"VIP tier" in t.printed[-1]
+
+
+# ---------------------------------------------------------------- times far ahead (SPEC 7)
+
+FAR = (1 << 64) - 1  # the largest uint the schemas let through for vip_exp and vip.end
+
+
+def test_a_vip_expiry_far_ahead_is_shown_never_a_crash():
+    # member_info's vip_exp is any uint: gmtime raised on CPython (OverflowError) and killed
+    # the MicroPython agent (segfault) past about 2^56 before the date was bounded.
+    t = Till("mem-far-vip")
+    t.online()
+
+    async def scenario():
+        t.scan(CARD)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        [q] = t.sent("member_query")
+        t.host("member_info", {"qid": q["qid"], "mid": "M-0001", "bal": 1, "pts": 2,
+                               "tier": "gold", "vip_exp": FAR, "st": "active"})
+        f = t.tick()
+        assert f[1][-2] == "VIP until 9999-12-31", f
+    asyncio.run(scenario())
+
+
+def test_a_vip_period_far_ahead_prints_its_receipt():
+    t = Till("mem-far-period")
+    t.online()
+    t.config(vip_tiers=[{"name": "gold", "fee": 9900, "cycle": "year"}])
+    t.sale(1)
+    t.scan(CARD)
+    t.keys("F4")
+    rec = committed(t, t.keys("1"))
+    n = len(t.printed)
+    t.host("charge_result", {"cid": rec["cid"], "st": "approved", "cpn": [],
+                             "vip": {"tier": "gold", "start": FAR, "end": FAR}})
+    f = t.tick()
+    assert f[1][-1] == "VIP until 9999-12-31", f
+    assert len(t.printed) == n + 1 and b"9999-12-31 - 9999-12-31" in t.printed[-1]
