@@ -423,6 +423,20 @@ def test_config_set_limits_outlive_saved_host_settings():
     assert r2.agent.settings.limits()["offline_max_charge"] == 123
 
 
+def test_config_set_member_and_refund_limits():
+    # docs/operations.md: `limits.<name>` is settable; the member limits of SPEC 8.1 and
+    # refund_pin_over are limits keys like the others (device.json or the host's config).
+    r = Rig("con-config-member")
+    r.login()
+    for key, value in (("offline_member_max", 5000), ("offline_member_total", 8000),
+                       ("refund_pin_over", 20000)):
+        rep = r("config set limits.%s %d" % (key, value))
+        assert rep["ok"] and rep["reboot_needed"] is False, rep
+        assert r.agent.settings.limits()[key] == value
+        assert config.load(r.path)["limits"][key] == value
+    err(r("config set limits.offline_member_max -1"), "bad_value")
+
+
 def test_log_tail():
     r = Rig("con-log")
     r.login()
