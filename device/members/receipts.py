@@ -22,7 +22,7 @@ class HeldReceipts:
 
     def hold(self, result, coupons, member):
         """The till's commit result, made to wait for the answer when it is an online member
-        payment or top-up; any other result is returned as it is."""
+        payment, top-up or VIP sale; any other result is returned as it is."""
         if not result.get("ok") or not result.get("sent") \
                 or result.get("kind") not in WAITING_KINDS:
             return result
