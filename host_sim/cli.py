@@ -64,7 +64,10 @@ def on_store(name, args, schemas, errors, clock, must_exist=False, before=None):
         return 1
     try:
         store = open_store(args.db)
-    except (StoreError, OSError, ValueError) as e:
+    except StoreError as e:  # says what it could not open
+        sys.stderr.write("%s: %s\n" % (name, e))
+        return 1
+    except (OSError, ValueError) as e:
         sys.stderr.write("%s: cannot open %s: %s\n" % (name, args.db, e))
         return 1
     try:

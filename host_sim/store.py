@@ -108,8 +108,11 @@ class SqliteStore:
         self.where = path
         self._sql = {}
         self.lock = threading.RLock()
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                    check_same_thread=False)
+        try:
+            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+        except sqlite3.Error as e:  # no such directory, not a file, no permission
+            raise StoreError("cannot open %s: %s" % (path, e))
         _sqlite_wal(self.conn)
         # FULL: a committed charge survives a power cut, not only a crash.
         self.conn.execute("PRAGMA synchronous=FULL")

@@ -578,3 +578,11 @@ def test_tiers_reach_every_terminal_and_at_most_nine(store):
         vip.set_tier(eng, store, "tenth", 1, "year", A)
     assert e.value.code == "too_many_tiers"
     vip.set_tier(eng, store, "gold", 9800, "month", A)  # a change is not a tenth
+
+
+def test_command_line_on_a_database_it_cannot_open_exits_1_without_a_traceback(tmp_path):
+    db = str(tmp_path / "no" / "such" / "dir" / "h.db")
+    for args in (["ledger"], ["tick", "--now", "1"], ["tier", "gold", "--fee", "1",
+                                                      "--cycle", "month"]):
+        rc, out, err = run_cli("--db", db, *args)
+        assert rc == 1 and out == [] and "Traceback" not in err and "h.db" in err, (args, err)
