@@ -31,7 +31,7 @@ HELP = (
     ("status", "", "the terminal at a glance (no login needed)"),
     ("login", "PIN", "a technician session (5 wrong PINs lock for 300 s)"),
     ("logout", "", "ends the session"),
-    ("help", "", "this list"),
+    ("help", "", "this list (before provisioning, or logged in)"),
     ("provision", "JSON", "writes the config (SPEC 5), atomically"),
     ("trust load", "PT1:...", "installs a trust list (newer ver only)"),
     ("revocations load", "PR1:...", "installs a revocation list (newer ver only)"),
@@ -154,7 +154,7 @@ class Commands:
                 return None
             return reply_error("not_provisioned",
                                "not provisioned: only status and provision are available")
-        if name in ("status", "login", "help"):
+        if name in ("status", "login"):  # SPEC 6: every other command needs a login
             return None
         if self.session_live():
             self.session_at = self.clock.now()
@@ -179,7 +179,8 @@ class Commands:
             return reply_ok(provisioned=False, device_id=None, store_id=None, fw=build.FW,
                             rt=rt.NAME, online=False,
                             queue={"pending": 0, "amount": 0, "oldest_at": None},
-                            trust_ver=0, rev_ver=0, declined_unseen=0)
+                            trust_ver=0, rev_ver=0, declined_unseen=0,
+                            lic={"st": "none", "exp": None, "days": None})
         fields = t.status.console_fields()
         fields["session"] = self.session_at is not None and self.session_live()
         fields["locked_for"] = t.lockout.locked_for()

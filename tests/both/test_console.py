@@ -121,6 +121,13 @@ def test_unprovisioned_offers_only_status_and_provision():
     assert not PosixFS().exists(path)
 
 
+def test_unprovisioned_status_carries_lic_none():
+    # SPEC 8.5: `status` (console and heartbeat) carries `lic`; an unprovisioned terminal was
+    # never licensed.
+    st = unprovisioned("con-unprov-lic")[3]("status")
+    assert st["ok"] and st["lic"] == {"st": "none", "exp": None, "days": None}, st
+
+
 def test_provision_checks_then_writes_and_starts_the_agent():
     d, path, cmds, call, started = unprovisioned("con-prov")
     err(call("provision"), "bad_json")
@@ -236,6 +243,20 @@ def test_session_times_out_and_logout_ends_it():
     r.login()
     err(r("login 1"), "wrong_pin")
     err(r("selftest"), "login_required")
+
+
+def test_every_command_but_status_and_login_needs_a_login():
+    # SPEC 6: "Every command but `status` and `login` needs a technician login once
+    # provisioned" (`help` and the services' commands included).
+    r = Rig("con-needs-login")
+    for line in ("help", "logout", "queue list", "selftest", "trust load PT1:X",
+                 "revocations load PR1:X", "coupon check PC1:X", "journal show",
+                 "config get", "log tail", "licence show", "licence load PL1:X",
+                 "provision {}", "reboot", "factory-reset"):
+        err(r(line), "login_required")
+    assert r("status")["ok"]
+    r.login()
+    assert r("help")["ok"] and r("licence show")["ok"]
 
 
 def test_no_tech_pin_configured():

@@ -207,3 +207,18 @@ def test_the_licence_and_its_clock_survive_a_restart_with_the_clock_set_back():
     rep = call("licence show")
     assert rep["ok"] and rep["ver"] == 10 and rep["st"] == "restricted"
     assert rep["clock"] == now and rep["clock_behind"] == DAY
+
+
+def test_restricted_still_shows_bookings_and_checks_coupons_at_the_console():
+    # SPEC 8.5: restricted "never stops ... coupon checks or bookings display".
+    now = fx()["now"]
+    clock = Clock(now)
+    a = agent("lica-keeps", clock)
+    assert console(a, now)("licence load " + text("grace_v3"))["ok"]
+    clock.t = now + DAY  # exp + grace: restricted
+    assert a.status.heartbeat_body()["lic"]["st"] == "restricted"
+    f = keys(a, clock.t, "CLEAR", "F2")
+    assert f[1] == "bookings", f
+    assert keys(a, clock.t, "CANCEL")[1] == "idle"
+    rep = console(a, clock.t)("coupon check PC1:NOTACOUPON 500")
+    assert rep["ok"] and rep["verdict"] == "malformed", rep
