@@ -22,8 +22,12 @@ def install(agent):
     agent.clerk.add_idle_lines(rules.idle_lines)
     agent.status.add("lic", licence.fact)
     agent.downlink.on("licence", loader.from_host)
-    agent.view.commands["licence_load"] = loader.console_load
-    agent.view.commands["licence_show"] = loader.console_show
+    view = agent.view
+    view.commands["licence_load"] = loader.console_load
+    view.commands["licence_show"] = loader.console_show
+    view.no_argument.append("licence_show")
+    view.help.append(("licence load", "PL1:...", "installs the service licence (newer ver only)"))
+    view.help.append(("licence show", "", "the licence, its state and the days left"))
 
     async def observe():
         while True:

@@ -93,6 +93,16 @@ def test_none_sells_and_reports_no_licence():
     assert call("status")["lic"]["st"] == "none"
 
 
+def test_licence_commands_are_in_help_and_show_refuses_an_argument():
+    now = fx()["now"]
+    a = agent("lica-help", Clock(now))
+    call = console(a, now)
+    listed = [c["command"] for c in call("help")["commands"]]
+    assert "licence load" in listed and "licence show" in listed
+    rep = call("licence show now")
+    assert not rep["ok"] and rep["error"] == "bad_argument", rep
+
+
 def test_restricted_refuses_every_selling_action_and_keeps_the_rest():
     now = fx()["now"]
     clock = Clock(now)
