@@ -153,7 +153,7 @@ class Commands:
             if name in ("status", "provision", "help"):
                 return None
             return reply_error("not_provisioned",
-                               "not provisioned: only status and provision are available")
+                               "not provisioned: only status, provision and help are available")
         if name in ("status", "login"):  # SPEC 6: every other command needs a login
             return None
         if self.session_live():
