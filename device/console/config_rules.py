@@ -4,6 +4,7 @@
 import json
 
 from device import config
+from protocol.messages import LIMIT_KEYS
 
 BROKER_KEYS = ("host", "port", "tls", "username", "password", "root", "ca", "cert", "key",
                "keepalive")
@@ -19,7 +20,7 @@ def settable(parts):
     if top in config.DRIVER_KEYS:
         return len(parts) <= 2 and all(parts)
     if top == "limits":
-        return len(parts) == 2 and parts[1] in config.DEFAULT_LIMITS
+        return len(parts) == 2 and parts[1] in LIMIT_KEYS
     return parts == ["status_interval_s"]
 
 

@@ -423,6 +423,21 @@ def test_config_set_limits_outlive_saved_host_settings():
     assert r2.agent.settings.limits()["offline_max_charge"] == 123
 
 
+def test_config_set_takes_every_limit_key_of_the_config():
+    # SPEC 8.1/8.3: offline_member_max, offline_member_total and refund_pin_over are `limits`
+    # keys like the offline ones; the console sets every key device.json takes.
+    r = Rig("con-config-limits")
+    r.login()
+    for key, value in (("refund_pin_over", 5000), ("offline_member_max", 2000),
+                       ("offline_member_total", 8000)):
+        rep = r("config set limits.%s %d" % (key, value))
+        assert rep["ok"] and rep["reboot_needed"] is False, rep
+        assert r.agent.settings.limits()[key] == value
+        assert config.load(r.path)["limits"][key] == value
+    err(r("config set limits.refund_pin_over -1"), "bad_value")
+    err(r("config set limits.refund_pin_over.x 1"), "not_settable")
+
+
 def test_log_tail():
     r = Rig("con-log")
     r.login()
