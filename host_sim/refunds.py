@@ -51,6 +51,8 @@ RID_REUSED = "rid_reused"
 REFUNDABLE_KINDS = ("sale", "member")
 NO_FEE_REASONS = ("defective", "wrong_item", "not_delivered")  # the shop's fault
 DEFAULTS = {"window_s": 30 * 86400, "auto_max": 10000, "fee_pct": 0}
+SPEC_NAME = {"window_s": "refund_window_s", "auto_max": "refund_auto_max",
+             "fee_pct": "refund_fee_pct"}  # as SPEC 8.3 and the command line name them
 MAX_INT = (1 << 63) - 1
 MAX_NOTE = 64
 
@@ -120,7 +122,8 @@ def set_settings(tx, **values):
             raise RefundError("bad_setting", "no refund setting %r" % (name,))
         top = 100 if name == "fee_pct" else MAX_INT
         if type(value) is not int or not 0 <= value <= top:
-            raise RefundError("bad_setting", "%s must be an int within 0..%d" % (name, top))
+            raise RefundError("bad_setting", "%s must be an int within 0..%d"
+                              % (SPEC_NAME[name], top))
         tx.execute("INSERT INTO refund_settings (name, value) VALUES (?, ?) ON CONFLICT (name)"
                    " DO UPDATE SET value = excluded.value", (name, value))
     return settings(tx)

@@ -2,7 +2,8 @@
 #   python -m host_sim refunds --db DB list [--all]       # waiting (review, held), oldest first
 #   python -m host_sim refunds --db DB approve RID [--device ID] [--by NAME]
 #   python -m host_sim refunds --db DB reject RID --reason TEXT [--device ID] [--by NAME]
-#   python -m host_sim refunds --db DB settings [--window-s S] [--auto-max MINOR] [--fee-pct P]
+#   python -m host_sim refunds --db DB settings [--refund-window-s S] [--refund-auto-max MINOR]
+#       [--refund-fee-pct P]    (prints {"refund_window_s", "refund_auto_max", "refund_fee_pct"})
 # RID is the refund id in hex (as `list` and the refund receipt print it) or a unique start of
 # it. approve and reject change the refund and queue the final refund_result for the terminal
 # that asked in the host outbox, in one transaction; the serving host sends it.
@@ -42,9 +43,13 @@ def build_parser():
         if name == "reject":
             a.add_argument("--reason", required=True, help="told to the terminal (64 chars)")
     s = sub.add_parser("settings", help="show or change the refund rules")
-    s.add_argument("--window-s", type=_int, help="refunds only this long after the charge")
-    s.add_argument("--auto-max", type=_int, help="amounts above it wait for review")
-    s.add_argument("--fee-pct", type=_int, help="fee kept, percent (0..100)")
+    # SPEC 8.3's names (refund_window_s, ...), and the short ones of earlier releases.
+    s.add_argument("--refund-window-s", "--window-s", dest="window_s", type=_int,
+                   help="refunds only this long after the charge")
+    s.add_argument("--refund-auto-max", "--auto-max", dest="auto_max", type=_int,
+                   help="amounts above it wait for review")
+    s.add_argument("--refund-fee-pct", "--fee-pct", dest="fee_pct", type=_int,
+                   help="fee kept, percent (0..100)")
     return p
 
 
@@ -54,8 +59,9 @@ def run(args, store, now):
             for r in (refunds.every(tx) if args.all else refunds.waiting(tx)):
                 _print(refunds.public(r))
         elif args.command == "settings":
-            _print(refunds.set_settings(tx, window_s=args.window_s, auto_max=args.auto_max,
-                                        fee_pct=args.fee_pct))
+            now_set = refunds.set_settings(tx, window_s=args.window_s,
+                                           auto_max=args.auto_max, fee_pct=args.fee_pct)
+            _print({refunds.SPEC_NAME[k]: v for k, v in now_set.items()})
         else:
             r = refunds.find_waiting(tx, args.rid, args.device)
             if args.command == "approve":

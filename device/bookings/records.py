@@ -9,7 +9,6 @@
 # A `conflict` or `unknown` answer is a notice for the supervisor (Kind.bad), like a declined
 # charge: the clerk who acted may be on another screen, or the answer may come hours later
 # after an offline spell, and someone must see that the customer's booking is not as recorded.
-from device.ports.clock import gmtime
 from device.sales.queue import Kind
 from device.sales.sale import RECORD_VERSION
 from device.screens import messages
@@ -38,8 +37,9 @@ def update_body(rec):
 
 
 def hhmm(t):
-    tm = gmtime(t)
-    return "%02d:%02d" % (tm[3], tm[4])
+    """UTC HH:MM of a Unix time, by arithmetic: a slot time is any uint from the host, and
+    gmtime overflows on such times (MicroPython's unix port crashes)."""
+    return "%02d:%02d" % (t // 3600 % 24, t // 60 % 60)
 
 
 def title(rec):

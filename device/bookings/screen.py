@@ -19,6 +19,7 @@ from protocol.store_messages import BOOKING_REASONS
 NAME = "bookings"
 SHOWN = 3  # booking lines on screen under the title
 DAY = 86400
+LAST_DATED = 253402300800  # 10000-01-01T00:00Z: later slot times show no date
 
 
 def _pad(text, width):
@@ -47,6 +48,8 @@ def day_word(t, today):
         return "today"
     if d == today + 1:
         return "tomorrow"
+    if t >= LAST_DATED:  # gmtime overflows past it (MicroPython's unix port crashes)
+        return messages.BOOKING_FAR_DAY
     tm = gmtime(t)
     return "%02d-%02d" % (tm[1], tm[2])
 

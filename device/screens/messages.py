@@ -143,6 +143,7 @@ BOOKING_STATE = {"booked": "booked", "checked_in": "in", "cancelled": "cancel",
 BOOKING_STATE_LONG = {"booked": "booked", "checked_in": "checked in",
                       "cancelled": "cancelled", "no_show": "no-show"}
 BOOKING_DONE = {"check_in": "checked in", "cancel": "cancelled", "no_show": "no-show"}
+BOOKING_FAR_DAY = "later"  # a slot beyond the year 9999 (a host's bad time)
 BOOKING_REASON_TEXT = ("customer asked", "staff unavailable", "store closed", "other")
 
 

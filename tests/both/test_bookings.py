@@ -329,3 +329,27 @@ def test_replayed_and_stale_lists_are_counted_not_installed():
     r.send_list(10, [dict(DEMO[0], st="gone")])
     assert r.metric("drop_bad_mac") == 1 and r.metric("drop_bad_body") == 1
     assert r.agent.status.console_fields()["bookings"]["ver"] == 5
+
+
+def test_far_off_slot_times_from_the_host_are_shown_never_crash():
+    # SPEC 7: no input from the broker crashes the agent. An item's `at` is any uint (SPEC 8.4):
+    # gmtime of such times overflows on CPython and crashes MicroPython's unix port.
+    r = Rig("bk-far")
+    far = [item("F1", (1 << 64) - 1, "Far Out", "Later"),
+           item("F2", 1 << 63, "Half Way", "Later", dur=(1 << 64) - 1)]
+    r.send_list(5, DEMO + far)
+    assert r.agent.status.console_fields()["bookings"]["items"] == 6
+    r.key("F2")
+    screen, lines = r.key("DOWN", "DOWN", "DOWN")
+    assert screen == "bookings" and lines[0] == "Bookings 5/6 " + messages.BOOKING_FAR_DAY
+    assert lines[1].startswith(">15:30 Half Way")
+    screen, lines = r.key("DOWN", "ENTER")
+    assert lines[0] == "Bookings 6/6 " + messages.BOOKING_FAR_DAY
+    [(_, body)] = r.waiting()
+    assert body["bid"] == "F1"
+    r.answer({"uid": body["uid"], "st": "conflict", "code": "not_booked",
+              "booking": dict(far[0], st="cancelled", v=2)})
+    screen, lines = r.screen()
+    assert lines[0] == "CONFLICT x1: 07:00 Far Out"
+    assert r.key("CANCEL")[1][:2] == ["CONFLICT x1: 07:00 Far Out",
+                                      "host: cancelled, not_booked"]

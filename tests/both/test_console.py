@@ -456,6 +456,7 @@ def test_config_set_member_and_refund_limits():
         assert r.agent.settings.limits()[key] == value
         assert config.load(r.path)["limits"][key] == value
     err(r("config set limits.offline_member_max -1"), "bad_value")
+    err(r("config set limits.refund_pin_over.x 1"), "not_settable")
 
 
 def test_log_tail():

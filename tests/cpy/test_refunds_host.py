@@ -381,7 +381,13 @@ def test_review_command_line_and_report(rig, capsys):
     db = rig.where
     rc, [st], _ = run(capsys, "refunds", "--db", db, "settings", "--auto-max", 100,
                       "--fee-pct", 3)
-    assert rc == 0 and st == {"window_s": 30 * DAY, "auto_max": 100, "fee_pct": 3}
+    # SPEC 8.3 names the rules refund_window_s, refund_auto_max, refund_fee_pct.
+    assert rc == 0 and st == {"refund_window_s": 30 * DAY, "refund_auto_max": 100,
+                              "refund_fee_pct": 3}
+    rc, [st], _ = run(capsys, "refunds", "--db", db, "settings", "--refund-auto-max", 100,
+                      "--refund-fee-pct", 3, "--refund-window-s", 30 * DAY)
+    assert rc == 0 and st == {"refund_window_s": 30 * DAY, "refund_auto_max": 100,
+                              "refund_fee_pct": 3}
     s = sale(5000)
     rig.charge(s)
     b1, b2 = refund(s["cid"], 1000), refund(s["cid"], 2000, reason="defective")
@@ -413,7 +419,7 @@ def test_review_command_line_and_report(rig, capsys):
         run(capsys, "refunds", "--db", db, "settings", "--fee-pct", -1)
     assert e.value.code == 2
     rc, _, err = run(capsys, "refunds", "--db", db, "settings", "--fee-pct", 101)
-    assert rc == 1 and "fee_pct" in err
+    assert rc == 1 and "refund_fee_pct" in err
 
     rc, rows, _ = run(capsys, "refunds", "--db", db, "list", "--all")
     assert sorted((r["amt"], r["st"]) for r in rows) == [(50, "approved"), (1000, "approved"),
