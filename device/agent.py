@@ -327,7 +327,6 @@ class Agent:
     async def _forward(self, batch):
         """batch: [(rid, mtype, body)], published together; a record whose publish failed is
         due again at once (after a reconnect: all of them)."""
-        full = self._in_flight >= self.queue.window
         try:
             try:
                 errors = await self.uplink.send_many([(m, b) for _, m, b in batch])
@@ -351,8 +350,8 @@ class Agent:
             for rid, _, _ in batch:
                 self._sending.pop(rid, None)
             self._in_flight -= len(batch)
-            if full or self._in_flight + len(batch) >= self.queue.window:
-                self._queued()  # room in the window again
+            if self._in_flight + len(batch) >= self.queue.window:
+                self._queued()  # the window was full: room in it again
 
     async def _io_loop(self):
         last_refresh = 0

@@ -37,8 +37,7 @@ def update_body(rec):
 
 
 def hhmm(t):
-    """UTC HH:MM of a Unix time, by arithmetic: a slot time is any uint from the host, and
-    gmtime overflows on such times (MicroPython's unix port crashes)."""
+    """UTC HH:MM of a Unix time (any uint from the host), by arithmetic: no date needed."""
     return "%02d:%02d" % (t // 3600 % 24, t // 60 % 60)
 
 

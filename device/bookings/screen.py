@@ -11,7 +11,7 @@
 #   10:30-11:15 Ann Lee                the selected booking's slot and name, or its conflict
 #   ENTER=in F3=cancel F4=no-show
 from device.bookings.records import hhmm
-from device.ports.clock import gmtime
+from device.ports.clock import LATEST_SHOWN, gmtime
 from device.screens import messages
 from device.screens.clerk import Screen, is_digit
 from protocol.store_messages import BOOKING_REASONS
@@ -19,7 +19,6 @@ from protocol.store_messages import BOOKING_REASONS
 NAME = "bookings"
 SHOWN = 3  # booking lines on screen under the title
 DAY = 86400
-LAST_DATED = 253402300800  # 10000-01-01T00:00Z: later slot times show no date
 
 
 def _pad(text, width):
@@ -48,7 +47,7 @@ def day_word(t, today):
         return "today"
     if d == today + 1:
         return "tomorrow"
-    if t >= LAST_DATED:  # gmtime overflows past it (MicroPython's unix port crashes)
+    if t > LATEST_SHOWN:  # past the last date the clock port shows: no date
         return messages.BOOKING_FAR_DAY
     tm = gmtime(t)
     return "%02d-%02d" % (tm[1], tm[2])
