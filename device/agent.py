@@ -31,7 +31,7 @@ from device.screens import messages
 from device.screens.clerk import Clerk
 from device.staff.pins import Lockout
 from device.staff.roles import LOCK_FILE, Roles
-from device.status import Status
+from device.status import Status, heartbeat_delay
 from device.tasks import Tasks
 from device.trust.lists import TrustError, TrustStore
 from device.uplink import Uplink
@@ -273,7 +273,8 @@ class Agent:
     # -- tasks -----------------------------------------------------------------------------------
     async def _status_loop(self):
         while True:
-            await asyncio.sleep(self.settings.status_interval_s())
+            await asyncio.sleep(heartbeat_delay(self.settings.status_interval_s(),
+                                                crypto.random_bytes(1)[0]))
             if self.uplink.online:
                 try:
                     await self.uplink.send("status", self.status.heartbeat_body())

@@ -5,6 +5,15 @@ from device import firmware
 from device.ports import runtime
 from device.ports.clock import ticks_diff, ticks_ms
 
+HEARTBEAT_SPREAD = 0.1  # each heartbeat interval is +-10 %: see heartbeat_delay
+
+
+def heartbeat_delay(interval_s, byte):
+    """Seconds to the next heartbeat for a random byte (0-255): within +-HEARTBEAT_SPREAD of the
+    interval, so terminals that came up together (a store's power back, a broker restart, a
+    simulated fleet) spread their heartbeats instead of reaching the host at once every time."""
+    return interval_s * (1 - HEARTBEAT_SPREAD + 2 * HEARTBEAT_SPREAD * byte / 256)
+
 
 class Status:
     def __init__(self, shop, queue, counters, metrics, trust, link_state, damage):

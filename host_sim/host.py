@@ -4,17 +4,20 @@
 # same gate (topic -> device secret -> envelope (MAC, dev, type) -> seq above the persisted
 # highest -> body schema), then to its handler (hello, status, charge here; the store services'
 # types to their service, host_sim/service.py), and its seq is accepted in that transaction.
-# The answers' host seqs are reserved in it too; after the one commit they are sealed and
-# published. A message that raises makes the batch roll back and run again one transaction per
-# message, so only that one is lost (counted `internal_error`). Anything that fails the gate is
-# dropped and counted per device and reason; nothing a terminal (or an attacker on the broker)
-# sends can stop the worker. The host outbox (service.push) is published after each batch and
-# every OUTBOX_POLL_S; services with a tick(now) are called about every TICK_S from the worker.
+# After the commit the answers' host seqs are reserved (a short transaction of their own) and
+# they are sealed and published. A transaction that meets a transient database error (a
+# deadlock between two workers) runs again; a message that raises otherwise makes the batch roll
+# back and run again one transaction per message, so only that one is lost (`internal_error`).
+# Anything that fails the gate is dropped and counted per device and reason; nothing a terminal
+# (or an attacker on the broker) sends can stop the worker. The host outbox (service.push) is
+# published after each batch and every OUTBOX_POLL_S; services with a tick(now) are called about
+# every TICK_S from the worker.
 import hashlib
 import heapq
 import inspect
 import itertools
 import os
+import random
 import socket
 import threading
 import time
@@ -44,6 +47,9 @@ TICK_S = 1.0  # services' tick(now) at most this often
 SEQ_END = AMOUNT_END  # a seq must fit the database's signed 64-bit integer
 SHARE_PREFIX = "$share/host/"  # MQTT shared subscription of the host workers
 PUBACK_WAIT_S = 5.0
+# A transaction that meets a transient database error (store.transient: a deadlock between two
+# workers, a lost connection) runs again, at most this many times in all.
+TRANSIENT_TRIES = 5
 # The fleet lists last published, so a terminal whose hello shows an older one gets it again:
 # a broker's retained store may not hold it (RabbitMQ keeps retained messages per node).
 FLEET_LISTS_SCHEMA = """
@@ -146,7 +152,7 @@ class Host:
         self._processed = {}
         self._counts = {"results_sent": 0, "withheld": 0, "repeats": 0, "approved": 0,
                         "declined": 0, "redeemed_sent": 0, "errors": 0, "cid_reused": 0,
-                        "outbox_sent": 0}
+                        "outbox_sent": 0, "retries": 0}
         self._batches = {"count": 0, "messages": 0, "largest": 0, "fallbacks": 0}
         self._latency = deque(maxlen=10000)
         self._inbox = _Inbox()
@@ -305,8 +311,7 @@ class Host:
             return []
         devices = sorted({o.device_id for o in outs})
         with self._send_lock, self.store.publish_lock(devices):
-            with self.store.transaction() as tx:
-                sealed = self._reserve(tx, outs)
+            sealed = self._retrying(self._reserve, outs)
             infos = [self.client.publish(topic, data, qos=1) for topic, data, _ in sealed]
             self._wait_acked(infos)
         return sealed
@@ -324,16 +329,18 @@ class Host:
                 self._count("puback_timeouts")
                 return
 
-    def _reserve(self, tx, outs):
-        """Reserves the host seqs of outs in tx (one write per device) and seals them:
-        [(topic, envelope bytes, seq)] in the order given."""
+    def _reserve(self, outs):
+        """Reserves the host seqs of outs in one committed transaction (one write per device,
+        in device order as a batch takes them: two workers never wait on each other in a
+        circle) and seals them: [(topic, envelope bytes, seq)] in the order given."""
         per_device = {}
         for o in outs:
             per_device[o.device_id] = per_device.get(o.device_id, 0) + 1
         nxt = {}
-        for dev, n in per_device.items():
-            first, secret = self.registry.reserve_host_seqs(dev, n, tx)
-            nxt[dev] = [first, secret]
+        with self.store.transaction() as tx:
+            for dev in sorted(per_device):
+                first, secret = self.registry.reserve_host_seqs(dev, per_device[dev], tx)
+                nxt[dev] = [first, secret]
         ts = int(self.clock())
         sealed = []
         for o in outs:
@@ -419,7 +426,7 @@ class Host:
             self._batches["messages"] += len(items)
             self._batches["largest"] = max(self._batches["largest"], len(items))
         try:
-            self._finish(self._handle_batch(items), items)
+            self._finish(self._retrying(self._handle_batch, items), items)
             return
         except Exception as e:  # noqa: BLE001 - the worker must survive anything
             if len(items) == 1:
@@ -432,10 +439,24 @@ class Host:
                      % (len(items), e))
         for item in items:
             try:
-                self._finish(self._handle_batch([item]), [item])
+                self._finish(self._retrying(self._handle_batch, [item]), [item])
             except Exception as e:  # noqa: BLE001
                 self._internal_error(item, e)
                 self._ack([item])
+
+    def _retrying(self, fn, arg):
+        """fn(arg), run again after a transient database error (TRANSIENT_TRIES in all): the
+        transaction that lost a deadlock was rolled back whole and may simply go again."""
+        for attempt in range(1, TRANSIENT_TRIES + 1):
+            try:
+                return fn(arg)
+            except Exception as e:
+                if attempt == TRANSIENT_TRIES or not self.store.transient(e):
+                    raise
+                self._count("retries")
+                self.log("transient database error (%r): try %d of %d"
+                         % (e, attempt + 1, TRANSIENT_TRIES))
+                time.sleep(random.uniform(0.001, 0.01) * attempt)
 
     def _finish(self, b, items):
         """After the commit: acknowledge the messages, then send the answers."""

@@ -135,6 +135,12 @@ class SqliteStore:
     def transaction(self):
         return _SqliteTx(self)
 
+    def transient(self, e):
+        """True for an error a second try of the transaction may not meet (another process
+        held the write lock past the busy timeout)."""
+        return isinstance(e, sqlite3.OperationalError) and (
+            "locked" in str(e) or "busy" in str(e))
+
     def read(self):
         """A read-only view without a write lock (reports)."""
         return _SqliteRead(self)
@@ -240,6 +246,11 @@ class PostgresStore:
             self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except self._psycopg.Error as e:
             raise StoreError("cannot open %s: %s" % (_no_password(self.url), e))
+
+    def transient(self, e):
+        """True for an error a second try of the transaction may not meet: a deadlock or a
+        serialization failure (the loser is rolled back whole), a lost connection."""
+        return isinstance(e, self._psycopg.OperationalError)
 
     def _ensure(self):
         # A connection the server dropped (restart, idle timeout) is replaced before a new

@@ -18,6 +18,7 @@ import threading
 import time
 
 from host_sim.fleet import cpu
+from host_sim.fleet.storm import HostStorm
 from host_sim.issuance import Keystore, write_text
 from host_sim.procs import stop_process
 from host_sim.registry import Registry
@@ -248,7 +249,8 @@ class Fleet:
                 "declined": declined, "coupons_used": coupons, "conflicts": conflicts,
                 "fresh_applies_logged": sum(applied.values())}
 
-    def close(self):
+    def stop_shards(self):
+        """Stops the terminals' processes (their agents' idle loops take CPU too)."""
         for p in self.shards:
             if p.poll() is None:
                 try:
@@ -262,6 +264,9 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 stop_process(p)
         self.shards = []
+
+    def close(self):
+        self.stop_shards()
         self.stop_workers()
         if self.own_work:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -283,8 +288,9 @@ def percentile(xs, p):
 
 
 def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=2,
-             coupon_share=0.2, log=None):
-    """The whole run; returns the report dict (the bench prints part of it as one line)."""
+             coupon_share=0.2, host_scale=(), storm_size=(200, 15), log=None):
+    """The whole run; returns the report dict (the bench prints part of it as one line).
+    host_scale: worker counts for host-only storms after the check (host_storms)."""
     log = log or fleet.log
     shards = len(fleet.shards)
     out = {"terminals": fleet.n, "shards": shards, "rate": rate, "duration_s": duration}
@@ -352,9 +358,51 @@ def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=
             lat.setdefault(key, []).extend(xs)
     out["latency_ms"] = {k: {"n": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99),
                              "max": max(v)} for k, v in sorted(lat.items())}
+    if host_scale:
+        # reported: the terminals go (their agents' idle loops take CPU too), before the
+        # workers, which handle whatever the goodbyes sent; then only workers and database work
+        fleet.stop_shards()
     fleet.stop_workers()
     out["check"] = fleet.verify(reports)
+    if host_scale:
+        out["host_storms"] = host_storms(fleet, host_scale, storm_size[0], storm_size[1], log)
     return out
+
+
+def host_storms(fleet, scale, devices, per_device, log):
+    """A round of pre-sealed charges (host_sim/fleet/storm.py) from `devices` more registered
+    terminals per worker count in `scale`: the workers' own scaling, with the terminals' shards
+    idle. Run after verify(): these charges are no fleet terminal's."""
+    storm = HostStorm(fleet.db, fleet.broker, devices, per_device, currency=CURRENCY)
+    storm.prepare()
+    out = {}
+    for n in scale:
+        fleet.start_workers(n)
+        try:
+            messages = storm.seal_round()
+            cpu0 = fleet.cpu_seconds()
+            cpu0["publisher"] = time.process_time()  # this process only, not its children
+            r = storm.run(messages)
+            cpu1 = fleet.cpu_seconds()
+            cpu1["publisher"] = time.process_time()
+        finally:
+            fleet.stop_workers()
+        used = {k: cpu1[k] - cpu0[k] for k in cpu1}
+        machine = used.pop("machine")
+        used.pop("terminals", None)
+        r["workers"] = n
+        r["cpu_ms_per_charge"] = {k: round(v * 1000 / r["charges"], 3) for k, v in used.items()}
+        r["cores_busy"] = round(sum(used.values()) / r["drain_s"], 2)
+        r["machine_cores_busy"] = round(machine / r["drain_s"], 2)
+        out[str(n)] = r
+        log("host-only storm with %d worker(s): %s" % (n, json.dumps(r)))
+    return out
+
+
+def clean(report):
+    """Nothing lost, nothing twice: the fleet's check and every host-only storm's."""
+    parts = [report["check"]] + list(report.get("host_storms", {}).values())
+    return all(p["lost"] == 0 and p["duplicated"] == 0 for p in parts)
 
 
 def bench_line(report):
@@ -365,7 +413,21 @@ def bench_line(report):
     return {"terminals": report["terminals"], "charges_per_s": best.get("charges_per_s"),
             "p99_ms": steady.get("p99"), "p50_ms": steady.get("p50"),
             "lost": report["check"]["lost"], "duplicated": report["check"]["duplicated"],
-            "workers": {k: v["charges_per_s"] for k, v in storms.items()}}
+            "workers": {k: v["charges_per_s"] for k, v in storms.items()},
+            "host_workers": {k: v["charges_per_s"]
+                             for k, v in report.get("host_storms", {}).items()},
+            "host_lost": sum(v["lost"] for v in report.get("host_storms", {}).values()),
+            "host_duplicated": sum(v["duplicated"]
+                                   for v in report.get("host_storms", {}).values())}
+
+
+def parse_scale(text):
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def parse_storm(text):
+    devices, _, per = text.partition("x")
+    return int(devices), int(per)
 
 
 def add_arguments(p):
@@ -380,6 +442,10 @@ def add_arguments(p):
     p.add_argument("--rate", type=float, default=20.0, help="sales per second, fleet-wide")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of steady selling")
     p.add_argument("--burst", type=int, default=3, help="sales per terminal while cut")
+    p.add_argument("--host-scale", default="1,2,4",
+                   help="host workers for each host-only storm (pre-sealed charges), in turn")
+    p.add_argument("--storm", default="200x15", metavar="DEVICESxCHARGES",
+                   help="host-only storm size: terminals x charges each")
     p.add_argument("--outage", type=float, default=0.1, help="share of the fleet cut")
     p.add_argument("--coupons", type=int, default=200)
     p.add_argument("--dir", help="work directory (kept); default a temp dir, removed")
@@ -393,7 +459,7 @@ def main(args):
         sys.stderr.write("fleet: %s\n" % line)
         sys.stderr.flush()
 
-    scale = tuple(int(x) for x in args.scale.split(",") if x)
+    scale = parse_scale(args.scale)
     fleet = Fleet(args.db, args.broker_port, args.terminals, shards=args.shards, work=args.dir,
                   broker_host=args.broker_host, coupons=args.coupons,
                   outage_share=args.outage, seed=args.seed, log=log,
@@ -402,8 +468,10 @@ def main(args):
         fleet.prepare()
         fleet.start_shards()
         report = scenario(fleet, rate=args.rate, duration=args.duration, burst=args.burst,
-                          scale=scale, workers=args.workers, log=log)
+                          scale=scale, workers=args.workers, log=log,
+                          host_scale=parse_scale(args.host_scale),
+                          storm_size=parse_storm(args.storm))
     finally:
         fleet.close()
     print(json.dumps(report, sort_keys=True))
-    return 0 if report["check"]["lost"] == 0 and report["check"]["duplicated"] == 0 else 1
+    return 0 if clean(report) else 1

@@ -12,7 +12,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from host_sim.fleet.run import Fleet, scenario
+from host_sim.fleet.run import Fleet, host_storms, scenario
 from host_sim.store import open_store
 
 RABBIT = os.environ.get("FLEET_BROKER") == "rabbitmq"
@@ -182,3 +182,22 @@ def test_a_terminal_with_an_older_list_gets_it_again(fleet_broker, host_db, tmp_
     finally:
         fleet.close()
     assert vers == {1}
+
+
+def test_host_only_storms_apply_every_charge_once_with_one_and_two_workers(fleet_broker, host_db,
+                                                                           tmp_path):
+    """The bench's host-only storm (host_sim/fleet/storm.py): charges sealed beforehand for 12
+    more registered terminals, published by one client as fast as the broker takes them; with
+    one worker, then two, every charge is at the host once and no message was refused."""
+    fleet = Fleet(host_db, fleet_broker.port, 0, work=str(tmp_path / "fleet"),
+                  worker_args=fleet_broker.worker_args)
+    try:
+        fleet.prepare()
+        storms = host_storms(fleet, (1, 2), devices=12, per_device=10, log=lambda line: None)
+    finally:
+        fleet.close()
+    assert sorted(storms) == ["1", "2"]
+    for storm in storms.values():
+        assert storm["charges"] == 120 and storm["charges_per_s"] > 0
+        assert storm["lost"] == 0 and storm["duplicated"] == 0 and storm["drops"] == {}
+    assert _count_charges(host_db) == 240
