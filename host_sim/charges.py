@@ -115,7 +115,6 @@ class Charges:
         # Hook: cti -> max uses (or None); the coupons table from issuance is the fallback.
         self.coupon_max_uses_hook = coupon_max_uses
         self.services = [s for s in services if getattr(s, "on_charge", None) is not None]
-        self.followers = [s for s in services if getattr(s, "after_charge", None) is not None]
         _migrate_cid_key(self.store)
         self.store.schema(_SCHEMA)
 
@@ -201,12 +200,7 @@ class Charges:
                    (dev, cid, charge["store_id"], canonical, encoded, result["st"], code,
                     result.get("auth"), body["amt"], body["cur"],
                     now if received_at is None else int(received_at), now))
-        result = cbor2.loads(encoded)
-        for svc in self.followers:
-            # What waited for this charge (a refund asked before it arrived) is decided now,
-            # in the same transaction.
-            svc.after_charge(tx, charge, result)
-        return result, FRESH
+        return cbor2.loads(encoded), FRESH
 
     def _ask_services(self, tx, charge):
         """Every service's on_charge under one savepoint: the first code declines and undoes

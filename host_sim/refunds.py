@@ -5,10 +5,10 @@
 # Rules, checked in this order under a lock on the charge's row (SELECT ... FOR UPDATE: two
 # terminals refunding one sale at once are decided one after the other, on PostgreSQL too; a
 # SQLite write transaction is exclusive anyway):
-#   - the charge is found by its cid alone (a refund may be asked at any terminal); none yet:
-#     the request is *held* (answered `review`, code unknown_charge) and decided when the charge
-#     arrives (after_charge) or when the terminal asks again; two charges with that cid:
-#     rejected unknown_charge (ambiguous);
+#   - the charge is found by its cid alone (a refund may be asked at any terminal); none, or
+#     two charges with that cid (ambiguous): rejected unknown_charge (SPEC 8.3: refunds only of
+#     known charges; a sale still offline at another till is refunded once it has reached the
+#     host, with a new request);
 #   - charge_declined, wrong_currency, not_refundable (top-ups and VIP fees are undone by their
 #     own services, never here), window_expired (the refund's `at`, never later than the host's
 #     clock, more than window_s after the charge's `at`), exceeds_refundable (what is asked plus
@@ -30,13 +30,11 @@ from host_sim.members import MemberError
 from host_sim.registry import Registry
 from host_sim.service import Out
 
-HELD = "held"          # stored only: the charge is not known yet (answered as review)
 REVIEW = "review"
 APPROVED = "approved"
 REFUNDED = "refunded"
 REJECTED = "rejected"
 FAILED = "failed"
-WAITING = (HELD, REVIEW)
 RESERVED = (REVIEW, APPROVED, REFUNDED)  # what holds part of a charge's refundable amount
 
 UNKNOWN_CHARGE = "unknown_charge"
@@ -155,7 +153,7 @@ def _dict(row):
 
 def answer(r):
     """The refund_result body for a refund row as it stands."""
-    out = {"rid": r["rid"], "st": REVIEW if r["st"] == HELD else r["st"]}
+    out = {"rid": r["rid"], "st": r["st"]}
     for k in ("code", "fee", "net", "bal", "note"):
         if r[k] is not None:
             out[k] = r[k]
@@ -178,7 +176,7 @@ def _save(tx, r):
 
 def _set(tx, r, st, code=None, now=None, by=None, fee=None, net=None, bal=None, note=None):
     r.update(st=st, code=code, fee=fee, net=net, bal=bal, note=note,
-             decided_at=None if st in WAITING else now, decided_by=by)
+             decided_at=None if st == REVIEW else now, decided_by=by)
     _save(tx, r)
     return r
 
@@ -202,10 +200,10 @@ def _reserved(tx, r):
 
 def decide(tx, r, now, review=True, by=None):
     """Decides refund row r (locked) by the rules; review=False is a supervisor's approval
-    (no amount limit). Returns r as stored: held while its charge is unknown."""
+    (no amount limit). Returns r as stored."""
     charges = _charges(tx, r["cid"])
     if not charges:
-        return _set(tx, r, HELD, UNKNOWN_CHARGE)
+        return _set(tx, r, REJECTED, UNKNOWN_CHARGE, now, by)
     if len(charges) > 1:
         return _set(tx, r, REJECTED, UNKNOWN_CHARGE, now, by,
                     note="%d charges have this id" % len(charges))
@@ -244,41 +242,32 @@ def decide(tx, r, now, review=True, by=None):
 
 def request(tx, device_id, body, now):
     """The refund_result for a `refund` body (schema-checked) from device_id, and what it was:
-    FRESH (decided now), REPEAT (the refund as it stands; a held one is tried again) or REUSED
-    (another body under a known rid: refused, nothing changed)."""
+    FRESH (decided now), REPEAT (the refund as it stands) or REUSED (another body under a known
+    rid: refused, nothing changed)."""
     canonical = cbor2.dumps(body, canonical=True)
     rid = body["rid"]
     claimed = tx.execute(
         "INSERT INTO refunds (%s) VALUES (%s) ON CONFLICT (device_id, rid) DO NOTHING"
         " RETURNING rid" % (_SQL, ", ".join("?" * len(_COLUMNS))),
         (device_id, rid, canonical, body["cid"], None, body["amt"], body["cur"],
-         body["reason"], body["clerk"], min(body["at"], MAX_INT), int(body["off"]), HELD,
-         UNKNOWN_CHARGE,
+         body["reason"], body["clerk"], min(body["at"], MAX_INT), int(body["off"]), REVIEW,
+         None,  # st and code until decide() below, in this transaction
          None, None, None, None, now, None, None)).fetchone()
     r = _row(tx, device_id, rid, lock=True)
     if claimed is None:
         if r["body"] != canonical:
             return {"rid": rid, "st": REJECTED, "code": RID_REUSED}, REUSED
-        if r["st"] == HELD:
-            decide(tx, r, now)
         return answer(r), REPEAT
     return answer(decide(tx, r, now)), FRESH
-
-
-def held_for(tx, cid):
-    """[(device_id, rid)] of the refunds held for this charge id."""
-    return [(d, bytes(rid)) for d, rid in tx.execute(
-        "SELECT device_id, rid FROM refunds WHERE cid=? AND st=? ORDER BY received_at,"
-        " device_id, rid", (bytes(cid), HELD)).fetchall()]
 
 
 # ---------------------------------------------------------------- review
 
 def waiting(tx):
-    """The refunds waiting for a decision (review, held), oldest first."""
+    """The refunds waiting for a decision (in review), oldest first."""
     return [_dict(row) for row in tx.execute(
-        "SELECT %s FROM refunds WHERE st IN (?, ?) ORDER BY received_at, device_id, rid"
-        % _SQL, WAITING).fetchall()]
+        "SELECT %s FROM refunds WHERE st=? ORDER BY received_at, device_id, rid"
+        % _SQL, (REVIEW,)).fetchall()]
 
 
 def every(tx):
@@ -303,14 +292,10 @@ def find_waiting(tx, rid_hex, device_id=None):
 def approve(tx, r, by, now):
     """A supervisor grants a waiting refund: decided by the rules without the amount limit
     (it may still be rejected, e.g. when the charge was refunded meanwhile). The terminal that
-    asked is told through the host outbox. A held refund whose charge is still unknown cannot
-    be approved (RefundError)."""
-    if r["st"] not in WAITING:
+    asked is told through the host outbox."""
+    if r["st"] != REVIEW:
         raise RefundError("not_waiting", "refund %s is %s" % (r["rid"].hex(), r["st"]))
     decide(tx, r, now, review=False, by=by)
-    if r["st"] == HELD:
-        raise RefundError(UNKNOWN_CHARGE, "the charge of refund %s is not known yet"
-                          % r["rid"].hex())
     service.push(tx, r["device_id"], "refund_result", answer(r), now)
     return r
 
@@ -318,7 +303,7 @@ def approve(tx, r, by, now):
 def reject(tx, r, note, by, now):
     """A supervisor refuses a waiting refund (code review_rejected, note = the reason, cut to
     64 characters); the terminal that asked is told through the host outbox."""
-    if r["st"] not in WAITING:
+    if r["st"] != REVIEW:
         raise RefundError("not_waiting", "refund %s is %s" % (r["rid"].hex(), r["st"]))
     note = (note or "").strip()[:MAX_NOTE] or None
     _set(tx, r, REJECTED, REVIEW_REJECTED, now, by, note=note)
@@ -349,7 +334,7 @@ def report(tx):
 # ---------------------------------------------------------------- the service
 
 class Refunds:
-    """The refunds service: `refund` up, after_charge for refunds held until their charge."""
+    """The refunds service: `refund` up, answered `refund_result`."""
 
     name = "refunds"
     SCHEMA = SCHEMA
@@ -368,12 +353,3 @@ class Refunds:
             result["st"], " code=" + result["code"] if "code" in result else "",
             "" if outcome == FRESH else " (%s)" % outcome)
         return [Out(msg.device_id, "refund_result", result, note)]
-
-    def after_charge(self, tx, charge, result):
-        """A charge was just decided: refunds held for its cid are decided now and their
-        terminals told (host outbox, sent after this transaction commits)."""
-        for dev, rid in held_for(tx, charge["cid"]):
-            r = _row(tx, dev, rid, lock=True)
-            decide(tx, r, charge["now"])
-            if r["st"] != HELD:
-                service.push(tx, dev, "refund_result", answer(r), charge["now"])

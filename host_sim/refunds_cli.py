@@ -1,5 +1,5 @@
 # The supervisor's review of refunds (SPEC 8.3; host_sim/refunds.py), JSON lines out:
-#   python -m host_sim refunds --db DB list [--all]       # waiting (review, held), oldest first
+#   python -m host_sim refunds --db DB list [--all]       # waiting for review, oldest first
 #   python -m host_sim refunds --db DB approve RID [--device ID] [--by NAME]
 #   python -m host_sim refunds --db DB reject RID --reason TEXT [--device ID] [--by NAME]
 #   python -m host_sim refunds --db DB settings [--refund-window-s S] [--refund-auto-max MINOR]
@@ -32,7 +32,7 @@ def build_parser():
                                 description="Review refunds and set the refund rules.")
     p.add_argument("--db", required=True, help="SQLite path or postgresql:// URL")
     sub = p.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="refunds waiting for review (held ones too)")
+    ls = sub.add_parser("list", help="refunds waiting for review")
     ls.add_argument("--all", action="store_true", help="every refund, oldest first")
     for name, text in (("approve", "grant a waiting refund"),
                        ("reject", "refuse a waiting refund")):

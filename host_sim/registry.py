@@ -253,7 +253,11 @@ class Registry:
         """accept_seq's rule on a window from seq_window_of(), updated in place."""
         high, bits = window
         if high is None:
-            high, bits = seq, _WINDOW_MASK  # nothing below the first seq is accepted
+            # The first seq this host accepts from the terminal (new, or re-provisioned): those
+            # below it were never accepted either. Two workers may finish a new terminal's first
+            # messages out of order; with the window all "seen" the earlier ones were dropped
+            # and only the terminal's 5 s retry brought them (a fleet storm found it).
+            high, bits = seq, 1
         elif seq > high:
             shift = seq - high
             bits = ((bits << shift) | 1) & _WINDOW_MASK if shift < SEQ_WINDOW else 1

@@ -18,9 +18,6 @@
 #   tick(now)                                  optional: called by the serving host about once a
 #                second from its worker, between batches; it opens its own transactions (on
 #                ctx.store) and pushes what it must (bookings: a new list when the day rolls over)
-#   after_charge(tx, charge, result)           optional: a charge was just decided (fresh, in
-#                its transaction, after its row is written); for what waited for it (a refund
-#                asked before its charge arrived); answers go through push()
 # Pushes that arise outside a message (a command line, a scheduler) go through the host outbox:
 # push(tx, ...) inserts a row in the same transaction as the change; the serving host publishes
 # the rows in order and deletes them, so a change and its announcement commit together, from

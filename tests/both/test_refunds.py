@@ -350,12 +350,12 @@ def test_queue_list_shows_pending_and_waiting_refunds():
     a.clerk.scan(qr, NOW)
     keys(a, "2", "0", "0", "ENTER", "4")
     rid2 = refunds(a)[1]["rid"]
-    down(a, "refund_result", {"rid": rid1, "st": "review", "code": "unknown_charge"}, 1)
+    down(a, "refund_result", {"rid": rid1, "st": "review", "fee": 0, "net": 300}, 1)
     listed = console(a)("queue list")
     assert [(o["kind"], o["id"], o["amt"], o["reason"]) for o in listed["others"]] == [
         ("refund", rid2.hex(), 200, "not_delivered")]
     [w] = listed["waiting"]
     assert (w["id"], w["st"], w["code"], w["cid"]) == (
-        rid1.hex(), "review", "unknown_charge", a.queue.pending[0]["cid"].hex())
+        rid1.hex(), "review", None, a.queue.pending[0]["cid"].hex())
     assert listed["pending_count"] == 1  # charges only: refunds are not offline sales
     assert a.status.console_fields()["records"] == 2

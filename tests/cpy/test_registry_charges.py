@@ -109,6 +109,21 @@ def test_seqs_persist_across_reopen(db, reg):
         again.close()
 
 
+def test_a_new_terminals_first_seqs_out_of_order_are_each_accepted_once(reg):
+    """Two workers may finish a new terminal's first messages out of order (its hello and the
+    sales it queued): with the window, the seqs below the first one accepted are still new."""
+    reg.seq_window = SEQ_WINDOW
+    assert reg.accept_seq("T-1", 4)
+    assert reg.accept_seq("T-1", 2) and reg.accept_seq("T-1", 3)
+    assert not reg.accept_seq("T-1", 2) and not reg.accept_seq("T-1", 3)
+    assert not reg.accept_seq("T-1", 4)
+    assert reg.accept_seq("T-1", 1)
+    # One host (the strict SPEC 3.1 rule): nothing below the highest, first seq or not.
+    reg.seq_window = 1
+    assert reg.accept_seq("T-2", 4)
+    assert not reg.accept_seq("T-2", 3)
+
+
 def test_presence_and_drops(reg):
     hello = {"fw": "1.0", "rt": "cpython", "boot": 3, "queue": 0, "trust_ver": 1, "rev_ver": 0}
     reg.record_hello("T-1", hello)

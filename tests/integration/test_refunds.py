@@ -159,7 +159,8 @@ def _offline(shop, t, relay):
     rows = wait_refund(shop, t, lambda rows: any(r["cid"] == cid for r in rows))
     [r] = [r for r in rows if r["cid"] == cid]
     assert (r["st"], r["amt"], r["off"], r["reason"]) == ("approved", 500, True, "changed_mind")
-    # Forwarded in commit order: the host had the charge when the refund came (never held).
+    # Forwarded in commit order: the host had the charge when the refund came (never rejected
+    # unknown_charge).
     log = shop.host_log()
     assert log.index("cid=%s amt=2000" % cid) < log.index("rid=%s" % r["rid"])
     assert "rid=%s cid=%s amt=500 -> approved\n" % (r["rid"], cid) in log
