@@ -15,7 +15,7 @@ BOOKING_REASONS = ("customer_asked", "staff_unavailable", "store_closed", "other
 BOOKING_RESULTS = ("ok", "conflict", "unknown")
 # The project's optional "code" of booking_result: which rule refused an update whose version
 # was current (a version that is not current is a plain conflict, without a code).
-BOOKING_CODES = ("not_booked", "too_early", "unknown_booking")
+BOOKING_CODES = ("not_booked", "unknown_booking")
 MAX_BOOKINGS = 200
 MAX_LICENCE = 2048
 

@@ -56,7 +56,7 @@ def notice(rec, answer, count):
     line = "host: " + messages.booking_state(booking["st"])
     code = answer.get("code")
     if code is not None:
-        line += ", " + code  # not a race: a rule refused it (a no-show before the slot...)
+        line += ", " + code  # not a race: a rule refused it (no longer booked...)
     return [head, line]
 
 

@@ -1,6 +1,6 @@
 # The `bookings` screen (SPEC 8.4), opened by F2 on idle. The next booking first (the first
 # booked one whose slot is not over), UP/DOWN move, ENTER checks the customer in, F3 then a digit
-# 1..4 cancels with a reason, F4 marks a no-show (only once the slot has started), CANCEL goes
+# 1..4 cancels with a reason, F4 marks a no-show, CANCEL goes
 # back. Each action is recorded durably before the screen shows it done.
 #
 # Layout (32 columns):

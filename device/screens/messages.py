@@ -137,7 +137,6 @@ NO_BOOKINGS = "no bookings"
 NO_BOOKING_LIST = "no list from the host yet"
 HINT_BOOKINGS = "ENTER=in F3=cancel F4=no-show"
 HINT_REASON = "digit=reason CANCEL=back"
-NOT_STARTED = "slot not started: no no-show"
 BOOKING_STATE = {"booked": "booked", "checked_in": "in", "cancelled": "cancel",
                  "no_show": "noshow"}
 BOOKING_STATE_LONG = {"booked": "booked", "checked_in": "checked in",

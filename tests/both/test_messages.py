@@ -280,7 +280,7 @@ def test_store_service_bodies():
                               "clerk": "c"}, "reason", "required")
     check("booking_result", {"uid": rid, "st": "conflict", "booking": item})
     check("booking_result", {"uid": rid, "st": "conflict", "booking": item,
-                             "code": "too_early"})
+                             "code": "not_booked"})
     check("booking_result", {"uid": rid, "st": "ok", "booking": dict(item, st="checked_in")})
     reject("booking_result", {"uid": rid, "st": "conflict", "code": ""}, "code", "")
     reject("booking_result", {"uid": rid, "st": "ok", "booking": dict(item, v=-1)},
