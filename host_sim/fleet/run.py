@@ -340,14 +340,7 @@ def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=
                  "charges_per_s": round(total / took, 1),
                  "all_online_s": round(t_online - t_restore, 2),
                  "pending": sum(e["pending"] for e in done)}
-        used = {k: cpu1[k] - cpu0[k] for k in cpu1}
-        machine = used.pop("machine")
-        # CPU per charge of each part, and the cores they kept busy on average beside the whole
-        # machine's: both near the core count, the storm was bound by the CPU of whatever part
-        # took most, not by the workers; the machine's far above the fleet's, by other work
-        storm["cpu_ms_per_charge"] = {k: round(v * 1000 / total, 3) for k, v in used.items()}
-        storm["cores_busy"] = round(sum(used.values()) / took, 2)
-        storm["machine_cores_busy"] = round(machine / took, 2)
+        storm.update(cpu_report(cpu0, cpu1, total, took))
         out["storms"][str(n_workers)] = storm
         log("storm with %d worker(s): %s" % (n_workers, json.dumps(storm)))
 
@@ -373,7 +366,8 @@ def host_storms(fleet, scale, devices, per_device, log):
     """A round of pre-sealed charges (host_sim/fleet/storm.py) from `devices` more registered
     terminals per worker count in `scale`: the workers' own scaling, with the terminals' shards
     idle. Run after verify(): these charges are no fleet terminal's."""
-    storm = HostStorm(fleet.db, fleet.broker, devices, per_device, currency=CURRENCY)
+    storm = HostStorm(fleet.db, fleet.broker, devices, per_device, currency=CURRENCY,
+                      merchant=MERCHANT)
     storm.prepare()
     out = {}
     for n in scale:
@@ -387,16 +381,24 @@ def host_storms(fleet, scale, devices, per_device, log):
             cpu1["publisher"] = time.process_time()
         finally:
             fleet.stop_workers()
-        used = {k: cpu1[k] - cpu0[k] for k in cpu1}
-        machine = used.pop("machine")
-        used.pop("terminals", None)
+        del cpu0["terminals"], cpu1["terminals"]  # stopped
         r["workers"] = n
-        r["cpu_ms_per_charge"] = {k: round(v * 1000 / r["charges"], 3) for k, v in used.items()}
-        r["cores_busy"] = round(sum(used.values()) / r["drain_s"], 2)
-        r["machine_cores_busy"] = round(machine / r["drain_s"], 2)
+        r.update(cpu_report(cpu0, cpu1, r["charges"], r["drain_s"]))
         out[str(n)] = r
         log("host-only storm with %d worker(s): %s" % (n, json.dumps(r)))
     return out
+
+
+def cpu_report(cpu0, cpu1, charges, took):
+    """CPU per charge of each part between two fleet.cpu_seconds(), and the cores they kept busy
+    on average beside the whole machine's: both near the core count, the storm was bound by the
+    CPU of whatever part took most, not by the workers; the machine's far above the parts', by
+    other work."""
+    used = {k: cpu1[k] - cpu0[k] for k in cpu1}
+    machine = used.pop("machine")
+    return {"cpu_ms_per_charge": {k: round(v * 1000 / charges, 3) for k, v in used.items()},
+            "cores_busy": round(sum(used.values()) / took, 2),
+            "machine_cores_busy": round(machine / took, 2)}
 
 
 def clean(report):

@@ -13,21 +13,17 @@ from host_sim.store import open_store
 from protocol import envelope, topics
 
 PREFIX = "HS"  # device ids HS0000...: apart from a fleet's F0000...
-MERCHANT = "M-FLEET"
 INFLIGHT = 1024
-
-
-class StormError(RuntimeError):
-    pass
 
 
 class HostStorm:
     def __init__(self, db, broker, devices=200, per_device=15, currency="CNY",
-                 root=topics.DEFAULT_ROOT, per_store=10):
+                 merchant="M-FLEET", root=topics.DEFAULT_ROOT, per_store=10):
         self.db = db
         self.broker = broker  # (host, port)
         self.per_device = per_device
         self.currency = currency
+        self.merchant = merchant
         self.root = root
         self.per_store = per_store
         self.devices = [PREFIX + "%04d" % i for i in range(devices)]
@@ -39,7 +35,8 @@ class HostStorm:
         reg = Registry(self.db)
         try:
             for i, dev in enumerate(self.devices):
-                self.secrets[dev] = reg.register(dev, "HS%03d" % (i // self.per_store), MERCHANT)
+                self.secrets[dev] = reg.register(dev, "HS%03d" % (i // self.per_store),
+                                                 self.merchant)
         finally:
             reg.close()
 
