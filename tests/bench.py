@@ -543,12 +543,51 @@ def drain_rows(res):
                          "%.0f charges/s" % rate,
                          "raw paho, first to last message %.0f msg/s" % r["raw_per_s"],
                          "%.3f" % (rate / r["raw_per_s"])))
+        c, raw = r.get("cpu_us_per_charge"), r.get("raw_cpu_us_per_msg")
+        if c and raw:
+            rows.append(("%s terminal: CPU per charge (host %d + terminal %d + mosquitto %d "
+                         "µs)" % (r["runtime"], c["host"], c["terminal"], c["broker"]),
+                         "%d µs" % c["all"],
+                         "raw: CPU per message (publisher %d + subscriber %d + mosquitto %d "
+                         "µs) %d µs" % (raw["publisher"], raw["subscriber"], raw["broker"],
+                                        raw["all"]),
+                         "%.3f" % r["cpu_ratio"]))
         first = r.get("first_charge_s")
         rows += [("%s terminal: first charge at the host after terminal start" % r["runtime"],
                   "%.2f s" % first if first is not None else "none", "", ""),
                  ("%s terminal: charges the host saw twice (retransmissions)" % r["runtime"],
                   "%d" % r["host_repeats"], "", "")]
     return rows
+
+
+def _drain_reading(r):
+    """What the CPU rows say about the ratio (the CPython terminal's run)."""
+    c, raw = r.get("cpu_us_per_charge"), r.get("raw_cpu_us_per_msg")
+    if not c or not raw:
+        return []
+    budget = 2 * raw["all"]
+    paho = raw["publisher"] + raw["subscriber"]
+    floor = paho + 2 * raw["broker"]
+    rest = c["host"] - paho + c["terminal"]
+    return [
+        "**Reading.** CPU per charge and per raw message are each process's CPU time (Linux "
+        "/proc) over the steady part of the run, divided by the charges or messages in it. "
+        "Both runs keep the machine's 2 cores nearly busy (%.1f cores during the drain, %.1f "
+        "during the raw runs), so the ratio follows their CPU costs: raw CPU per message over "
+        "the drain's CPU per charge (last column, %.3f) predicts the measured ratio (%.3f). "
+        "A charge is two QoS 1 messages (SPEC 3: the `charge`, then its "
+        "`charge_result`), each with a publisher, the broker and a subscriber: with both "
+        "ends costing what paho costs, the MQTT work of one charge alone is two raw messages, "
+        "and 0.5x is the ratio of a drain that does nothing else. In this run 0.5x needs the "
+        "drain under 2 x %d = %d µs of CPU per charge. The host's paho (a receive and a "
+        "publish per charge, what the raw subscriber and publisher spend: %d + %d µs) and "
+        "mosquitto's two relays (2 x %d µs) take %d µs of it, leaving %d µs for the "
+        "terminal's whole work and the host's decoding, MAC, decision and database, which "
+        "take %d - %d + %d = %d µs today." % (
+            r["rate_per_s"] * c["all"] / 1e6, r["raw_per_s"] * raw["all"] / 1e6,
+            r["cpu_ratio"], r["ratio"], raw["all"], budget, raw["subscriber"],
+            raw["publisher"], raw["broker"], floor, budget - floor, c["host"], paho,
+            c["terminal"], rest), ""]
 
 
 def drain_doc(res, meta):
@@ -575,10 +614,11 @@ def drain_doc(res, meta):
                 "%.0f" % meta["drain_limit_s"] if meta["drain_limit_s"] else "(never)"),
             "", _how(meta), ""] + _table(drain_rows(res)) + [""]
     text += ["`make bench-drain` runs the same and ends with one JSON line, the CPython "
-             "terminal's: `%s`." % json.dumps(res["summary"]), "",
-             "Where a drain's time goes (CPU per charge of the host, the terminal and "
-             "mosquitto, what limits the ratio): docs/decisions.md, \"Drain: answers not paced "
-             "by paho\".", ""]
+             "terminal's: `%s`." % json.dumps(res["summary"]), ""]
+    text += _drain_reading(r)
+    text += ["Where a drain's time goes inside the host and the terminal: docs/decisions.md, "
+             "\"Drain: answers not paced by paho\" and \"Drain: what 0.5x raw would take\".",
+             ""]
     for rt in ("cpython", "micropython"):
         x = res[rt]
         if x["stalled"]:

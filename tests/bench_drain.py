@@ -18,6 +18,12 @@ tests.bench_drain publish ...`) sends N QoS 1 messages of the size of one sealed
 envelope; the time from starting it to a paho subscriber here having all N, and the rate from
 its first message to its last. Medians of --raw-reps.
 
+CPU: each process's CPU time (Linux /proc: the host, the terminal and mosquitto during the drain,
+sampled with every poll, from the sample holding 10 % of the charges to the last; the raw
+publisher, subscriber and mosquitto over each baseline run), per charge and per message. Both
+runs keep the 2 cores busy, so `cpu_ratio` (raw CPU per message / drain CPU per charge) predicts
+`ratio`: docs/bench.md reads it.
+
 --limit-s stops waiting for the drain after S seconds: the figure is then the projected time
 (start-up plus N at the rate measured so far) and "complete" is false. When no charge arrives
 for STALL_S the drain has stopped: "stalled" is true, no projection, and the terminal's log tail
@@ -39,6 +45,7 @@ import paho.mqtt.client as mqtt
 from device.agent import FORWARD_POLL_S, WINDOW
 from device.sales.queue import RETRY_BASE_MS
 from device.sales.sale import charge_body
+from host_sim.fleet import cpu
 from host_sim.procs import stop_process
 from host_sim.registry import Registry
 from host_sim.store import open_store
@@ -153,6 +160,12 @@ def _count(store):
                           (DEVICE_ID,)).fetchone()[0]
 
 
+def _cpu(rig):
+    """CPU seconds so far of the host, the terminal and the broker (Linux /proc)."""
+    return cpu.seconds({"host": [rig.host.pid], "terminal": [rig.device.pid],
+                        "broker": [rig.broker.proc.pid]})
+
+
 def drain(rig, runtime, limit_s):
     conn = open_store(rig.db)
     samples = []
@@ -170,7 +183,7 @@ def drain(rig, runtime, limit_s):
             if got > count:
                 progress = now
             count = got
-            samples.append((now - t0, count))
+            samples.append((now - t0, count, _cpu(rig)))
             if rig.device.poll() is not None:
                 raise RuntimeError("device exited (%s): %s" % (rig.device.returncode,
                                                                _tail(rig.device_log)))
@@ -246,14 +259,26 @@ def _ms(xs, q):
 
 def _at(samples, count):
     """Seconds since start at which the host first held `count` charges."""
-    for t, c in samples:
+    for t, c, _ in samples:
         if c >= count:
             return t
     return None
 
 
+def _cpu_per_charge(samples, lo):
+    """CPU µs per charge of each process from the sample holding `lo` charges to the last (the
+    steady drain: the terminal's boot and the first round trips left out)."""
+    first = next((s for s in samples if s[1] >= lo), None)
+    _, got, cpu1 = samples[-1]
+    if first is None or got <= first[1]:
+        return None
+    out = {k: round((cpu1[k] - first[2][k]) * 1e6 / (got - first[1])) for k in cpu1}
+    out["all"] = sum(out.values())
+    return out
+
+
 def summarize(samples, stalled, n):
-    elapsed, got = samples[-1]
+    elapsed, got, _ = samples[-1]
     first = _at(samples, 1)
     out = {"complete": got >= n, "stalled": stalled, "received": got,
            "elapsed_s": round(elapsed, 3),
@@ -272,6 +297,7 @@ def summarize(samples, stalled, n):
     t_lo = _at(samples, lo)
     if t_lo is not None and elapsed > t_lo and got > lo:
         out["rate_per_s"] = round((got - lo) / (elapsed - t_lo), 2)
+    out["cpu_us_per_charge"] = _cpu_per_charge(samples, lo)
     if got >= n:
         out["drain_s"] = round(elapsed, 3)
     elif "rate_per_s" in out:
@@ -325,14 +351,20 @@ class Counter:
         self.client.loop_stop()
 
 
-def raw_publish(port, n, size, reps):
+def raw_publish(port, n, size, reps, broker_pid):
+    """The baseline's runs: (times, streams, CPU µs per message of each part, summed over the
+    runs): the publisher process (it reports its own CPU time), the subscriber (this process:
+    its paho thread, the main thread only waits) and the broker."""
     topic = topics.up(RAW_ROOT, DEVICE_ID, "charge")
     sub = Counter(port, RAW_ROOT + "/#", n)
     times = []
     streams = []
+    spent = {"publisher": 0.0, "subscriber": 0.0, "broker": 0.0}
     try:
         for _ in range(reps):
             sub.reset()
+            broker0 = cpu.seconds({"broker": [broker_pid]})["broker"]
+            mine0 = time.process_time()
             t0 = time.monotonic()
             pub = subprocess.run(
                 [sys.executable, "-m", "tests.bench_drain", "publish", "--port", str(port),
@@ -345,9 +377,14 @@ def raw_publish(port, n, size, reps):
                 raise RuntimeError("baseline: %d of %d messages arrived" % (sub.count, n))
             times.append(sub.done_at - t0)
             streams.append(sub.done_at - sub.first_at)
+            spent["publisher"] += json.loads(pub.stdout.decode().strip().splitlines()[-1])["cpu_s"]
+            spent["subscriber"] += time.process_time() - mine0
+            spent["broker"] += cpu.seconds({"broker": [broker_pid]})["broker"] - broker0
     finally:
         sub.close()
-    return times, streams
+    per_msg = {k: round(v * 1e6 / (n * reps)) for k, v in spent.items()}
+    per_msg["all"] = sum(per_msg.values())
+    return times, streams, per_msg
 
 
 def publisher(argv):
@@ -363,11 +400,13 @@ def publisher(argv):
     client.connect("127.0.0.1", args.port, 30)
     client.loop_start()
     last = None
+    cpu0 = time.process_time()  # the publishing, not the interpreter's start-up
     for _ in range(args.n):
         last = client.publish(args.topic, os.urandom(args.size), qos=1)
     last.wait_for_publish(60)
     client.disconnect()
     client.loop_stop()
+    print(json.dumps({"cpu_s": time.process_time() - cpu0}))  # all its threads
     return 0 if last.is_published() else 1
 
 
@@ -407,7 +446,8 @@ def run(n, runtime, limit_s, raw_reps, keep=False, observe=False):
             out["device_log_tail"] = _tail(rig.device_log, 800)
         stop_process(rig.device)
         stop_process(rig.host)
-        raw, streams = raw_publish(rig.broker.port, n, out["envelope_bytes"], raw_reps)
+        raw, streams, out["raw_cpu_us_per_msg"] = raw_publish(
+            rig.broker.port, n, out["envelope_bytes"], raw_reps, rig.broker.proc.pid)
         out["raw_s"] = round(median(raw), 3)
         out["raw_runs_s"] = [round(t, 3) for t in raw]
         # first to last message at the subscriber: the rate without the publisher's start-up
@@ -416,6 +456,10 @@ def run(n, runtime, limit_s, raw_reps, keep=False, observe=False):
             out["drain_vs_raw"] = round(out["drain_s"] / median(raw), 2)
         if out.get("rate_per_s"):
             out["ratio"] = round(out["rate_per_s"] / out["raw_per_s"], 3)
+        if out.get("cpu_us_per_charge"):
+            # both runs keep the 2 cores busy: the ratio their CPU costs predict
+            out["cpu_ratio"] = round(out["raw_cpu_us_per_msg"]["all"]
+                                     / out["cpu_us_per_charge"]["all"], 3)
     finally:
         rig.close()
         if not keep:
