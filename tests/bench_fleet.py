@@ -51,7 +51,6 @@ def main(argv=None):
         fleet = Fleet(pg.new_database("fleet"), broker.port, args.terminals, log=log)
         fleet.extra_pids = {"broker": [broker.proc.pid], "database": [pg.proc.pid]}
         fleet.prepare()
-        fleet.start_shards()
         report = scenario(fleet, rate=args.rate, duration=args.duration, burst=args.burst,
                           scale=parse_scale(args.scale), workers=args.workers, log=log,
                           host_scale=parse_scale(args.host_scale),

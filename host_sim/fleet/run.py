@@ -292,9 +292,13 @@ def scenario(fleet, rate=20.0, duration=30.0, burst=3, scale=(1, 2, 4), workers=
     """The whole run; returns the report dict (the bench prints part of it as one line).
     host_scale: worker counts for host-only storms after the check (host_storms)."""
     log = log or fleet.log
+    # the workers first, as a shop runs them: a terminal's first hello then finds a subscriber
+    # (a shared subscription with no member drops it)
+    fleet.start_workers(workers)
+    if not fleet.shards:
+        fleet.start_shards()
     shards = len(fleet.shards)
     out = {"terminals": fleet.n, "shards": shards, "rate": rate, "duration_s": duration}
-    fleet.start_workers(workers)
     t = time.monotonic()
     online = sum(e["online"] for e in fleet.ask("wait_online", wait=300, timeout=240))
     out["connect_s"] = round(time.monotonic() - t, 2)
@@ -468,7 +472,6 @@ def main(args):
                   worker_args=["--amqp", args.amqp] if args.amqp else ())
     try:
         fleet.prepare()
-        fleet.start_shards()
         report = scenario(fleet, rate=args.rate, duration=args.duration, burst=args.burst,
                           scale=scale, workers=args.workers, log=log,
                           host_scale=parse_scale(args.host_scale),

@@ -27,6 +27,22 @@ def _count_charges(db):
         store.close()
 
 
+def _wait_hellos(db, n, timeout=15.0):
+    """Terminals whose hello the host recorded, once all n are (or the timeout)."""
+    store = open_store(db)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with store.read() as tx:
+                got = tx.execute("SELECT COUNT(*) FROM devices WHERE last_hello IS NOT NULL"
+                                 ).fetchone()[0]
+            if got >= n or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+    finally:
+        store.close()
+
+
 @pytest.mark.skipif(RABBIT, reason="mosquitto's shared subscriptions (RabbitMQ: a queue)")
 def test_shared_subscription_by_topic_name_for_311_clients(broker):
     """mosquitto 2.0 shares `$share/GROUP/filter` between MQTT 3.1.1 clients by its name: each
@@ -109,9 +125,11 @@ def test_two_workers_exactly_once_with_a_worker_killed_mid_drain(fleet_broker, p
                   coupons=20, worker_args=fleet_broker.worker_args)
     try:
         fleet.prepare()
+        fleet.start_workers(2)  # before the terminals, as a shop runs them
         fleet.start_shards()
-        fleet.start_workers(2)
         assert sum(e["online"] for e in fleet.ask("wait_online", wait=90, timeout=60)) == 20
+        # every terminal's first hello reached a worker (none lost to an empty share group)
+        assert _wait_hellos(pg_db, 20) == 20
         fleet.ask("cut", group="all")
         total = sum(e["sold"] for e in fleet.ask("burst", per_terminal=6))
         assert total == 120
@@ -143,7 +161,6 @@ def test_small_fleet_scenario_on_both_engines(fleet_broker, host_db, tmp_path):
                   coupons=10, outage_share=0.25, worker_args=fleet_broker.worker_args)
     try:
         fleet.prepare()
-        fleet.start_shards()
         report = scenario(fleet, rate=6.0, duration=4.5, burst=3, scale=(2,), workers=2)
     finally:
         fleet.close()
