@@ -13,6 +13,11 @@ def _stat(pid):
     return int(rest[1]), sum(int(x) for x in rest[11:15]) / TICK  # utime stime cutime cstime
 
 
+def process_seconds(pid):
+    """CPU seconds so far of one process (its threads, and children it has reaped)."""
+    return _stat(pid)[1]
+
+
 def _table():
     stats = {}
     for name in os.listdir("/proc"):
