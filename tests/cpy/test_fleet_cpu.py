@@ -36,3 +36,20 @@ def test_a_child_counts_in_its_parents_tree_alive_and_reaped():
 
 def test_unknown_pids_count_nothing():
     assert cpu.seconds({"none": [2 ** 22 + 12345]}) == {"none": 0.0}
+
+
+def test_one_process_without_the_table():
+    """process_seconds reads one process's stat file (the drain bench polls three this way)."""
+    child = subprocess.Popen([sys.executable, "-c", BURN + "import sys\nsys.stdin.read()\n"],
+                             stdin=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            own = cpu.process_seconds(child.pid)
+            if own >= 0.3:
+                break
+            time.sleep(0.02)
+        assert own >= 0.3
+        assert abs(cpu.seconds({"child": [child.pid]})["child"] - own) < 0.1
+    finally:
+        child.stdin.close()
+        child.wait(10)
