@@ -113,9 +113,13 @@ class SqliteStore:
                                         check_same_thread=False)
         except sqlite3.Error as e:  # no such directory, not a file, no permission
             raise StoreError("cannot open %s: %s" % (path, e))
-        _sqlite_wal(self.conn)
-        # FULL: a committed charge survives a power cut, not only a crash.
-        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            _sqlite_wal(self.conn)
+            # FULL: a committed charge survives a power cut, not only a crash.
+            self.conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:  # a file that is not a database (SQLite reads it only now)
+            self.conn.close()
+            raise StoreError("cannot open %s: %s" % (path, e))
 
     def _translate(self, sql):
         out = self._sql.get(sql)
@@ -140,6 +144,10 @@ class SqliteStore:
         held the write lock past the busy timeout)."""
         return isinstance(e, sqlite3.OperationalError) and (
             "locked" in str(e) or "busy" in str(e))
+
+    def database_error(self, e):
+        """True for an error of the database itself (what a command line reports as such)."""
+        return isinstance(e, sqlite3.Error)
 
     def read(self):
         """A read-only view without a write lock (reports)."""
@@ -251,6 +259,10 @@ class PostgresStore:
         """True for an error a second try of the transaction may not meet: a deadlock or a
         serialization failure (the loser is rolled back whole), a lost connection."""
         return isinstance(e, self._psycopg.OperationalError)
+
+    def database_error(self, e):
+        """True for an error of the database itself (what a command line reports as such)."""
+        return isinstance(e, self._psycopg.Error)
 
     def _ensure(self):
         # A connection the server dropped (restart, idle timeout) is replaced before a new

@@ -218,6 +218,14 @@ def run(args):
     except BillingError as e:
         sys.stderr.write("host_sim: vip %s\n" % e)
         return 1
+    except UnicodeError:  # a name from the command line that is not valid text
+        sys.stderr.write("host_sim: vip: a name is not valid UTF-8 text\n")
+        return 1
+    except Exception as e:
+        if not store.database_error(e):
+            raise  # a bug: its traceback
+        sys.stderr.write("host_sim: vip: database error: %s\n" % e)  # locked, disk full
+        return 1
     finally:
         store.close()
 

@@ -586,3 +586,17 @@ def test_command_line_on_a_database_it_cannot_open_exits_1_without_a_traceback(t
                                                       "--cycle", "month"]):
         rc, out, err = run_cli("--db", db, *args)
         assert rc == 1 and out == [] and "Traceback" not in err and "h.db" in err, (args, err)
+
+
+def test_command_line_on_a_file_that_is_no_database_or_a_name_that_is_no_text(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all, just bytes " * 10)
+    for args in (["ledger"], ["tick", "--now", "1"]):
+        rc, out, err = run_cli("--db", str(junk), *args)
+        assert rc == 1 and out == [] and "Traceback" not in err and "not a database" in err
+    db = str(tmp_path / "h.db")
+    assert run_cli("--db", db, "tier", "gold", "--fee", "1", "--cycle", "month")[0] == 0
+    for args in (["enrol", "m\udcff", "gold", "--start", "1"],  # bytes 6d ff from argv
+                 ["tier", "g\udcff", "--fee", "1", "--cycle", "month"]):
+        rc, out, err = run_cli("--db", db, *args)
+        assert rc == 1 and out == [] and "Traceback" not in err and "UTF-8" in err, err
