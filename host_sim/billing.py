@@ -24,10 +24,11 @@ from host_sim import periods
 
 HOUR = 3600
 DAY = 86400
-# The retry schedule of an unpaid period, from its first try: 8 tries within 14 days. Each try
-# after the first is due the schedule's gap after the one before (1 h, 5 h, 18 h, 1 d, 2 d, 3 d,
-# 6 d), so a host that was down makes the overdue try once and the rest keep their spacing: no
-# burst of tries, and downtime costs the owner none of them.
+# The retry schedule of an unpaid period, counted from its first try: at most 8 tries within 14
+# days (SPEC 8.2), then the lapse. A tick that comes late (a host that was down, ticks a day
+# apart) makes one try, in the latest slot whose time has come, never a burst for the slots it
+# missed; so the lapse comes 13 days after the first try however the ticks fall, and a host
+# down for longer makes one last try when it is back.
 RETRY_SLOTS = (0, HOUR, 6 * HOUR, DAY, 2 * DAY, 4 * DAY, 7 * DAY, 13 * DAY)
 STALE_CLAIM_S = 120
 BATCH = 500
@@ -198,9 +199,18 @@ class Claim:
         self.ok = None
 
 
-def next_try(last_at, slot):
-    """When the try after the one of schedule slot `slot` (made at last_at) is due."""
-    return last_at + RETRY_SLOTS[slot + 1] - RETRY_SLOTS[slot]
+def next_try(first_try, slot):
+    """When the try after the one of schedule slot `slot` is due (the period's first try was
+    at first_try)."""
+    return first_try + RETRY_SLOTS[slot + 1]
+
+
+def slot_at(first_try, now):
+    """The latest schedule slot whose time has come at now."""
+    i = 0
+    while i + 1 < len(RETRY_SLOTS) and first_try + RETRY_SLOTS[i + 1] <= now:
+        i += 1
+    return i
 
 
 def _token():
@@ -341,7 +351,7 @@ class Engine:
         if self._runs_out(sub):
             return s  # the paid time runs out: the subscription ends then
         if row is not None and row["first_try"] is not None:
-            return next_try(row["try_at"], row["slot"])
+            return next_try(row["first_try"], row["slot"])
         leads = self.kinds[sub.kind].leads
         if sub.rem_done < len(leads):
             return s - leads[sub.rem_done]
@@ -494,12 +504,15 @@ class Engine:
                 if row["st"] not in ("due", "failed"):
                     raise BillingError("inconsistent", "subscription %d period %d is %s"
                                        % (sub.id, start, row["st"]))
-                if row["first_try"] is not None and next_try(row["try_at"], row["slot"]) > now:
-                    sub.due_at = self._due(sub, row)
-                    return
-                slot = row["slot"] + 1
+                first = row["first_try"]
+                if first is None:
+                    first, slot = now, row["slot"] + 1
+                else:
+                    if next_try(first, row["slot"]) > now:
+                        sub.due_at = self._due(sub, row)
+                        return
+                    slot = slot_at(first, now)  # the slots a late tick missed are not made up
                 tries = row["tries"] + 1
-                first = now if row["first_try"] is None else row["first_try"]
                 if tx.execute("UPDATE billing_periods SET st='charging', claim=?, tries=?,"
                               " slot=?, first_try=?, try_at=? WHERE sub=? AND start=?"
                               " AND st IN ('due', 'failed') AND tries=?",

@@ -140,19 +140,41 @@ def test_a_retry_that_succeeds_keeps_the_membership_and_its_anchor(store, eng):
     assert len(gw.keys) == len(set(gw.keys)) == 5
 
 
-def test_downtime_costs_no_retry_and_makes_no_burst(store, eng):
+def test_after_downtime_one_try_in_the_slot_that_has_come_then_the_schedule_goes_on(store, eng):
     vip.enrol(eng, store, "M1", "gold", A)
     renewal = utc(2027, 2, 28, 9)
     gw = Script(then=False)
-    eng.tick("vip", renewal, gw)  # try 1 fails; then the host is down for 30 days
-    back = renewal + 30 * DAY
+    eng.tick("vip", renewal, gw)  # try 1 fails; then the host is down for 3 days
+    back = renewal + 3 * DAY
     ev = hourly(eng, back, back + 30 * DAY, gw)
     tries = [e["at"] for e in ev if e["act"] == "failed"]
-    # The overdue try at once, the others at the schedule's gaps after it: 7 more, no burst.
-    gaps = [b - a for a, b in zip(RETRY_SLOTS, RETRY_SLOTS[1:], strict=False)]
-    assert tries == [back + sum(gaps[1:i + 1]) for i in range(7)]
+    # One overdue try (the 2 d slot; the 1 h, 6 h and 1 d slots are not made up: no burst),
+    # then the slots of the schedule, counted from the first try.
+    assert tries == [back, renewal + 4 * DAY, renewal + 7 * DAY, renewal + 13 * DAY]
     assert [e["act"] for e in ev][-1] == "lapsed"
-    assert ledger(store, eng, "M1")[-1]["tries"] == 8
+    assert ledger(store, eng, "M1")[-1]["tries"] == 5
+
+
+def test_a_host_down_past_the_14_days_makes_one_last_try_then_the_membership_lapses(store, eng):
+    vip.enrol(eng, store, "M1", "gold", A)
+    renewal = utc(2027, 2, 28, 9)
+    gw = Script(then=False)
+    eng.tick("vip", renewal, gw)
+    ev = eng.tick("vip", renewal + 30 * DAY, gw)
+    assert [e["act"] for e in ev] == ["failed", "lapsed"]
+    assert ledger(store, eng, "M1")[-1]["tries"] == 2
+
+
+def test_ticks_a_day_apart_lapse_within_14_days_with_at_most_8_tries(store, eng):
+    vip.enrol(eng, store, "M1", "gold", A)
+    renewal = utc(2027, 2, 28, 9)
+    events = []
+    for d in range(20):
+        events += eng.tick("vip", renewal + d * DAY, Gateway(1.0))
+    tries = [e["at"] for e in events if e["act"] == "failed"]
+    lapsed = [e["at"] for e in events if e["act"] == "lapsed"]
+    assert tries[0] == renewal and len(tries) <= 8 and tries[-1] < renewal + 14 * DAY
+    assert lapsed == [tries[-1]] and lapsed[0] == renewal + 13 * DAY
 
 
 def test_cancel_lets_the_paid_period_run_out_and_charges_nothing_more(store, eng):

@@ -250,7 +250,7 @@ class VipModel(RuleBasedStateMachine):
                 if s <= self.last_tick:
                     # Started before the last tick and unpaid: it must be waiting for a retry.
                     assert unpaid and unpaid[0][4] == "failed", (sub.to_dict(), unpaid)
-                    assert billing.next_try(unpaid[0][11], unpaid[0][6]) > self.last_tick
+                    assert billing.next_try(unpaid[0][7], unpaid[0][6]) > self.last_tick
         for (_sid, start), r in rem_by.items():
             assert r[3] >= start - vip.REMINDER_LEAD
             assert r[2] == vip.REMINDER_LEAD
