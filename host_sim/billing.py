@@ -14,10 +14,12 @@
 # the same database therefore never attempt the same try twice, and a period already paid is
 # never claimed again. The stored balance is debited in the same transaction as the claim and
 # the paid mark. A claim left by a scheduler that died is taken over after STALE_CLAIM_S of wall
-# time and the payment method is asked again with the same attempt key, which a payment method
-# answers idempotently (the simulator's answer is a function of the key).
+# time, at once when its scheduler ran on this machine and its process is gone (a claim names
+# its machine and process), and the payment method is asked again with the same attempt key,
+# which a payment method answers idempotently (the simulator's answer is a function of the key).
 import hashlib
 import os
+import socket
 import time
 
 from host_sim import periods
@@ -214,7 +216,32 @@ def slot_at(first_try, now):
 
 
 def _token():
-    return os.urandom(8).hex()
+    """A claim's token: this machine, this process, then random."""
+    return "%s/%d/%s" % (socket.gethostname(), os.getpid(), os.urandom(8).hex())
+
+
+def _process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: someone else's process, alive
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:  # a zombie is dead too (Linux)
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def owner_dead(token):
+    """True when the scheduler that claimed with token ran on this machine and its process is
+    gone; False when it lives, ran elsewhere or the token says nothing (an older claim)."""
+    parts = token.split("/") if type(token) is str else []
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    return pid != os.getpid() and _process_gone(pid)
 
 
 def _event(act, sub, start, now, **extra):
@@ -426,6 +453,7 @@ class Engine:
         # The stored balance pays only where host_sim/members.py made its table.
         self.members = "bal" in self.store.columns("members")
         events = []
+        self._release_dead_claims(kind, now)
         for _ in range(MAX_PASSES):
             claims = []
             with self.store.transaction() as tx:
@@ -450,6 +478,18 @@ class Engine:
                     for c in claims:
                         self._settle(tx, c, now, events)
         raise BillingError("stuck", "the tick did not settle after %d batches" % MAX_PASSES)
+
+    def _release_dead_claims(self, kind, now):
+        """Marks stale the claims of schedulers on this machine whose process is gone (killed
+        between a claim and its outcome), so this tick takes them over now."""
+        with self.store.transaction() as tx:
+            rows = tx.execute("SELECT id, claim FROM billing_subs WHERE kind=? AND due_at <= ?"
+                              " AND claim IS NOT NULL FOR UPDATE SKIP LOCKED",
+                              (kind, now)).fetchall()
+            for sid, token in rows:
+                if owner_dead(token):
+                    tx.execute("UPDATE billing_subs SET claim_at=0 WHERE id=? AND claim=?",
+                               (sid, token))
 
     def _step(self, tx, sub, now, claims, events):
         """Moves one subscription on as far as `now` allows without asking the gateway; a

@@ -390,6 +390,47 @@ def test_a_claim_left_by_a_dead_scheduler_is_taken_over_with_the_same_attempt_ke
                                                                           ("paid", 1)]
 
 
+_DIES_IN_PAY = """
+import os, sys
+from host_sim import vip
+from host_sim.store import open_store
+
+class Dies:
+    def pay(self, key, amt):
+        os._exit(9)  # killed between the claim and the payment method's answer
+
+store = open_store(sys.argv[1])
+vip.engine(store).tick("vip", int(sys.argv[2]), Dies())
+"""
+
+
+def test_a_scheduler_killed_mid_tick_on_this_machine_is_taken_over_at_once(host_db, store, eng):
+    """A tick restarted right after one was killed charges what the dead one claimed (the
+    same attempt keys), without waiting STALE_CLAIM_S."""
+    for mid in ("M1", "M2", "M3"):
+        vip.enrol(eng, store, mid, "gold", A)
+    renewal = utc(2027, 2, 28, 9)
+    p = subprocess.run([sys.executable, "-c", _DIES_IN_PAY, host_db, str(renewal)],
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    assert p.returncode == 9
+    assert [r["st"] for r in ledger(store, eng) if r["start"] == renewal] == ["due"] * 3
+    gw = Script()
+    ev = eng.tick("vip", renewal, gw)  # the wall clock has not moved on
+    assert sorted(e["owner"] for e in ev if e["act"] == "paid") == ["M1", "M2", "M3"]
+    assert [(r["st"], r["tries"]) for r in ledger(store, eng) if r["start"] == renewal] == [
+        ("paid", 1)] * 3
+    assert len(gw.keys) == len(set(gw.keys)) == 3
+
+
+def test_a_claim_of_a_live_or_unknown_scheduler_is_not_taken_over_early():
+    me = "%s/%d/%s" % (billing.socket.gethostname(), os.getpid(), "ab" * 8)
+    assert not billing.owner_dead(me)  # this process
+    assert not billing.owner_dead("%s/1/%s" % (billing.socket.gethostname(), "ab" * 8))  # init
+    assert not billing.owner_dead("elsewhere.example/%d/x" % (2 ** 22 + 7))  # another machine
+    assert not billing.owner_dead("0123456789abcdef")  # a claim written before tokens said
+    assert billing.owner_dead("%s/%d/x" % (billing.socket.gethostname(), 2 ** 22 + 7))
+
+
 # ---------------------------------------------------------------- schedulers at once
 
 def _populate(path, members, anchor):
