@@ -150,8 +150,10 @@ def info(tx, mid, qid):
     """The member_info body for a member_query (st "unknown" and zeros for an unknown mid)."""
     m = member(tx, mid)
     if m is None:
+        # SPEC 8.1 knows only active and blocked: a member the host does not know can neither
+        # pay nor top up here, so blocked (terminals still take "unknown" from older hosts)
         return {"qid": qid, "mid": mid, "bal": 0, "pts": 0, "tier": "", "vip_exp": None,
-                "st": UNKNOWN}
+                "st": BLOCKED}
     return {"qid": qid, "mid": mid, "bal": m["bal"], "pts": m["pts"], "tier": m["tier"],
             "vip_exp": vip_expiry(tx, mid), "st": m["st"], "nm": m["name"]}
 
@@ -312,6 +314,8 @@ class Members:
     def _spend_code(self, tx, m, body, charge):
         """Checks the dynamic code of a payment from the balance and marks it used; the decline
         code, or None."""
+        if m["bal"] < body["amt"]:
+            return INSUFFICIENT_BALANCE  # SPEC 8.1's own codes first, whatever the code says
         cti = body.get("mcti")
         if cti is None:
             return CODE_REQUIRED  # a static card identifies, it never pays (SPEC 8.1)
@@ -322,8 +326,6 @@ class Members:
             return MEMBER_BLOCKED  # a code of a card replaced since
         if tx.execute("SELECT 1 FROM member_codes_used WHERE cti=?", (cti,)).fetchone():
             return CODE_USED
-        if m["bal"] < body["amt"]:
-            return INSUFFICIENT_BALANCE
         # The key decides between two charges with one code, even outside the member lock.
         if tx.execute("INSERT INTO member_codes_used (cti, mid, device_id, cid, at)"
                       " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cti) DO NOTHING RETURNING cti",

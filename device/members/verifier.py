@@ -23,6 +23,9 @@ _ABSENT = signed.ABSENT
 _int = signed.is_int
 
 
+_EP_END = 1 << 64  # a card epoch is a uint, as the revocation list's `mem` takes it
+
+
 def _text(v, lo, hi):
     return type(v) is str and lo <= len(v) <= hi
 
@@ -39,7 +42,7 @@ def _claims(p, r):
         return False
     if type(cti) is not bytes or not 1 <= len(cti) <= trust.MAX_CTI:
         return False
-    if not _text(mid, 1, trust.MAX_MID) or not _int(ep) or ep < 0:
+    if not _text(mid, 1, trust.MAX_MID) or not _int(ep) or not 0 <= ep < _EP_END:
         return False
     if not _text(tier, 0, MAX_TIER):
         return False

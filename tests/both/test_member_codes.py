@@ -189,3 +189,13 @@ def test_member_check_arguments():
                 base[:4] + ["--now", "soon", tok]):
         raises(check_args.ArgError, check_command.run, bad)
     raises(check_args.HelpWanted, check_command.run, ["--help"])
+
+
+def test_card_epoch_is_a_uint_below_2_64():
+    from device.members import verifier
+    base = {1: "issuer", 6: 1700000000, 7: b"\x01" * 8, "mid": "M-1", "tier": "gold"}
+    for ep, ok in ((0, True), ((1 << 64) - 1, True), (1 << 64, False), (1 << 70, False),
+                   (-1, False)):
+        p = dict(base)
+        p["ep"] = ep
+        assert bool(verifier._claims(p, {})) is ok, ep

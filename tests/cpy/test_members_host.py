@@ -248,7 +248,7 @@ def test_member_query_answers_member_info_to_the_asking_terminal(store, ks):
         [out] = svc.member_query(tx, Msg("T-1", STORE, "member_query",
                                          {"qid": qid, "mid": "M-404"}, 2, T0))
     assert out.body == {"qid": qid, "mid": "M-404", "bal": 0, "pts": 0, "tier": "",
-                        "vip_exp": None, "st": "unknown"}
+                        "vip_exp": None, "st": "blocked"}  # SPEC 8.1: active|blocked
 
     with store.transaction() as tx:
         members.block(tx, "M-1", T0)
@@ -946,3 +946,13 @@ def test_cli_errors(where, live_ks, tmp_path, capsys):
     rc, [out], _ = run_cli(capsys, *db, "add", "M-3", "--name", "A", "--tier", "gold",
                            "--iss", "M-OTHER")
     assert rc == 0 and out["member"]["iss"] == "M-OTHER"
+
+
+def test_a_balance_too_low_is_insufficient_balance_before_any_code_check(store, ks):
+    """SPEC 8.1's code wins: a member payment without a dynamic code (SPEC 3.2's fields alone)
+    over the balance is declined insufficient_balance, not code_required."""
+    new_member(store, ks, bal=300)
+    res, _ = Till(store).decide(charge("member", 301, mem="M-1"))
+    assert (res["st"], res["code"]) == ("declined", "insufficient_balance")
+    res, _ = Till(store).decide(charge("member", 300, mem="M-1"))
+    assert (res["st"], res["code"]) == ("declined", "code_required")
