@@ -21,7 +21,6 @@ from host_sim.service import Out
 
 ACTIVE = "active"
 BLOCKED = "blocked"
-UNKNOWN = "unknown"
 MAX_AMOUNT = (1 << 63) - 1  # amounts and balances fit a signed 64-bit column
 
 # charge_result decline codes
@@ -147,7 +146,7 @@ def history(tx, mid):
 
 
 def info(tx, mid, qid):
-    """The member_info body for a member_query (st "unknown" and zeros for an unknown mid)."""
+    """The member_info body for a member_query (st "blocked" and zeros for an unknown mid)."""
     m = member(tx, mid)
     if m is None:
         # SPEC 8.1 knows only active and blocked: a member the host does not know can neither

@@ -108,18 +108,18 @@ class SqliteStore:
         self.where = path
         self._sql = {}
         self.lock = threading.RLock()
+        conn = None
         try:
-            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                        check_same_thread=False)
-        except sqlite3.Error as e:  # no such directory, not a file, no permission
-            raise StoreError("cannot open %s: %s" % (path, e))
-        try:
-            _sqlite_wal(self.conn)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            _sqlite_wal(conn)  # a file that is not a database fails only here
             # FULL: a committed charge survives a power cut, not only a crash.
-            self.conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as e:  # a file that is not a database (SQLite reads it only now)
-            self.conn.close()
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:  # no such directory, not a database, no permission
+            if conn is not None:
+                conn.close()
             raise StoreError("cannot open %s: %s" % (path, e))
+        self.conn = conn
 
     def _translate(self, sql):
         out = self._sql.get(sql)

@@ -5,6 +5,7 @@
 # Sans-I/O: the trust store and the clock reading come in as arguments.
 from device.trust import lists as trust
 from device.trust import signed
+from protocol.schema import UINT_END  # a card epoch is a uint, as the list's `mem` takes it
 
 OK = signed.OK
 MALFORMED = signed.MALFORMED
@@ -23,9 +24,6 @@ _ABSENT = signed.ABSENT
 _int = signed.is_int
 
 
-_EP_END = 1 << 64  # a card epoch is a uint, as the revocation list's `mem` takes it
-
-
 def _text(v, lo, hi):
     return type(v) is str and lo <= len(v) <= hi
 
@@ -42,7 +40,7 @@ def _claims(p, r):
         return False
     if type(cti) is not bytes or not 1 <= len(cti) <= trust.MAX_CTI:
         return False
-    if not _text(mid, 1, trust.MAX_MID) or not _int(ep) or not 0 <= ep < _EP_END:
+    if not _text(mid, 1, trust.MAX_MID) or not _int(ep) or not 0 <= ep < UINT_END:
         return False
     if not _text(tier, 0, MAX_TIER):
         return False
