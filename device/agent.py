@@ -10,6 +10,7 @@
 import asyncio
 
 from device import crypto, firmware, services
+from device.charge_batches import ChargeBatches
 from device.console import selftest
 from device.console.commands import Commands, ConsoleView
 from device.console.lines import Console
@@ -111,6 +112,9 @@ class Agent:
             __import__(name, None, None, ["install"]).install(self)
         for kind in self.queue.kinds.values():
             self.downlink.on(kind.answer, self._on_answer(kind.answer))
+        self.batches = ChargeBatches(self.queue.window, metrics, log, on_grant=self._queued)
+        self.downlink.on("caps", self.batches.on_caps)
+        self.downlink.on("charge_results", self.batches.results(self._on_answer("charge_result")))
         runtime.settle()
         self.queue.open()  # the largest state (the pending index) packs in low
         # An answer already on flash was accepted with its seq: a replay of it is stale.
@@ -234,7 +238,8 @@ class Agent:
             self.uplink.root, self.device_id)])
         await link.publish(self.uplink.state_topic(), self.uplink.state_payload(True),
                            retain=True)
-        await self.uplink.send("hello", self.status.hello_body())
+        self.batches.reset(ticks_ms())
+        await self.uplink.send("hello", self.batches.offer(self.status.hello_body()))
         self.queue.link_up()
         # the forwarder sends on this connection from here on (after link_up: a record sent
         # earlier on it would go out twice)
@@ -292,7 +297,8 @@ class Agent:
                 pass
             self._kick.clear()
             link = self.link
-            if self.uplink.online and link.stats.get("connects") == self._forwarding_on:
+            if self.uplink.online and link.stats.get("connects") == self._forwarding_on \
+                    and self.batches.settled(ticks_ms()):
                 # What is due goes out together, without waiting for earlier PUBACKs: one task
                 # and one write for all of it, each record sealed with its own seq (SPEC 3.1).
                 now = ticks_ms()
@@ -329,16 +335,18 @@ class Agent:
         """batch: [(rid, mtype, body)], published together; a record whose publish failed is
         due again at once (after a reconnect: all of them)."""
         try:
+            sends = self.batches.group(batch)
             try:
-                errors = await self.uplink.send_many([(m, b) for _, m, b in batch])
+                errors = await self.uplink.send_many([(m, b) for m, b, _ in sends])
             except Exception as e:  # offline, or the link's bug: none of them left
-                errors = [e] * len(batch)
+                errors = [e] * len(sends)
             failed = None
-            for i, (rid, mtype, _) in enumerate(batch):
+            for i, (mtype, _, rids) in enumerate(sends):
                 error = errors[i]
                 if error is not None:
-                    self.metrics.inc("forward_failed")
-                    self.queue.unsent(rid)
+                    for rid in rids:
+                        self.metrics.inc("forward_failed")
+                        self.queue.unsent(rid)
                     if failed is None:
                         failed = (mtype, error)
             if failed is None:

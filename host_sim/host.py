@@ -30,7 +30,7 @@ from host_sim.charges import FRESH, REUSED, Charges
 from host_sim.registry import SEQ_WINDOW, Registry, RegistryError
 from host_sim.service import FLEET, Context, Msg, Out
 from host_sim.store import open_store
-from protocol import cbor, envelope, messages, topics
+from protocol import batch_messages, cbor, envelope, messages, topics
 from protocol.schema import AMOUNT_END
 
 UNKNOWN_DEVICE = "unknown_device"
@@ -38,7 +38,7 @@ BAD_BODY = "bad_body"
 UNKNOWN_TYPE = "unknown_type"
 INTERNAL_ERROR = "internal_error"
 NO_DEVICE = "?"  # drop counter key when the topic names no device
-CORE_TYPES = ("hello", "status", "charge")
+CORE_TYPES = ("hello", "status", "charge", "charges")
 BATCH_MAX = 64
 INFLIGHT_MAX = 1024  # our QoS 1 publishes awaiting their PUBACK (paho's limit)
 OUTBOX_POLL_S = 0.2
@@ -138,7 +138,7 @@ class Host:
             self.store.close()
             raise
         self._handlers = {"hello": self._on_hello, "status": self._on_status,
-                          "charge": self._on_charge}
+                          "charge": self._on_charge, "charges": self._on_charges}
         for svc in self.services:
             for mtype, fn in _service_handlers(svc):
                 self._handlers[mtype] = fn
@@ -504,14 +504,24 @@ class Host:
         outs = [o for o, _ in b.outs]
         sealed = self._deliver(outs)
         now = time.monotonic()
-        sent = [now - arrived for o, arrived in b.outs if o.mtype == "charge_result"]
+        sent = []
+        lines = []
+        for (_, _, seq), (out, arrived) in zip(sealed, b.outs, strict=True):
+            if out.mtype == "charge_result":
+                results = (out.body,)
+            elif out.mtype == "charge_results":
+                results = out.body["items"]
+            else:
+                continue
+            batched = " (batch)" if out.mtype == "charge_results" else ""
+            for r in results:
+                sent.append(now - arrived)
+                lines.append("charge_result -> %s cid=%s %s seq=%d%s" % (
+                    out.device_id, r["cid"].hex(), r["st"], seq, batched))
         with self._lock:
             self._counts["results_sent"] += len(sent)
             self._latency.extend(sent)
-        self._say(["charge_result -> %s cid=%s %s seq=%d" % (
-            out.device_id, out.body["cid"].hex(), out.body["st"], seq)
-            for (_, _, seq), out in zip(sealed, outs, strict=True)
-            if out.mtype == "charge_result"])
+        self._say(lines)
         for dev, result, arrived in b.later:
             self._timers.call_later(self.latency_s, self._answer, dev, result, arrived)
 
@@ -622,6 +632,10 @@ class Host:
         b.logs.append("hello %s fw=%s rt=%s boot=%d queue=%d trust=%d rev=%d" % (
             msg.device_id, body["fw"], body["rt"], body["boot"], body["queue"],
             body["trust_ver"], body["rev_ver"]))
+        batch = batch_messages.hello_batch(body)
+        if batch:
+            # The terminal batches its charges on this connection once it has this answer.
+            b.outs.append((Out(msg.device_id, "caps", {"batch": batch}), None))
         for name, data in self._stale_lists(tx, body):
             b.lists.append((name, data))
             b.logs.append("hello %s has an older %s: published again" % (msg.device_id, name))
@@ -637,7 +651,39 @@ class Host:
             msg.device_id, body["queue"], body["queue_amt"], body["drops"], body["uptime"]))
 
     def _on_charge(self, tx, b, msg, arrived):
-        dev, body = msg.device_id, msg.body
+        result, redeemed = self._charge(tx, b, msg, msg.body, arrived)
+        # The answer first: the terminal's queue waits on it.
+        if result is not None:
+            b.outs.append((Out(msg.device_id, "charge_result", result), arrived))
+        if redeemed:
+            self._announce_redeemed(tx, b, msg.store_id, msg.device_id, msg.body["cid"],
+                                    redeemed)
+
+    def _on_charges(self, tx, b, msg, arrived):
+        """A batch of charges (protocol/batch_messages.py): each item is decided as its own
+        `charge`, a bad one dropped and counted alone; the results go back in one message."""
+        results = []
+        announce = []
+        for i, body in enumerate(msg.body["items"]):
+            try:
+                messages.check("charge", body)
+            except messages.MessageError as e:
+                self._drop(tx, b, msg.device_id, BAD_BODY, "charges.items[%d]: %s" % (i, e))
+                continue
+            result, redeemed = self._charge(tx, b, msg, body, arrived)
+            if result is not None:
+                results.append(result)
+            if redeemed:
+                announce.append((body["cid"], redeemed))
+        if results:
+            b.outs.append((Out(msg.device_id, "charge_results", {"items": results}), arrived))
+        for cid, ctis in announce:
+            self._announce_redeemed(tx, b, msg.store_id, msg.device_id, cid, ctis)
+
+    def _charge(self, tx, b, msg, body, arrived):
+        """Decides one charge body: (the result to send now or None (withheld by an outage,
+        delayed by the injected latency), the coupons it redeemed afresh to announce)."""
+        dev = msg.device_id
         charge = {"device_id": dev, "store_id": msg.store_id, "cid": body["cid"],
                   "body": body, "now": msg.now}
         result, outcome = self.charges.decide(tx, charge, msg.now)
@@ -653,35 +699,33 @@ class Host:
             b.logs.append("charge %s cid=%s amt=%d %s -> %s %s%s%s" % (
                 dev, body["cid"].hex(), body["amt"], body["cur"], result["st"], detail,
                 " conflicts=%d" % conflicts if conflicts else "", "" if fresh else " (repeat)"))
-        # The answer first: the terminal's queue waits on it. An outage withholds only the
-        # answer; the other terminals still learn of the coupons (a repeat is not fresh).
+        redeemed = [c["cti"] for c in result["cpn"] if c["st"] == "ok"] if fresh else None
+        # An outage withholds only the answer; the other terminals still learn of the coupons
+        # (a repeat is not fresh).
         if self.outage:
             b.counts.append("withheld")
             b.logs.append("withheld result %s cid=%s (outage)" % (dev, body["cid"].hex()))
-        elif self.latency_s and self.latency_s > 0:
+            return None, redeemed
+        if self.latency_s and self.latency_s > 0:
             b.later.append((dev, result, arrived))
-        else:
-            b.outs.append((Out(dev, "charge_result", result), arrived))
-        if fresh:
-            ok = [c["cti"] for c in result["cpn"] if c["st"] == "ok"]
-            if ok:
-                self._announce_redeemed(tx, b, msg, ok)
+            return None, redeemed
+        return result, redeemed
 
-    def _announce_redeemed(self, tx, b, msg, ctis):
+    def _announce_redeemed(self, tx, b, store_id, dev, cid, ctis):
         # rid: one id per charge, the same at every terminal, so a replay adds no use there.
-        devices = b.stores.get(msg.store_id)
+        devices = b.stores.get(store_id)
         if devices is None:
-            devices = b.stores[msg.store_id] = service.store_devices(tx, msg.store_id)
+            devices = b.stores[store_id] = service.store_devices(tx, store_id)
         rid = None
         for other in devices:
-            if other == msg.device_id:
+            if other == dev:
                 continue
             if rid is None:
-                rid = _redeemed_id(msg.device_id, msg.body["cid"])
+                rid = _redeemed_id(dev, cid)
             b.outs.append((Out(other, "redeemed", {"cti": list(ctis), "rid": rid}), None))
             b.counts.append("redeemed_sent")
             b.logs.append("redeemed -> %s %d coupon(s) from %s" % (other, len(ctis),
-                                                                   msg.device_id))
+                                                                   dev))
 
     def _answer(self, dev, result, arrived):
         with self._lock:

@@ -244,4 +244,5 @@ register("charge_result", "down", _charge_result)
 register("redeemed", "down", _redeemed)
 register("config", "down", _config)
 
-from protocol import store_messages  # noqa: E402,F401 - registers the SPEC 8 types
+# registers the SPEC 8 types, then the project's batch types
+from protocol import batch_messages, store_messages  # noqa: E402,F401

@@ -16,7 +16,10 @@ headline figure runs without it.
 Baseline, same broker, same run, after the drain: a `paho` publisher process (`python -m
 tests.bench_drain publish ...`) sends N QoS 1 messages of the size of one sealed `charge`
 envelope; the time from starting it to a paho subscriber here having all N, and the rate from
-its first message to its last. Medians of --raw-reps.
+its first message to its last. Medians of --raw-reps. Then the same at the size of a full
+`charges` batch (protocol/batch_messages.py; the drain sends its charges up to that many to a
+message once the host granted it): `raw_batch_size_per_s`, for the reader; the ratio keeps the
+stricter one-charge size.
 
 CPU: each process's CPU time (Linux /proc: the host, the terminal and mosquitto during the drain,
 sampled with every poll, from the sample holding 10 % of the charges to the last; the raw
@@ -49,7 +52,7 @@ from host_sim.fleet import cpu
 from host_sim.procs import stop_process
 from host_sim.registry import Registry
 from host_sim.store import open_store
-from protocol import envelope, topics
+from protocol import batch_messages, envelope, topics
 from tests.bench_queue import BuildFS, fill
 from tests.support.broker import Broker
 
@@ -144,9 +147,12 @@ class Rig:
                                        stdout=open(self.device_log, "w"),
                                        stderr=subprocess.STDOUT)
 
-    def envelope_size(self):
-        return len(envelope.seal(self.secret, DEVICE_ID, "charge", 1, int(time.time()),
-                                 charge_body(self.sample), os.urandom(16)))
+    def envelope_size(self, items=1):
+        """Bytes of one sealed `charge` (items=1), or of a `charges` of that many."""
+        body = charge_body(self.sample)
+        mtype, body = ("charge", body) if items == 1 else ("charges", {"items": [body] * items})
+        return len(envelope.seal(self.secret, DEVICE_ID, mtype, 1, int(time.time()), body,
+                                 os.urandom(16)))
 
     def close(self):
         stop_process(self.device)
@@ -431,6 +437,8 @@ def run(n, runtime, limit_s, raw_reps, keep=False, observe=False):
         out["broker"] = rig.broker_version
         out["journal_bytes"] = rig.journal_bytes
         out["envelope_bytes"] = rig.envelope_size()
+        out["batch_items"] = min(window, batch_messages.MAX_ITEMS)
+        out["batch_envelope_bytes"] = rig.envelope_size(out["batch_items"])
         rig.start_host()
         # The observer (a paho client decoding every charge and result) costs the machine
         # what the raw baseline does not pay: the headline figure runs without it.
@@ -454,6 +462,12 @@ def run(n, runtime, limit_s, raw_reps, keep=False, observe=False):
         out["raw_runs_s"] = [round(t, 3) for t in raw]
         # first to last message at the subscriber: the rate without the publisher's start-up
         out["raw_per_s"] = round((n - 1) / median(streams), 1)
+        # The same baseline at the size of the drain's full `charges` messages: what paho moves
+        # in messages of that size (fewer per second than of one charge's size)
+        _, streams, _ = raw_publish(rig.broker.port, n // out["batch_items"] * 4,
+                                    out["batch_envelope_bytes"], raw_reps, rig.broker.proc.pid)
+        out["raw_batch_size_per_s"] = round((n // out["batch_items"] * 4 - 1) / median(streams),
+                                            1)
         if out["drain_s"]:
             out["drain_vs_raw"] = round(out["drain_s"] / median(raw), 2)
         if out.get("rate_per_s"):

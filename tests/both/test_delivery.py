@@ -53,7 +53,8 @@ class CountingLog(RecordLog):
         return RecordLog.append(self, payloads)
 
 
-def _rig(n):
+def _rig(n, batches=None):
+    """batches: a ChargeBatches factory (metrics, log) -> its `charge_results` handler too."""
     log = CountingLog(PosixFS(), tmpdir("delivery") + "/queue.log")
     q = ChargeQueue(log, window=8).open()
     for i in range(1, n + 1):
@@ -61,7 +62,12 @@ def _rig(n):
                            "c"))
     metrics = Metrics()
     down = Downlink(DEV, SECRET, "pos/v1", Counters(), metrics, lambda line: None)
-    down.on("charge_result", lambda body, seq: q.on_answer("charge_result", body, NOW, seq))
+
+    def answer(body, seq):
+        q.on_answer("charge_result", body, NOW, seq)
+    down.on("charge_result", answer)
+    if batches is not None:
+        down.on("charge_results", batches(metrics, lambda line: None).results(answer))
     delivery = GroupedDelivery(down.receive, q, metrics, lambda line: None)
     link = Link(delivery.many)
     link.session.connect(0)
