@@ -115,14 +115,81 @@ def _text_bytes(s):
 
 
 def _encode(out, obj):
-    # Exact type checks first (fast path), then subclasses such as OrderedDict.
+    # Exact type checks first (fast path), then subclasses such as namedtuple. Maps and lists
+    # of fewer than 24 entries, and their common values (small ints, short texts and ids), are
+    # written in place: a sale record is one such map, and its commit waits on this (issue 14).
     t = type(obj)
-    if obj is True:
-        out.append(0xF5)
+    if t is not dict and t is not list and isinstance(obj, dict):
+        t = dict  # a subclass (OrderedDict): its items in its own order
+    append = out.append
+    if t is dict:
+        n = len(obj)
+        if n < 24:
+            append(0xA0 | n)
+        else:
+            _head(out, 5, n)
+        keys = _KEY_BYTES
+        for k, v in obj.items():
+            enc = keys.get(k)  # only text keys are kept (a str subclass encodes as its text)
+            if enc is not None:
+                out += enc
+            elif type(k) is str:
+                enc = _text_bytes(k)
+                if len(enc) <= 17 and len(keys) < _KEYS_MAX:
+                    keys[k] = enc  # map keys: a few names again and again
+                out += enc
+            else:
+                _encode(out, k)
+            tv = type(v)
+            if tv is int and v >= 0:
+                if v < 24:
+                    append(v)
+                elif v < 0x100:
+                    append(0x18)
+                    append(v)
+                elif v < 0x10000:
+                    append(0x19)
+                    append(v >> 8)
+                    append(v & 0xFF)
+                elif v < 0x100000000:
+                    append(0x1A)
+                    out += v.to_bytes(4, "big")
+                else:
+                    _encode_int(out, v)
+            elif tv is bytes:
+                n = len(v)
+                if n < 24:
+                    append(0x40 | n)
+                else:
+                    _head(out, 2, n)
+                out += v
+            elif tv is str:
+                raw = v.encode("utf-8")
+                if len(raw) < 24:
+                    append(0x60 | len(raw))
+                else:
+                    _head(out, 3, len(raw))
+                out += raw
+            elif v is True:
+                append(0xF5)
+            elif v is False:
+                append(0xF4)
+            else:
+                _encode(out, v)
+    elif t is list or t is tuple:
+        n = len(obj)
+        if n < 24:
+            append(0x80 | n)
+        else:
+            _head(out, 4, n)
+        for v in obj:
+            _encode(out, v)
+    elif obj is True:
+        append(0xF5)
     elif obj is False:
-        out.append(0xF4)
+        append(0xF4)
     elif obj is None:
-        out.append(0xF6)
+        append(0xF6)
     elif t is int:
         _encode_int(out, obj)
     elif t is str:
@@ -132,50 +199,8 @@ def _encode(out, obj):
     elif t is bytes or t is bytearray:
         _head(out, 2, len(obj))
         out += obj
-    elif t is dict or isinstance(obj, dict):
-        _head(out, 5, len(obj))
-        for k, v in obj.items():
-            if type(k) is str:
-                enc = _KEY_BYTES.get(k)
-                if enc is None:
-                    enc = _text_bytes(k)
-                    if len(enc) <= 17 and len(_KEY_BYTES) < _KEYS_MAX:
-                        _KEY_BYTES[k] = enc  # map keys: a few names again and again
-                out += enc
-            else:
-                _encode(out, k)
-            # the common values in place (a record is mostly small ints, short texts, ids)
-            tv = type(v)
-            if tv is int and 0 <= v < 0x100000000:
-                if v < 24:
-                    out.append(v)
-                elif v < 0x100:
-                    out.append(0x18)
-                    out.append(v)
-                elif v < 0x10000:
-                    out += struct.pack(">BH", 0x19, v)
-                else:
-                    out += struct.pack(">BI", 0x1A, v)
-            elif tv is bytes and len(v) < 24:
-                out.append(0x40 | len(v))
-                out += v
-            elif tv is str:
-                raw = v.encode("utf-8")
-                if len(raw) < 24:
-                    out.append(0x60 | len(raw))
-                else:
-                    _head(out, 3, len(raw))
-                out += raw
-            elif v is True:
-                out.append(0xF5)
-            elif v is False:
-                out.append(0xF4)
-            else:
-                _encode(out, v)
-    elif t is list or t is tuple or isinstance(obj, (list, tuple)):
-        _head(out, 4, len(obj))
-        for v in obj:
-            _encode(out, v)
+    elif isinstance(obj, (list, tuple)):
+        _encode(out, list(obj))
     elif t is float:
         _encode_float(out, obj)
     elif t is Tag:

@@ -29,6 +29,8 @@ def _bit(b0, b1):
 
 def id4(rid):
     """The first 4 bytes of an id (bytes, or text as UTF-8), zero-padded."""
+    if type(rid) is bytes and len(rid) >= 4:
+        return rid[:4]  # a cid: the common case first
     if not isinstance(rid, (bytes, bytearray)):
         rid = str(rid).encode()
     return bytes(rid[:4]) + b"\x00" * (4 - min(len(rid), 4))
@@ -170,7 +172,7 @@ class PendingIndex:
         return None
 
     def _mark(self, b0, b1):
-        b = _bit(b0, b1)
+        b = ((b0 << 8) | b1) & (FILTER_BITS - 1)  # _bit, inline: every commit comes here
         self._filter[b >> 3] |= 1 << (b & 7)
         self._added += 1
         if self._added > 4 * (self.live + 1024):

@@ -268,9 +268,10 @@ class ChargeQueue:
         else:
             raise ValueError("unknown record")
 
-    def _add_pending(self, kind, rec, off):
-        rid = rec[kind.key]
-        self.index.add(id4(rid), off, rec.get("amt", 0) if kind is SALE else 0,
+    def _add_pending(self, kind, rec, off, rid4=None):
+        if rid4 is None:
+            rid4 = id4(rec[kind.key])
+        self.index.add(rid4, off, rec.get("amt", 0) if kind is SALE else 0,
                        rec.get("at", 0), self._code[kind.record])
         for c in rec.get("cpn", ()):
             self.ledger.add_local(c["cti"], c["exp"])
@@ -284,13 +285,13 @@ class ChargeQueue:
                 if fn is not None:
                     fn(kind, rec)
 
-    def _pending_no(self, rid, kind):
+    def _pending_no(self, rid, kind, rid4=None):
         """The entry number of the pending record of `kind` with id rid, or None."""
         no = self._win_ids.get(rid)
         if no is not None and self.index.is_live(no):
             return no
         needle = None
-        for no in self.index.find(id4(rid), self._code[kind.record]):
+        for no in self.index.find(rid4 or id4(rid), self._code[kind.record]):
             rec = self._win.get(no)
             if rec is not None:
                 if rec[kind.key] == rid:
@@ -672,11 +673,12 @@ class ChargeQueue:
         if kind is None:
             raise QueueError("no kind %r" % (rec.get("r"),))
         rid = rec[kind.key]
-        if self._pending_no(rid, kind) is not None or self._waiting_pair(rid) is not None:
+        rid4 = id4(rid)  # once: the duplicate check and the index entry both need it
+        if self._pending_no(rid, kind, rid4) is not None or self._waiting_pair(rid) is not None:
             raise QueueError("id already committed")
         off = self._append([cbor.dumps(rec)])
-        self._add_pending(kind, rec, off)
-        self._wrote(1)
+        self._add_pending(kind, rec, off, rid4)
+        self._since_checkpoint += 1
 
     # -- forwarding ---------------------------------------------------------------------------
     def due(self, now_ms):
