@@ -103,7 +103,7 @@ def _encode_float(out, x):
 
 _INF = float("inf")
 _KEYS_MAX = 128
-_KEY_BYTES = {}  # short text map keys already encoded (head + UTF-8)
+_KEY_BYTES = {}  # short texts already encoded (head + UTF-8): map keys, and short values
 
 
 def _text_bytes(s):
@@ -164,12 +164,12 @@ def _encode(out, obj):
                     _head(out, 2, n)
                 out += v
             elif tv is str:
-                raw = v.encode("utf-8")
-                if len(raw) < 24:
-                    append(0x60 | len(raw))
-                else:
-                    _head(out, 3, len(raw))
-                out += raw
+                enc = keys.get(v)
+                if enc is None:
+                    enc = _text_bytes(v)
+                    if len(enc) <= 9 and len(keys) < _KEYS_MAX:
+                        keys[v] = enc  # short values come again too ("sale", "CNY")
+                out += enc
             elif v is True:
                 append(0xF5)
             elif v is False:

@@ -192,6 +192,11 @@ class PendingIndex:
                     f[b >> 3] |= 1 << (b & 7)
                     self._added += 1
 
+    def may_hold(self, rid4):
+        """False when no live entry's id can start with rid4 (its filter bit is clear)."""
+        b = ((rid4[0] << 8) | rid4[1]) & (FILTER_BITS - 1)
+        return self._filter[b >> 3] & (1 << (b & 7)) != 0
+
     def find(self, rid4, kind):
         """Numbers of the live entries of `kind` whose id starts with rid4 (candidates: the
         caller confirms on flash)."""

@@ -148,10 +148,20 @@ def test_garbage_records_are_counted_not_fatal():
 
 
 def test_duplicate_cid_refused():
-    q, _ = _queue()
+    q, path = _queue()
     rec = _sale(q, 1)
     q.commit(rec)
     raises(QueueError, q.commit, rec)
+    # once in the window (read back for forwarding), and after a reopen
+    assert [r["cid"] for r in q.due(0)] == [rec["cid"]]
+    raises(QueueError, q.commit, _sale(q, 1))
+    q2, _ = _queue(path)
+    raises(QueueError, q2.commit, _sale(q2, 1))
+    # an id sharing the first 4 bytes (the index's prefix) is another sale
+    other = make_sale(bytes([1]) * 4 + bytes([2]) * 12, q2.take_receipt_no(), 500, [], "CNY",
+                      1000, True, "c1")
+    q2.commit(other)
+    assert len(q2.pending) == 2
 
 
 def test_ledger_snapshot_in_parts_survives_reopen():
