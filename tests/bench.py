@@ -565,6 +565,12 @@ def drain_rows(res):
     return rows
 
 
+def _steady_charges(r):
+    """The charges in the drain's steady part (from 10 % of them on), what the CPU rows
+    divide by."""
+    return max(1, int(r["n"] * 0.9))
+
+
 def _drain_reading(r):
     """What the CPU rows say about the ratio (the CPython terminal's run)."""
     c, raw = r.get("cpu_us_per_charge"), r.get("raw_cpu_us_per_msg")
@@ -575,7 +581,9 @@ def _drain_reading(r):
         "/proc) over the steady part of the run, divided by the charges or messages in it. "
         "Both runs keep the machine's 2 cores nearly busy (%.1f cores during the drain, %.1f "
         "during the raw runs), so the ratio follows their CPU costs: raw CPU per message over "
-        "the drain's CPU per charge (last column, %.3f) predicts the measured ratio (%.3f). "
+        "the drain's CPU per charge (last column, %.3f) predicts the measured ratio (%.3f); "
+        "/proc counts in 10 ms ticks, so over a drain this short (%.1f s) each process's "
+        "figure is good to about 10 ms / %d charges = %.1f µs. "
         "Sent one to a message, a charge is two QoS 1 messages (SPEC 3: the `charge`, then "
         "its `charge_result`), so with paho at the host its MQTT work alone is two raw "
         "messages and the ratio cannot reach 0.5 (it was 0.25 before 2026-12-04). Once the "
@@ -587,7 +595,8 @@ def _drain_reading(r):
         "one charge's size (%d B), the stricter baseline: in the same run paho moved %.0f "
         "msg/s of the batch's size." % (
             r["rate_per_s"] * c["all"] / 1e6, r["raw_per_s"] * raw["all"] / 1e6,
-            r["cpu_ratio"], r["ratio"], r["batch_items"], r["batch_envelope_bytes"],
+            r["cpu_ratio"], r["ratio"], r["drain_s"], _steady_charges(r),
+            10000.0 / _steady_charges(r), r["batch_items"], r["batch_envelope_bytes"],
             c["host"], c["terminal"], r["envelope_bytes"], r["raw_batch_size_per_s"]), ""]
 
 

@@ -216,14 +216,15 @@ def _tail(path, n=1500):
 class Observer:
     """Watches the terminal's charges and the host's results on the broker (QoS 0, its own
     client) and times each charge's round trip: host (charge seen -> charge_result seen) and
-    terminal (charge_result seen -> the charge `window` places later seen)."""
+    terminal (charge_result seen -> the charge `window` places later seen). A `charges` or
+    `charge_results` batch counts for each of its items, at the batch's time."""
 
     def __init__(self, port, secret, root=topics.DEFAULT_ROOT):
         self.secret = secret
         self.seen = []  # (monotonic, mtype, payload); decoded after the run
         self._subscribed = threading.Event()
-        subs = [(topics.up(root, DEVICE_ID, "charge"), 0),
-                (topics.down(root, DEVICE_ID, "charge_result"), 0)]
+        subs = [(topics.up(root, DEVICE_ID, t), 0) for t in ("charge", "charges")] + \
+               [(topics.down(root, DEVICE_ID, t), 0) for t in ("charge_result", "charge_results")]
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-obs-%d" % os.getpid(), protocol=mqtt.MQTTv311)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(subs)
@@ -244,12 +245,15 @@ class Observer:
         order = []
         result = {}
         for t, mtype, payload in self.seen:
-            cid = envelope.open_envelope(self.secret, payload, DEVICE_ID, mtype)["body"]["cid"]
-            if mtype == "charge" and cid not in sent:
-                sent[cid] = t
-                order.append(cid)
-            elif mtype == "charge_result" and cid not in result:
-                result[cid] = t
+            body = envelope.open_envelope(self.secret, payload, DEVICE_ID, mtype)["body"]
+            items = body["items"] if mtype.endswith("s") else (body,)
+            for item in items:
+                cid = item["cid"]
+                if mtype.startswith("charge_result"):
+                    result.setdefault(cid, t)
+                elif cid not in sent:
+                    sent[cid] = t
+                    order.append(cid)
         host = sorted(result[c] - sent[c] for c in order if c in result)
         term = sorted(sent[order[i + window]] - result[order[i]]
                       for i in range(len(order) - window) if order[i] in result)
