@@ -64,11 +64,12 @@ class MemberScreen(Screen):
             lines.append(r["name"])
         state, info = self.query.state()
         self._drawn = state
-        tier = r["tier"]
-        if info is not None and info["tier"]:
-            tier = info["tier"]  # the host's tier is the current one
-        if tier:
-            lines.append(messages.tier_line(tier))
+        # SPEC 8.1: the tier from the code; the host's, when it knows another, beside it (the
+        # card may predate an upgrade)
+        if r["tier"]:
+            lines.append(messages.tier_line(r["tier"]))
+        if info is not None and info["tier"] and info["tier"] != r["tier"]:
+            lines.append(messages.host_tier_line(info["tier"]))
         if state == bq.ASKING:
             lines.append(messages.BALANCE_ASKING)
         elif state == bq.OFFLINE:

@@ -301,6 +301,10 @@ def tier_line(tier):
     return "Tier " + tier
 
 
+def host_tier_line(tier):
+    return "Host tier " + tier
+
+
 def tier_discount(pct, amount):
     return "Tier -%d%% -%s" % (pct, amount)
 
