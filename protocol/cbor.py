@@ -130,7 +130,7 @@ def _encode(out, obj):
             _head(out, 5, n)
         keys = _KEY_BYTES
         for k, v in obj.items():
-            enc = keys.get(k)  # only text keys are kept (a str subclass encodes as its text)
+            enc = keys.get(k)  # the cache holds texts only (a str subclass encodes as its text)
             if enc is not None:
                 out += enc
             elif type(k) is str:
@@ -164,6 +164,8 @@ def _encode(out, obj):
                     _head(out, 2, n)
                 out += v
             elif tv is str:
+                # the same cache as the keys, written out again: a call per value costs the
+                # sale commit on MicroPython
                 enc = keys.get(v)
                 if enc is None:
                     enc = _text_bytes(v)
