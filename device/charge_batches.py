@@ -1,10 +1,10 @@
-# Charges in batches on the wire (protocol/batch_messages.py, docs/protocol.md "Batches"): with
-# many records due at once (a drain after an outage) the forwarder sends up to `size` charges
-# in one `charges` message and takes their results in one `charge_results`, so the MQTT and
-# envelope work of a message is shared by its charges. Only after the host answered this
-# connection's hello with `caps`: a host that knows only SPEC 3.2 gets single `charge`s.
-# Each record keeps its own retry and its own answer; nothing about exactly-once changes (the
-# host decides each cid once, a result resolves one record).
+# Charges in batches on the wire (protocol/batch_messages.py; docs/protocol.md, "Charges in
+# batches"): with many records due at once (a drain after an outage) the forwarder sends up to
+# `size` charges in one `charges` message and takes their results in one `charge_results`, so
+# the MQTT and envelope work of a message is shared by its charges. Only after the host
+# answered this connection's hello with `caps`: a host that knows only SPEC 3.2 gets single
+# `charge`s. Each record keeps its own retry and its own answer; nothing about exactly-once
+# changes (the host decides each cid once, a result resolves one record).
 from device.ports.clock import ticks_diff
 from protocol import batch_messages, messages
 

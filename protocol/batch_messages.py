@@ -1,8 +1,9 @@
-# Charges in batches (docs/protocol.md, "Batches"; docs/decisions.md 2026-12-04): the project's
-# own types, beside SPEC 3.2's `charge` and `charge_result`, that let a terminal with many
-# charges pending (a drain after an outage) send up to `batch` of them in one message and get
-# their results in one. Only used where both ends said so: the terminal puts "batch" in its
-# hello, the host answers with `caps`; a peer that knows only SPEC 3.2 never sees these types.
+# Charges in batches (docs/protocol.md, "Charges in batches"; docs/decisions.md 2026-12-04):
+# the project's own types, beside SPEC 3.2's `charge` and `charge_result`, that let a terminal
+# with many charges pending (a drain after an outage) send up to `batch` of them in one message
+# and get their results in one. Only used where both ends said so: the terminal puts "batch" in
+# its hello, the host answers with `caps`; a peer that knows only SPEC 3.2 never sees these
+# types.
 #
 # Each item is exactly a `charge` / `charge_result` body and is checked as one by its handler,
 # so a bad item is dropped and counted alone; the body check here is the envelope of items.
@@ -10,7 +11,7 @@
 from protocol import schema as s
 from protocol.messages import register
 
-# The most items in one `charges` or `charge_results`: ~32 * 150 bytes of charges is ~5 KB,
+# The most items in one `charges` or `charge_results`: 32 one-coupon charges seal to ~4 KB,
 # far below the broker's and the terminal's message limits (protocol/limits.py).
 MAX_ITEMS = 32
 MIN_ITEMS = 2
