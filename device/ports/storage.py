@@ -148,7 +148,6 @@ class PosixFS:
 # record in the middle (a valid frame follows): the first is cut off, the second skipped.
 LOG_MAGIC = b"RLG1"
 _SYNC = 0xA5
-_SYNC_BYTE = bytes([_SYNC])
 _HDR = 9
 MAX_RECORD = 65536
 
@@ -157,9 +156,9 @@ def frame(payload):
     if len(payload) > MAX_RECORD:
         # Recovery would take it for damage and skip it: refuse it before it reaches flash.
         raise StorageError("record of %d bytes over the %d limit" % (len(payload), MAX_RECORD))
-    size = struct.pack("<I", len(payload))
-    crc = binascii.crc32(payload, binascii.crc32(size)) & 0xFFFFFFFF
-    return _SYNC_BYTE + size + struct.pack("<I", crc) + payload
+    n = len(payload)
+    crc = binascii.crc32(payload, binascii.crc32(struct.pack("<I", n))) & 0xFFFFFFFF
+    return struct.pack("<BII", _SYNC, n, crc) + payload
 
 
 CHUNK = 1024  # bytes read at a time: the journal is streamed, never read whole (and on

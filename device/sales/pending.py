@@ -172,7 +172,7 @@ class PendingIndex:
         return None
 
     def _mark(self, b0, b1):
-        b = ((b0 << 8) | b1) & (FILTER_BITS - 1)  # _bit, inline: every commit comes here
+        b = _bit(b0, b1)
         self._filter[b >> 3] |= 1 << (b & 7)
         self._added += 1
         if self._added > 4 * (self.live + 1024):
@@ -191,11 +191,6 @@ class PendingIndex:
                     b = _bit(ids[k * 4], ids[k * 4 + 1])
                     f[b >> 3] |= 1 << (b & 7)
                     self._added += 1
-
-    def may_hold(self, rid4):
-        """False when no live entry's id can start with rid4 (its filter bit is clear)."""
-        b = ((rid4[0] << 8) | rid4[1]) & (FILTER_BITS - 1)
-        return self._filter[b >> 3] & (1 << (b & 7)) != 0
 
     def find(self, rid4, kind):
         """Numbers of the live entries of `kind` whose id starts with rid4 (candidates: the

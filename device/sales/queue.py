@@ -674,14 +674,11 @@ class ChargeQueue:
             raise QueueError("no kind %r" % (rec.get("r"),))
         rid = rec[kind.key]
         rid4 = id4(rid)  # once: the duplicate check and the index entry both need it
-        # a new id (the till's are random) passes on the filter alone
-        if (rid in self._win_ids or self.index.may_hold(rid4)) \
-                and self._pending_no(rid, kind, rid4) is not None \
-                or self.waiting and self._waiting_pair(rid) is not None:
+        if self._pending_no(rid, kind, rid4) is not None or self._waiting_pair(rid) is not None:
             raise QueueError("id already committed")
         off = self._append([cbor.dumps(rec)])
         self._add_pending(kind, rec, off, rid4)
-        self._since_checkpoint += 1
+        self._wrote(1)
 
     # -- forwarding ---------------------------------------------------------------------------
     def due(self, now_ms):
