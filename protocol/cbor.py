@@ -129,7 +129,8 @@ def _encode(out, obj):
         else:
             _head(out, 5, n)
         keys = _KEY_BYTES
-        for k, v in obj.items():
+        for k in obj:
+            v = obj[k]  # not items(): on MicroPython each pair would be a new tuple on the heap
             enc = keys.get(k)  # the cache holds texts only (a str subclass encodes as its text)
             if enc is not None:
                 out += enc
