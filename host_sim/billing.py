@@ -30,8 +30,9 @@ DAY = 86400
 # days (SPEC 8.2), then the lapse. A tick that comes late (a host that was down, ticks a day
 # apart) makes one try, in the latest slot whose time has come, never a burst for the slots it
 # missed; so the lapse comes 13 days after the first try however the ticks fall, and a host
-# down for longer makes one last try when it is back.
+# back after the 14 days lapses the period without a late try.
 RETRY_SLOTS = (0, HOUR, 6 * HOUR, DAY, 2 * DAY, 4 * DAY, 7 * DAY, 13 * DAY)
+RETRY_WINDOW_S = 14 * DAY  # SPEC 8.2: at most 8 tries in 14 days from the first, then a lapse
 STALE_CLAIM_S = 120
 BATCH = 500
 MAX_PASSES = 100000  # a tick that has not settled after this many batches is a bug, not a loop
@@ -550,6 +551,11 @@ class Engine:
                 else:
                     if next_try(first, row["slot"]) > now:
                         sub.due_at = self._due(sub, row)
+                        return
+                    if now - first >= RETRY_WINDOW_S:
+                        # a host back after the 14 days makes no late try: the period lapses
+                        sub.state, sub.due_at = "lapsed", None
+                        events.append(_event("lapsed", sub, start, now, tries=row["tries"]))
                         return
                     slot = slot_at(first, now)  # the slots a late tick missed are not made up
                 tries = row["tries"] + 1

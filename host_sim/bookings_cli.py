@@ -75,7 +75,6 @@ def _day(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m host_sim bookings",
                                 description="The store's bookings (SPEC 8.4).")
-    p.add_argument("--db", required=True, help="host database: SQLite path or postgresql:// URL")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("create", help="a new booking; the store's terminals get the new list")
@@ -99,6 +98,7 @@ def build_parser():
     s = sub.add_parser("history", help="every change of a booking: who, why, when")
     s.add_argument("bid")
     s.set_defaults(fn=cmd_history)
+    cli.db_anywhere(p, sub, "host database: SQLite path or postgresql:// URL")
     return p
 
 

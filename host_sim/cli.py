@@ -52,6 +52,24 @@ def rate(text):
     return v
 
 
+def db_anywhere(parser, commands, help):
+    """--db before the command, as SPEC 8.2 writes `vip --db PATH tier ...`, or after it
+    (`refunds list --db PATH`: SPEC 8.3's line names no place). Call it once every command is
+    added; then `no_db` says when it is missing."""
+    parser.add_argument("--db", help=help + " (before or after the command)")
+    for sp in commands.choices.values():
+        sp.add_argument("--db", default=argparse.SUPPRESS, help=help)
+
+
+def no_db(name, args):
+    """Exit code 2 with argparse's words when --db was given nowhere, else None."""
+    if getattr(args, "db", None) is not None:
+        return None
+    import sys
+    sys.stderr.write("%s: error: the following arguments are required: --db\n" % name)
+    return 2
+
+
 def on_store(name, args, schemas, errors, clock, must_exist=False, before=None):
     """The main of a service's command line: opens args.db, creates `schemas`, runs
     args.fn(args, store, now); an error of `errors` is "NAME: message" on stderr and exit 1."""
@@ -59,6 +77,9 @@ def on_store(name, args, schemas, errors, clock, must_exist=False, before=None):
 
     from host_sim.store import StoreError, open_store
 
+    missing = no_db(name, args)
+    if missing is not None:
+        return missing
     if must_exist and db_missing(args.db):
         sys.stderr.write("%s: no database at %s\n" % (name, args.db))
         return 1

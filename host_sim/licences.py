@@ -215,7 +215,6 @@ def _print(obj):
 
 def add_parser(sub):
     p = sub.add_parser("licence", help="service licences: plans, issue, renew, tick")
-    p.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     p.add_argument("--keystore", help="the issuer keystore whose root key signs licences")
     cmd = p.add_subparsers(dest="licence_command", required=True)
     pl = cmd.add_parser("plan", help="add or change a plan")
@@ -238,6 +237,7 @@ def add_parser(sub):
     k.add_argument("--now", type=cli.unix_time, required=True)
     k.add_argument("--fail-rate", type=cli.rate, default=0.0)
     k.add_argument("--seed", type=int, default=0)
+    cli.db_anywhere(p, cmd, "SQLite file or postgresql:// URL")
     p.set_defaults(fn=run, parser=p)
     return p
 
@@ -246,6 +246,9 @@ def run(args):
     from host_sim.issuance import IssuanceError, Keystore
     from host_sim.store import StoreError, open_store
 
+    missing = cli.no_db("host_sim licence", args)
+    if missing is not None:
+        return missing
     c = args.licence_command
     if c in ("issue", "renew", "tick") and not args.keystore:
         args.parser.error("licence %s needs --keystore (its root key signs licences)" % c)

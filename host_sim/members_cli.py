@@ -182,7 +182,6 @@ def _valid_s(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m host_sim members",
                                 description="Member accounts, cards and codes (SPEC 8.1).")
-    p.add_argument("--db", required=True, help="host database: SQLite path or postgresql:// URL")
     p.add_argument("--keystore", help="issuer keystore directory (host_sim.issue --keys)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -231,6 +230,7 @@ def build_parser():
     s.add_argument("mid")
     s.add_argument("amount", type=_minor, metavar="AMOUNT")
     s.set_defaults(fn=cmd_topup)
+    cli.db_anywhere(p, sub, "host database: SQLite path or postgresql:// URL")
     return p
 
 

@@ -129,8 +129,8 @@ def set_settings(tx, **values):
 
 def fee_for(amt, reason, pct):
     """The fee kept on a refund of amt: pct percent rounded down, none when the shop is at
-    fault (defective, wrong item, not delivered)."""
-    if reason in NO_FEE_REASONS:
+    fault (defective, wrong item, not delivered: this terminal's codes or SPEC 8.3's words)."""
+    if reason.strip().lower().replace(" ", "_") in NO_FEE_REASONS:  # SPEC's words too
         return 0
     return amt * pct // 100
 

@@ -30,7 +30,6 @@ def _int(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m host_sim refunds",
                                 description="Review refunds and set the refund rules.")
-    p.add_argument("--db", required=True, help="SQLite path or postgresql:// URL")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="refunds waiting for review")
     ls.add_argument("--all", action="store_true", help="every refund, oldest first")
@@ -50,6 +49,7 @@ def build_parser():
                    help="amounts above it wait for review")
     s.add_argument("--refund-fee-pct", "--fee-pct", dest="fee_pct", type=_int,
                    help="fee kept, percent (0..100)")
+    cli.db_anywhere(p, sub, "SQLite path or postgresql:// URL")
     return p
 
 

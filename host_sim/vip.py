@@ -180,7 +180,6 @@ def _print(obj):
 
 def add_parser(sub):
     p = sub.add_parser("vip", help="VIP memberships: tiers, enrol, cancel, tick, ledger")
-    p.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     cmd = p.add_subparsers(dest="vip_command", required=True)
     t = cmd.add_parser("tier", help="add or change a tier")
     t.add_argument("name")
@@ -200,6 +199,7 @@ def add_parser(sub):
     k.add_argument("--seed", type=int, default=0)
     cmd.add_parser("ledger", help="every charged period")
     cmd.add_parser("reminders", help="every reminder sent")
+    cli.db_anywhere(p, cmd, "SQLite file or postgresql:// URL")
     p.set_defaults(fn=run)
     return p
 
@@ -207,6 +207,9 @@ def add_parser(sub):
 def run(args):
     from host_sim.store import StoreError, open_store
 
+    missing = cli.no_db("host_sim vip", args)
+    if missing is not None:
+        return missing
     try:
         store = open_store(args.db)
     except StoreError as e:

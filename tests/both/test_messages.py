@@ -263,8 +263,11 @@ def test_store_service_bodies():
                      "at": 1, "clerk": "clerk", "off": False})
     reject("refund", {"rid": rid, "cid": rid, "amt": 0, "cur": "CNY", "reason": "defective",
                       "at": 1, "clerk": "clerk", "off": False}, "amt", "at least")
-    reject("refund", {"rid": rid, "cid": rid, "amt": 5, "cur": "CNY", "reason": "broken",
-                      "at": 1, "clerk": "clerk", "off": False}, "reason", "changed_mind")
+    # SPEC 8.3: reason is text (this terminal sends its five codes; a host takes any)
+    check("refund", {"rid": rid, "cid": rid, "amt": 5, "cur": "CNY", "reason": "broken",
+                     "at": 1, "clerk": "clerk", "off": False})
+    reject("refund", {"rid": rid, "cid": rid, "amt": 5, "cur": "CNY", "reason": "",
+                      "at": 1, "clerk": "clerk", "off": False}, "reason", "1..64")
     check("refund_result", {"rid": rid, "st": "review"})
     check("refund_result", {"rid": rid, "st": "rejected", "code": "review_rejected",
                             "note": "no receipt"})
@@ -276,8 +279,11 @@ def test_store_service_bodies():
     reject("bookings", {"ver": 3, "items": [dict(item, st="gone")]}, "items[0].st", "booked")
     check("booking_update", {"uid": rid, "bid": "B1", "op": "check_in", "v": 1, "at": 2,
                              "clerk": "c"})
+    # SPEC 8.4: "reason"?: optional, a cancel's too
+    check("booking_update", {"uid": rid, "bid": "B1", "op": "cancel", "v": 1, "at": 2,
+                             "clerk": "c"})
     reject("booking_update", {"uid": rid, "bid": "B1", "op": "cancel", "v": 1, "at": 2,
-                              "clerk": "c"}, "reason", "required")
+                              "clerk": "c", "reason": 3}, "reason", "text")
     check("booking_result", {"uid": rid, "st": "conflict", "booking": item})
     check("booking_result", {"uid": rid, "st": "conflict", "booking": item,
                              "code": "not_booked"})

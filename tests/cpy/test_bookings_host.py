@@ -183,6 +183,16 @@ def test_cancellations_inside_the_cut_off_are_flagged_for_review(db):
     assert (h["who"], h["why"], h["review"]) == ("host cli", "flood in the shop", True)
 
 
+
+def test_a_cancel_without_a_reason_is_applied(db):
+    # SPEC 8.4: "reason"?: text. A terminal that sends none is answered (a dropped update
+    # would be retried for ever); inside the cut-off it is flagged like any late one.
+    _, store = db
+    b = new_booking(store, at=NOW + CUTOFF_S - 60)
+    assert update(store, "T-A", b["bid"], "cancel", 1, 3)["st"] == "ok"
+    h = hist(store, b["bid"])[-1]
+    assert (h["op"], h["st"], h["why"], h["review"]) == ("cancel", "cancelled", None, True)
+
 def test_hello_gets_the_current_list_of_today_and_tomorrow(db):
     _, store = db
     items = [new_booking(store, at=t, name=n) for t, n in (

@@ -148,6 +148,24 @@ def test_a_refund_within_the_rules_is_approved_with_the_fee_and_said_once(rig):
     assert rig.refund(b) == a and len(rig.rows()) == 2
 
 
+
+def test_a_reason_is_any_text_as_spec_types_it(rig):
+    # SPEC 8.3 types `reason` as text: another terminal's words are answered, never dropped
+    # (a dropped request would be retried for ever); SPEC's own words for the shop's fault
+    # cost no fee, like this terminal's codes.
+    rig.settings(fee_pct=10)
+    s = sale(3000)
+    assert rig.charge(s)["st"] == "approved"
+    for reason, fee in (("wrong item", 0), ("Not delivered", 0), ("changed mind", 100),
+                        ("the customer found it cheaper elsewhere", 100)):
+        b = refund(s["cid"], 1000 if fee else 500, reason=reason)
+        messages.check("refund", b)
+        a = rig.refund(b)
+        assert (a["st"], a["fee"]) == ("approved", fee), reason
+    assert "the customer found it cheaper elsewhere" in [r["reason"] for r in rig.rows()]
+    with pytest.raises(messages.MessageError):
+        messages.check("refund", refund(s["cid"], 1, reason=""))
+
 @pytest.mark.parametrize("case,code", [
     ("declined", "charge_declined"), ("window", "window_expired"),
     ("over", "exceeds_refundable"), ("topup", "not_refundable"), ("vip", "not_refundable"),
@@ -391,6 +409,8 @@ def test_review_command_line_and_report(rig, capsys):
                               for r in rows) == [
         (1000, b1["rid"].hex(), "T-1", "review", s["cid"].hex()),
         (2000, b2["rid"].hex(), "T-2", "review", s["cid"].hex())]
+    # SPEC 8.3 writes `refunds list`: --db may come after the command too
+    assert run(capsys, "refunds", "list", "--db", db)[:2] == (0, rows)
     rc, out, err = run(capsys, "refunds", "--db", db, "approve", b1["rid"].hex()[:10], "--by",
                        "Mia")
     assert rc == 0, err

@@ -155,13 +155,27 @@ def test_after_downtime_one_try_in_the_slot_that_has_come_then_the_schedule_goes
     assert ledger(store, eng, "M1")[-1]["tries"] == 5
 
 
-def test_a_host_down_past_the_14_days_makes_one_last_try_then_the_membership_lapses(store, eng):
+def test_a_host_down_past_the_14_days_lapses_the_membership_without_a_late_try(store, eng):
+    # SPEC 8.2: at most 8 tries in 14 days, then a lapse: no try on day 30.
     vip.enrol(eng, store, "M1", "gold", A)
     renewal = utc(2027, 2, 28, 9)
     gw = Script(then=False)
     eng.tick("vip", renewal, gw)
     ev = eng.tick("vip", renewal + 30 * DAY, gw)
-    assert [e["act"] for e in ev] == ["failed", "lapsed"]
+    assert [e["act"] for e in ev] == ["lapsed"]
+    row = ledger(store, eng, "M1")[-1]
+    assert (row["st"], row["tries"]) == ("failed", 1)
+    assert eng.tick("vip", renewal + 60 * DAY, gw) == []
+
+
+def test_the_last_try_is_due_until_the_14_days_are_over(store, eng):
+    vip.enrol(eng, store, "M1", "gold", A)
+    renewal = utc(2027, 2, 28, 9)
+    gw = Script(then=False)
+    eng.tick("vip", renewal, gw)
+    ev = eng.tick("vip", renewal + 14 * DAY - 1, gw)  # the 13 d slot, late but inside
+    assert [(e["act"], e["at"]) for e in ev] == [("failed", renewal + 14 * DAY - 1),
+                                                  ("lapsed", renewal + 14 * DAY - 1)]
     assert ledger(store, eng, "M1")[-1]["tries"] == 2
 
 
@@ -577,6 +591,11 @@ def test_command_line(tmp_path):
                 ["tick", "--now", "soon"], ["tick", "--now", "1", "--fail-rate", "2"],
                 ["enrol", "M3", "gold"], ["frobnicate"]):
         assert run_cli("--db", db, *bad)[0] == 2, bad
+    # --db after the command works as well; given nowhere it is a usage error (exit 2)
+    rc, out, _ = run_cli("ledger", "--db", db)
+    assert rc == 0 and len(out) == 2
+    rc, out, err = run_cli("ledger")
+    assert (rc, out) == (2, []) and "--db" in err
 
 
 # ---------------------------------------------------------------- through the charge processor

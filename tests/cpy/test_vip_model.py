@@ -228,6 +228,7 @@ class VipModel(RuleBasedStateMachine):
                 assert len(sched) <= len(RETRY_SLOTS)
                 for i, a in enumerate(sched):  # never before its time: the gaps are kept
                     assert a["at"] >= r[1]
+                    assert a["at"] < r[7] + billing.RETRY_WINDOW_S  # every try in 14 days
                     if i:
                         gap = RETRY_SLOTS[i] - RETRY_SLOTS[i - 1]
                         assert a["at"] >= sched[i - 1]["at"] + gap
@@ -238,11 +239,15 @@ class VipModel(RuleBasedStateMachine):
                 if off is not None and r[2] > 0:
                     assert all(a["at"] <= off for a in sched), "charged after cancel"
             if sub.state == "lapsed":
-                # Only after the try of the last slot, 13 days or more after the first try.
+                # Only after the try of the last slot, 13 days or more after the first try,
+                # or once the 14 days are over (a host that was down then makes no late try).
                 r = unpaid[0]
-                assert r[4] == "failed" and r[6] == len(RETRY_SLOTS) - 1
-                last = max(a["at"] for a in att_by[(sub.id, r[1])])
-                assert last >= r[7] + RETRY_SLOTS[-1]
+                assert r[4] == "failed"
+                if r[6] == len(RETRY_SLOTS) - 1:
+                    last = max(a["at"] for a in att_by[(sub.id, r[1])])
+                    assert last >= r[7] + RETRY_SLOTS[-1]
+                else:
+                    assert self.last_tick >= r[7] + billing.RETRY_WINDOW_S
             if sub.state == "active" and sub.auto and self.clean_tick \
                     and self.last_tick is not None and sub.created <= self.last_tick \
                     and sub.owner not in self.paid_since_tick:
