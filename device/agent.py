@@ -372,11 +372,11 @@ class Agent:
                 if ev[0] == "console":
                     self._on_console(ev[1])
                 elif ev[0] == "scan":
-                    perform(clerk.scan(ev[1], now))
+                    perform(clerk.scan(ev[1], now), True)
                 elif ev[0] == "bad_scan":
-                    perform(clerk.bad_scan(ev[1], now))
+                    perform(clerk.bad_scan(ev[1], now), True)
                 else:
-                    perform(clerk.key(ev[1], now))
+                    perform(clerk.key(ev[1], now), True)
             perform(clerk.tick(now))
             if now != last_refresh:
                 # Idle facts (online, queue) change under the screen: redraw once a second.

@@ -15,7 +15,7 @@ DEFAULT_BROKER = {"host": "127.0.0.1", "port": 1883, "tls": False, "username": N
                   "password": None, "root": "pos/v1", "ca": None, "cert": None, "key": None,
                   "keepalive": 30}
 DRIVER_KEYS = ("scanner", "keypad", "display", "printer", "console")
-FILE_DRIVERS = ("display", "printer")  # drivers that write a file: confined (_confined)
+FILE_DRIVERS = ("display", "printer")  # drivers that write a file: confined by `config set`
 PIN_ROLES = ("tech", "supervisor", "clerk")
 _HEX = "0123456789abcdef"
 
@@ -75,7 +75,7 @@ def check_pin_hash(v, name):
     return v
 
 
-def _driver(v, name, data_dir):
+def _driver(v, name, data_dir, confine):
     if v is None:
         return None
     if not isinstance(v, dict) or not isinstance(v.get("driver"), str):
@@ -83,26 +83,36 @@ def _driver(v, name, data_dir):
     if "baud" in v:
         _int(v, "baud", name + ".baud", 50, 4000000)
     if name in FILE_DRIVERS and "path" in v:
-        _confined(v["path"], name + ".path", data_dir)
+        path = v["path"]
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise ConfigError(name + ".path", "must be a file path")
+        if name in confine:
+            _confined(path, name + ".path", data_dir)
     return dict(v)
 
 
+def _plain(path):
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
 def _confined(path, name, data_dir):
-    """A file the display or printer driver writes: inside data_dir, or a device node under
-    /dev/ (a printer port), never anywhere else a console or host could point it."""
-    if not isinstance(path, str) or not path:
-        raise ConfigError(name, "must be a file path")
-    parts = path.split("/")
-    if ".." in parts or "\x00" in path:
-        raise ConfigError(name, "must not contain .. or NUL")
-    base = data_dir.rstrip("/") + "/"
-    if not (path.startswith(base) or path.startswith("/dev/")):
+    """A file the display or printer driver writes, as `config set` may change it: inside
+    data_dir, or a device node under /dev/ (a printer port), never anywhere else a console
+    could point it."""
+    if ".." in path.split("/"):
+        raise ConfigError(name, "must not contain ..")
+    base = _plain(data_dir).rstrip("/") + "/"
+    if not (_plain(path).startswith(base) or path.startswith("/dev/")):
         raise ConfigError(name, "must be inside data_dir (%s) or a /dev/ device" % data_dir)
     return path
 
 
-def parse(obj):
-    """Checks a config object (as loaded from JSON) and returns a completed copy."""
+def parse(obj, confine=()):
+    """Checks a config object (as loaded from JSON) and returns a completed copy. confine: the
+    file drivers (FILE_DRIVERS) whose path must stay inside data_dir: those `config set` changes
+    (SPEC 5 lets the config file and a provision put them anywhere)."""
     if not isinstance(obj, dict):
         raise ConfigError("config", "must be a JSON object")
     cfg = {}
@@ -136,7 +146,7 @@ def parse(obj):
     cfg["broker"] = b
 
     for key in DRIVER_KEYS:
-        cfg[key] = _driver(obj.get(key), key, cfg["data_dir"])
+        cfg[key] = _driver(obj.get(key), key, cfg["data_dir"], confine)
 
     limits = obj.get("limits", {})
     if not isinstance(limits, dict):

@@ -93,12 +93,14 @@ class Peripherals:
             self.metrics.inc("io_error_" + name)
             self.log("%s: %s" % (name, e))
 
-    def perform(self, actions):
-        """The screens' actions: ("show", screen, lines) and ("print", bytes)."""
+    def perform(self, actions, answer=False):
+        """The screens' actions: ("show", screen, lines) and ("print", bytes). answer: they
+        answer a key or a scan, so every frame is drawn, a repeat of the last one too (a
+        second unreadable code is a second frame); redraws skip a repeat."""
         for act in actions:
             try:
                 if act[0] == "show":
-                    self.display.show(act[1], act[2])
+                    self.display.show(act[1], act[2], force=answer)
                 elif act[0] == "print":
                     if self.printer is None:
                         raise OSError("no printer")

@@ -131,8 +131,8 @@ register("status", "up", _status)
 def _charge_result(b):
     s.req(b, "cid", s.id16)
     s.req(b, "st", s.choice, RESULT_STATES)
-    s.opt(b, "code", s.text, 1, 64)
-    s.opt(b, "auth", s.text, 1, 64)
+    s.opt(b, "code", s.text)  # SPEC 3.2: text (up to MAX_TEXT; empty too)
+    s.opt(b, "auth", s.text)
     for i, c in enumerate(s.req(b, "cpn", s.array)):
         p = "cpn[%d]" % i
         s.mapping(c, p)

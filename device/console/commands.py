@@ -172,6 +172,12 @@ class Commands:
         self.log("session ended after inactivity")
         return False
 
+    def count_error(self, code):
+        """Every error reply counts in the terminal's metrics as console_CODE (none while
+        unprovisioned: there are no metrics yet)."""
+        if self.t is not None and type(code) is str:
+            self.t.status.metrics.inc("console_" + code)
+
     # -- status and login ------------------------------------------------------------------------
     def cmd_status(self, arg):
         t = self.t
@@ -454,7 +460,8 @@ class Commands:
             return reply_error("no_config", "no readable config file to change")
         try:
             config_rules.set_path(obj, parts, value)
-            cfg = config.parse(obj)
+            # what the console changes may not point a driver's file outside data_dir
+            cfg = config.parse(obj, confine=parts[:1])
         except config.ConfigError as e:
             return reply_error("bad_value", str(e), key=e.key)
         except ValueError as e:

@@ -70,8 +70,9 @@ class Console:
     """Parses command lines and dispatches them to `commands`, an object with cmd_<name>(arg).
 
     Optional on `commands`: gate(name) -> None or an error reply (login, provisioning state),
-    and exit_code: once a command sets it (reboot, factory reset) the rest of the input is
-    dropped, so nothing runs after the reply that announced the restart."""
+    count_error(code), told of every error reply, and exit_code: once a command sets it
+    (reboot, factory reset) the rest of the input is dropped, so nothing runs after the reply
+    that announced the restart."""
 
     def __init__(self, commands):
         self.commands = commands
@@ -94,6 +95,9 @@ class Console:
             self.lines += 1
             if not rep.get("ok"):
                 self.errors += 1
+                count = getattr(self.commands, "count_error", None)
+                if count is not None:
+                    count(rep.get("error"))  # SPEC 7: bad console input is counted too
             out.append(json.dumps(rep).encode() + b"\n")
         return out
 

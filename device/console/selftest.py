@@ -1,6 +1,7 @@
 # The terminal's self-test for the console's `selftest`: each peripheral's state, a storage
 # write/read-back probe, the clock, the broker link, the trust lists and the journal's health.
 from device import config, crypto
+from device.trust.lists import TRUST
 
 
 def run(peripherals, fs, data_dir, clock, link_state, trust, journal):
@@ -24,7 +25,7 @@ def run(peripherals, fs, data_dir, clock, link_state, trust, journal):
     link = {"connected": link_state.online}
     if not link_state.online:
         warnings.append("link")
-    if not trust.trust_ver:
+    if not trust.has(TRUST):
         warnings.append("trustlist")
     jr = journal()
     if jr.get("unacknowledged"):

@@ -1,6 +1,8 @@
 # Display drivers (SPEC 5). `jsonl` appends one JSON line per frame, for desktop runs and tests:
 #   {"at": float, "screen": NAME, "lines": [text, ...]}
-# `null` keeps only counters, for headless devices.
+# `null` keeps only counters, for headless devices. A repeat of the last frame is skipped when
+# it is a redraw (the idle screen's, once a second), never when it answers a key or a scan
+# (show(force=True), Peripherals.perform(answer=True)).
 import json
 
 from device.drivers.files import write_all

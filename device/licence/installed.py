@@ -103,7 +103,8 @@ class InstalledLicence:
         """Installs a licence (COSE bytes) for this terminal newer than the installed one;
         returns its facts. Raises LicenceError (the codes of device/licence/reading.py, and
         `storage` when flash failed: the old licence then stays, in memory and on flash)."""
-        ver = self.lic["ver"] if self.lic is not None else 0
+        # SPEC 8.5: a higher ver than the installed one; with none installed any, 0 too
+        ver = self.lic["ver"] if self.lic is not None else -1
         lic = reading.verify(self.trust, raw, self.device_id, ver)
         text = reading.text_of(bytes(raw))
         now = self.lclock.now()

@@ -82,8 +82,9 @@ def parse(argv, single, required):
             raise ArgError("%s is required" % name)
     if len(tokens) != 1:
         raise ArgError("exactly one TOKEN expected, got %d" % len(tokens))
-    # A line end is never base45 (a space is): one pasted from a file is not part of the token.
-    return opts, tokens[0].rstrip("\r\n")
+    # Taken as given: a line end in it is not base45, so `malformed` (SPEC 2.3 step 1), the
+    # verdict the terminal gives the same text (an "@PATH" file's lines come without theirs).
+    return opts, tokens[0]
 
 
 def integer(name, text, minimum=None):

@@ -601,6 +601,10 @@ class TrustStore:
             self._rev_cti, self._rev_cmp, self._rev_mem = parsed
             self.rev_ver = ver
 
+    def has(self, kind):
+        """True once a list of kind is installed (its ver may be 0: status shows 0 for none)."""
+        return kind in self._digests
+
     def _install(self, kind, raw):
         installed = self.trust_ver if kind == TRUST else self.rev_ver
         digest = crypto.sha256(raw) if isinstance(raw, (bytes, bytearray)) else None
@@ -609,7 +613,8 @@ class TrustStore:
             # when it was installed, so not checked again (a verify builds tables a small heap
             # may not have room for)
             raise TrustError("rollback", "%s ver %d is the one installed" % (kind, installed))
-        ver, parsed = self._check(kind, raw, installed)
+        # SPEC 2.2: greater than the installed one; with none installed any ver goes, 0 too
+        ver, parsed = self._check(kind, raw, installed if self.has(kind) else -1)
         if self.fs is not None:
             try:
                 data = raw if type(raw) is bytes else bytes(raw)

@@ -425,6 +425,11 @@ def test_config_get_hides_secrets_and_set_is_checked_and_atomic():
     assert r("config set scanner.baud 19200")["ok"]
     assert config.load(r.path)["scanner"] == {"driver": "serial", "port": "/dev/ttyS1",
                                               "baud": 19200}
+    # A driver file the console points somewhere stays inside data_dir (or /dev/).
+    err(r('config set printer {"driver": "file", "path": "/tmp/x.bin"}'), "bad_value")
+    err(r('config set display {"driver": "jsonl", "path": "../../screen.jsonl"}'), "bad_value")
+    assert r('config set printer {"driver": "file", "path": "%s/p.bin"}'
+             % r.agent.data_dir)["ok"]
     # Limits apply at once.
     rep = r("config set limits.offline_max_charge 100")
     assert rep["ok"] and rep["reboot_needed"] is False
@@ -557,6 +562,12 @@ def test_malformed_lines_get_error_codes():
     err(r("trust"), "bad_argument")
     # Split across reads, the line is still one command.
     assert r.raw(b"sta") == [] and r.raw(b"tus\n")[0]["ok"]
+    # SPEC 7: each is counted in the metrics, by its code
+    err(r("login 0000"), "wrong_pin")
+    m = r("status")["metrics"]
+    assert (m["console_bad_encoding"], m["console_bad_characters"], m["console_line_too_long"],
+            m["console_wrong_pin"]) == (1, 1, 1, 1)
+    assert m["console_unknown_command"] + m["console_bad_argument"] == 13
 
 
 def test_garbage_never_crashes_and_every_reply_is_one_json_line():

@@ -314,13 +314,32 @@ def test_old_journals_without_a_header_magic_prefix_still_start():
 
 # -- 10. driver paths are confined ----------------------------------------------------------------
 def test_display_and_printer_paths_stay_inside_the_data_dir():
+    # What `config set` changes is confined (config.parse(confine=...)); the operator's own
+    # file and a provision may put them anywhere (SPEC 5 sets no rule).
     d = tmpdir("fault-paths")
+    base = {"device_id": "T-0300", "store_id": "S-001", "merchant_id": "M-ACME",
+            "currency": "CNY", "secret_hex": SECRET.hex(), "root_keys": ["cd" * 32],
+            "data_dir": d + "/data", "pins": {"tech": TECH}}
     for bad in ("../../etc/passwd", d + "/data/../../x", "/tmp/screen.jsonl", "screen.jsonl"):
         try:
-            cfg(d, display={"driver": "jsonl", "path": bad})
+            config.parse(dict(base, display={"driver": "jsonl", "path": bad}),
+                         confine=("display",))
             raise AssertionError("accepted %s" % bad)
         except config.ConfigError as e:
             assert e.key == "display.path", bad
-    ok = cfg(d, display={"driver": "jsonl", "path": d + "/data/screen.jsonl"},
-             printer={"driver": "file", "path": "/dev/usb/lp0"})
+    ok = config.parse(dict(base, display={"driver": "jsonl", "path": d + "/data/screen.jsonl"},
+                           printer={"driver": "file", "path": "/dev/usb/lp0"}),
+                      confine=config.FILE_DRIVERS)
     assert ok["printer"]["path"] == "/dev/usb/lp0"
+    rel = config.parse(dict(base, data_dir="./var/T-0300",
+                            display={"driver": "jsonl", "path": "var/T-0300/screen.jsonl"}),
+                       confine=("display",))
+    assert rel["display"]["path"] == "var/T-0300/screen.jsonl"
+    anywhere = cfg(d, display={"driver": "jsonl", "path": d + "/screen.jsonl"})
+    assert anywhere["display"]["path"] == d + "/screen.jsonl"
+    for bad in ("", 7, "a\x00b"):
+        try:
+            cfg(d, printer={"driver": "file", "path": bad})
+            raise AssertionError("accepted %r" % (bad,))
+        except config.ConfigError as e:
+            assert e.key == "printer.path", bad

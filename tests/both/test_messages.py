@@ -191,6 +191,11 @@ def test_charge_result_rejections():
     ]
     for path, value, field, reason in cases:
         reject("charge_result", changed("charge_result", path, value), field, reason)
+    # SPEC 3.2 types code and auth as text: any wording is taken, empty or long, so a result
+    # is never dropped (and its charge left pending) for it
+    for path, value in (("code", ""), ("auth", ""), ("auth", "A" * 200), ("code", "x" * 256)):
+        check("charge_result", changed("charge_result", path, value))
+    reject("charge_result", changed("charge_result", "auth", "A" * 257), "auth", "0..256")
 
 
 def test_redeemed_rejections():

@@ -163,6 +163,18 @@ def test_option_forms(runtime, tmp_path):
     assert bad[1][0] == 0 and json.loads(bad[1][1])["verdict"] == "malformed"
 
 
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_a_token_is_taken_as_given(runtime, tmp_path):
+    # SPEC 2.3 step 1: a line end is not base45, so `malformed` (as on the terminal), and so is
+    # a TOKEN that is not even UTF-8: exit 0 with the verdict, never a traceback
+    c = V["cases"][0]
+    tokens = [c["token"] + "\n", c["token"] + "\r\n", os.fsdecode(b"PC1:\xff\xfe"),
+              os.fsdecode(b"\xc3")]
+    results = run_all(runtime, [_args(c["total"], tok) for tok in tokens], tmp_path)
+    for tok, (rc, out, err) in zip(tokens, results, strict=True):
+        assert rc == 0 and json.loads(out)["verdict"] == "malformed", (tok, rc, out, err)
+
+
 def test_micropython_long_argv(tmp_path):
     """The SPEC's plain form on MicroPython, long arguments and all (through our launcher)."""
     c = V["cases"][0]

@@ -288,8 +288,8 @@ class Terminal:
     def sale_check(self, token, timeout=10):
         """Scans token on the open sale screen; the frame that answers it."""
         mark = len(self.read_frames())
-        # The unreadable code first, on the same line: whatever was shown, the answer's frame
-        # then differs from the last one drawn (the display skips a repeat) and is written.
+        # The unreadable code first, on the same line (from when the display skipped a repeated
+        # frame even for a scan; the answer's frame still comes right after its own).
         self.scanner.write(BAD_SCAN + token.encode() + b"\r\n")
         return self.wait_frame(is_sale_check, timeout, mark)
 
