@@ -83,8 +83,14 @@ def parse(argv, single, required):
     if len(tokens) != 1:
         raise ArgError("exactly one TOKEN expected, got %d" % len(tokens))
     # Taken as given: a line end in it is not base45, so `malformed` (SPEC 2.3 step 1), the
-    # verdict the terminal gives the same text (an "@PATH" file's lines come without theirs).
-    return opts, tokens[0]
+    # verdict the terminal gives the same text (an "@PATH" file's lines come without theirs);
+    # stderr says why (issue 17: a token cut from a CRLF file carries its CR).
+    token = tokens[0]
+    if token.endswith("\r") or token.endswith("\n"):
+        import sys
+        sys.stderr.write("note: TOKEN ends in a line end (CR or LF), which is no part of a "
+                         "code: cut it off\n")
+    return opts, token
 
 
 def integer(name, text, minimum=None):

@@ -87,7 +87,7 @@ def test_host_sim_commands_have_help():
         assert p.returncode == 0 and b"usage" in p.stdout.lower(), (args, p.stderr)
 
 
-def test_issued_csv_has_plain_line_ends_and_a_pasted_cr_is_not_part_of_a_token(tmp_path):
+def test_issued_csv_has_plain_line_ends_and_a_pasted_cr_is_named(tmp_path):
     from host_sim.issuance import write_csv
 
     vec = json.load(open(os.path.join(ROOT, "..", "shared", "vectors", "coupons.json")))
@@ -100,8 +100,10 @@ def test_issued_csv_has_plain_line_ends_and_a_pasted_cr_is_not_part_of_a_token(t
             "--total", str(case["total"])]
     p = subprocess.run([sys.executable, "-m", "device", "coupon-check"] + args
                        + [case["token"] + "\r"], cwd=ROOT, capture_output=True, timeout=30)
+    # SPEC 2.3 step 1: a CR is not base45, so malformed, as on the terminal; stderr says why
     got = json.loads(p.stdout)
-    assert got["verdict"] == "ok" and got["discount"] == case["discount"], p.stdout
+    assert got["verdict"] == "malformed" and p.returncode == 0, p.stdout
+    assert b"line end" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
