@@ -216,6 +216,13 @@ def slot_at(first_try, now):
     return i
 
 
+def _lapse(sub, start, now, tries, events):
+    """The period from `start` stays unpaid: the subscription lapses (its last try failed, or
+    the 14 days of tries are over)."""
+    sub.state, sub.due_at = "lapsed", None
+    events.append(_event("lapsed", sub, start, now, tries=tries))
+
+
 def _token():
     """A claim's token: this machine, this process, then random."""
     return "%s/%d/%s" % (socket.gethostname(), os.getpid(), os.urandom(8).hex())
@@ -554,8 +561,7 @@ class Engine:
                         return
                     if now - first >= RETRY_WINDOW_S:
                         # a host back after the 14 days makes no late try: the period lapses
-                        sub.state, sub.due_at = "lapsed", None
-                        events.append(_event("lapsed", sub, start, now, tries=row["tries"]))
+                        _lapse(sub, start, now, row["tries"], events)
                         return
                     slot = slot_at(first, now)  # the slots a late tick missed are not made up
                 tries = row["tries"] + 1
@@ -598,8 +604,7 @@ class Engine:
         else:
             events.append(_event("failed", sub, c.start, now, tries=c.try_no, amt=c.amt))
             if c.slot + 1 >= len(RETRY_SLOTS):
-                sub.state, sub.due_at = "lapsed", None
-                events.append(_event("lapsed", sub, c.start, now, tries=c.try_no))
+                _lapse(sub, c.start, now, c.try_no, events)
             else:
                 row = self._period(tx, sub.id, c.start)
                 sub.due_at = self._due(sub, row)

@@ -606,15 +606,15 @@ class TrustStore:
         return kind in self._digests
 
     def _install(self, kind, raw):
-        installed = self.trust_ver if kind == TRUST else self.rev_ver
+        # SPEC 2.2: greater than the installed one; with none installed any ver goes, 0 too
+        installed = (self.trust_ver if kind == TRUST else self.rev_ver) if self.has(kind) else -1
         digest = crypto.sha256(raw) if isinstance(raw, (bytes, bytearray)) else None
         if digest is not None and digest == self._digests.get(kind):
             # the list installed, again (a retained list comes at every reconnect): verified
             # when it was installed, so not checked again (a verify builds tables a small heap
             # may not have room for)
             raise TrustError("rollback", "%s ver %d is the one installed" % (kind, installed))
-        # SPEC 2.2: greater than the installed one; with none installed any ver goes, 0 too
-        ver, parsed = self._check(kind, raw, installed if self.has(kind) else -1)
+        ver, parsed = self._check(kind, raw, installed)
         if self.fs is not None:
             try:
                 data = raw if type(raw) is bytes else bytes(raw)
