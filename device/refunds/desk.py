@@ -45,7 +45,8 @@ class RefundBook:
 
 
 class RefundDesk:
-    def __init__(self, till, queue, settings, roles, book, shop, clock, metrics, log):
+    def __init__(self, till, queue, settings, roles, book, shop, clock, metrics, log,
+                 payouts=None):
         self.till = till
         self.queue = queue
         self.settings = settings
@@ -55,6 +56,7 @@ class RefundDesk:
         self.clock = clock
         self.metrics = metrics
         self.log = log
+        self.payouts = payouts  # told which refund `committed` shows (its outcome goes there)
 
     @staticmethod
     def is_receipt(text):
@@ -115,10 +117,14 @@ class RefundDesk:
         self.log("refund %s of %s recorded: %d %s %s" % (
             rec["rid"].hex(), ticket.cid.hex(), amt, rec["cur"], reason))
         receipt = build_refund_receipt(rec, self.shop, ticket.device_id)
-        return clerk.done({"ok": True, "receipt": receipt, "lines": [
+        result = {"ok": True, "receipt": receipt, "lines": [
             messages.refund_requested(format_amount(amt, rec["cur"])),
             messages.REFUND_QUEUED if offline else messages.REFUND_SENT,
-            messages.refund_receipt_line(refund_no(rec))]}, now)
+            messages.refund_receipt_line(refund_no(rec))]}
+        out = clerk.done(result, now)
+        if self.payouts is not None:
+            self.payouts.showing(rec, result)
+        return out
 
     def waiting(self):
         """How many of this terminal's refunds wait for the host's review."""

@@ -26,3 +26,27 @@ def build_refund_receipt(rec, shop, sale_device, width=42):
     r.text("Refund id " + rec["rid"].hex())
     r.feed(3).cut()
     return r.bytes()
+
+
+def build_payout_slip(rec, answer, shop, at, width=42):
+    """The slip of a granted refund (SPEC 8.3: the fee is applied and shown): `approved`, the
+    shop pays `net` back at the till; `refunded`, the host credited the member's balance."""
+    cur = rec["cur"]
+    fee = answer.get("fee") or 0
+    net = answer.get("net")
+    if net is None:
+        net = rec["amt"] - fee
+    r = Receipt(width)
+    header(r, shop, at, width)
+    credited = answer.get("st") == "refunded"
+    r.bold(True).text("REFUND TO BALANCE" if credited else "REFUND APPROVED").bold(False)
+    r.columns("Refund", refund_no(rec)).columns("Asked", format_amount(rec["amt"], cur))
+    r.columns("Fee", "-" + format_amount(fee, cur) if fee else format_amount(0, cur))
+    r.text("-" * width).bold(True)
+    r.columns("CREDITED" if credited else "PAY BACK", format_amount(net, cur)).bold(False)
+    if credited and "bal" in answer:
+        r.columns("Balance", format_amount(answer["bal"], cur))
+    r.text("Sale " + rec["cid"].hex())
+    r.text("Refund id " + rec["rid"].hex())
+    r.feed(3).cut()
+    return r.bytes()

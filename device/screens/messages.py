@@ -212,6 +212,18 @@ def refund_receipt_line(no):
     return "refund receipt " + no
 
 
+def refund_pay_back(amount):
+    return "approved: pay back " + amount
+
+
+def refund_credited(amount):
+    return "credited to balance " + amount
+
+
+def refund_fee(amount):
+    return "fee kept " + amount
+
+
 def refunds_waiting(n):
     return "refunds in review: %d" % n
 

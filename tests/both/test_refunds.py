@@ -299,6 +299,80 @@ def test_review_waits_across_a_restart_then_the_final_answer_clears_it():
     assert a.queue.find(rid)[1]["st"] == "approved" and a.queue.dup_results == 1
 
 
+_SEQ = [100]
+
+
+def _seq():
+    """A host seq above any before it (the host's answers only count with a growing seq)."""
+    _SEQ[0] += 1
+    return _SEQ[0]
+
+
+def _refund_online(a, digits, reason):
+    if a.clerk.screen != "idle":
+        keys(a, "CLEAR")  # leaves `committed`
+    qr = sell(a, digits)
+    a.uplink.link = Link()  # online: the committed screen says sent
+    down(a, "charge_result", {"cid": a.queue.pending[-1]["cid"], "st": "approved", "cpn": []},
+         _seq())
+    a.clerk.scan(qr, NOW)
+    keys(a, "ENTER")
+    out = keys(a, reason)
+    assert screen(out)[1][1] == messages.REFUND_SENT
+    return refunds(a)[-1]
+
+
+def test_a_granted_refund_prints_its_payout_slip_and_committed_says_what_to_pay_back():
+    a = agent(tmpdir("refund-payout"))
+    rec = _refund_online(a, "2000", "1")
+    assert prints(a.clerk.tick(NOW)) == []  # nothing before the host's answer
+    down(a, "refund_result", {"rid": rec["rid"], "st": "approved", "fee": 200, "net": 1800},
+         _seq())
+    out = a.clerk.tick(NOW)
+    [slip] = prints(out)
+    assert b"REFUND APPROVED" in slip and b"PAY BACK" in slip and b"18.00 CNY" in slip
+    assert b"-2.00 CNY" in slip and b"R000002" in slip and rec["rid"].hex().encode() in slip
+    assert screen(out) == ("committed", ["Refund requested 20.00 CNY",
+                                         "approved: pay back 18.00 CNY", "fee kept 2.00 CNY",
+                                         "refund receipt R000002"])
+    assert a.clerk.tick(NOW) == []  # printed once, drawn once
+    # Paid back to a member's balance by the host itself: the slip says so, with the balance.
+    rec = _refund_online(a, "500", "2")
+    down(a, "refund_result", {"rid": rec["rid"], "st": "refunded", "fee": 0, "net": 500,
+                              "bal": 12500}, _seq())
+    out = a.clerk.tick(NOW)
+    [slip] = prints(out)
+    assert b"REFUND TO BALANCE" in slip and b"CREDITED" in slip and b"125.00 CNY" in slip
+    assert b"PAY BACK" not in slip
+    assert screen(out)[1] == ["Refund requested 5.00 CNY", "credited to balance 5.00 CNY",
+                              "Balance 125.00 CNY", "refund receipt R000004"]
+
+
+def test_a_refund_granted_after_review_prints_its_slip_and_a_rejected_one_none():
+    a = agent(tmpdir("refund-payout-late"))
+    rec = _refund_online(a, "3000", "3")
+    down(a, "refund_result", {"rid": rec["rid"], "st": "review", "fee": 0, "net": 3000},
+         _seq())
+    assert prints(a.clerk.tick(NOW)) == []  # review is not final: no slip
+    keys(a, "CLEAR")
+    idle = screen(a.clerk.refresh(NOW))
+    assert idle[0] == "idle"
+    # Decided later, the clerk elsewhere: the slip prints, the idle screen is left alone.
+    down(a, "refund_result", {"rid": rec["rid"], "st": "approved", "fee": 0, "net": 3000},
+         _seq())
+    out = a.clerk.tick(NOW)
+    [slip] = prints(out)
+    assert b"PAY BACK" in slip and b"30.00 CNY" in slip and b"Fee" in slip
+    assert [x for x in out if x[0] == "show"] == []
+    # A restart replays the journal: no slip is printed again.
+    a = reboot(a)
+    assert prints(a.clerk.tick(NOW)) == []
+    rec = _refund_online(a, "900", "5")
+    down(a, "refund_result", {"rid": rec["rid"], "st": "rejected", "code": "window_expired"},
+         _seq())
+    assert prints(a.clerk.tick(NOW)) == []
+
+
 def test_rejected_is_a_notice_until_a_supervisor_acknowledges_it():
     a = agent(tmpdir("refund-reject"))
     qr = sell(a, "700")

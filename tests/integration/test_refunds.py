@@ -57,6 +57,14 @@ def receipt_qrs(t):
         return [m.decode() for m in RECEIPT_QR.findall(f.read())]
 
 
+def printed_after(t, title):
+    """What the printer got from the last `title` on, or None before it."""
+    with open(t.printer_path, "rb") as f:
+        out = f.read()
+    i = out.rfind(title)
+    return out[i:] if i >= 0 else None
+
+
 def sell(t, amount):
     """A sale on the keypad; the QR of its receipt."""
     t.sell(amount)
@@ -132,6 +140,9 @@ def _online(shop, t):
         1234, qr.split("/")[2], "defective", "T-R", "T-R", False)
     with open(t.printer_path, "rb") as fh:
         assert b"REFUND REQUEST" in fh.read()
+    # The host granted it: the payout slip says what to pay back (no fee by default).
+    slip = wait_until(lambda: printed_after(t, b"REFUND APPROVED"), 10, t.tail)
+    assert b"PAY BACK" in slip and b"12.34 " + CUR.encode() in slip, slip
     t.wait_status(lambda s: s["records"] == 0)
     # Refunded in full: the terminal refuses another, nothing recorded.
     f = refund_refused(t, qr)
