@@ -224,6 +224,47 @@ def _encode(out, obj):
         raise CBORError("cannot encode %s" % type(obj).__name__)
 
 
+# Writers for hand-written encoders of one fixed shape (device/sales/sale.py: the sale record,
+# whose commit the clerk waits on). Each takes exactly its type and raises CBORError for
+# anything else, so such an encoder can hand the value to dumps() instead of writing it wrong.
+def put_uint(out, v):
+    if type(v) is not int or v < 0:
+        raise CBORError("not an unsigned int")
+    if v < 24:
+        out.append(v)
+    elif v < _UINT64_END:
+        _head(out, 0, v)
+    else:
+        raise CBORError("unsigned int over 64 bits")
+
+
+def put_text(out, s):
+    if type(s) is not str:
+        raise CBORError("not a text")
+    enc = _KEY_BYTES.get(s)
+    if enc is None:
+        enc = _text_bytes(s)
+        if len(enc) <= 9 and len(_KEY_BYTES) < _KEYS_MAX:
+            _KEY_BYTES[s] = enc
+    out += enc
+
+
+def put_bytes(out, b):
+    if type(b) is not bytes:
+        raise CBORError("not bytes")
+    n = len(b)
+    if n < 24:
+        out.append(0x40 | n)
+    else:
+        _head(out, 2, n)
+    out += b
+
+
+def encode_into(out, obj):
+    """Appends obj as dumps() would write it (no error translation: callers fall back)."""
+    _encode(out, obj)
+
+
 def head_bytes(major, n):
     """The head of an item: major type and argument, shortest form (as dumps writes it)."""
     out = bytearray()

@@ -30,7 +30,7 @@ from device.coupons.ledger import Ledger
 from device.ports.storage import LOG_MAGIC, StorageError, frame
 from device.sales import checkpoint, pending
 from device.sales.pending import PendingIndex, id4
-from device.sales.sale import RECORD_VERSION, charge_body
+from device.sales.sale import RECORD_VERSION, charge_body, record_bytes
 from protocol import cbor
 
 # Ledger rows per snapshot record: 960 bytes of packed rows, a record small enough to be made
@@ -59,7 +59,7 @@ class Kind:
     """A kind of forwarded record: its journal name, the up message that carries it, the down
     message that answers it, the id field both share, and how to read an answer."""
 
-    def __init__(self, record, up, answer, key, body, final=None, bad=None):
+    def __init__(self, record, up, answer, key, body, final=None, bad=None, encode=None):
         self.record = record    # journal "r"
         self.up = up            # message type sent
         self.answer = answer    # message type of the answer
@@ -67,6 +67,7 @@ class Kind:
         self.body = body        # fn(rec) -> the up body
         self._final = final     # fn(answer) -> False while the host has not decided (review)
         self._bad = bad         # fn(answer) -> True when a supervisor must see it
+        self.encode = encode or cbor.dumps  # fn(rec) -> its journal bytes
 
     def final(self, answer):
         return self._final is None or self._final(answer)
@@ -76,7 +77,7 @@ class Kind:
 
 
 SALE = Kind("sale", "charge", "charge_result", "cid", charge_body,
-            bad=lambda a: a.get("st") == "declined")
+            bad=lambda a: a.get("st") == "declined", encode=record_bytes)
 _RESULT_KEYS = ("code", "auth", "bal", "pts", "vip")
 
 
@@ -676,7 +677,7 @@ class ChargeQueue:
         rid4 = id4(rid)  # once: the duplicate check and the index entry both need it
         if self._pending_no(rid, kind, rid4) is not None or self._waiting_pair(rid) is not None:
             raise QueueError("id already committed")
-        off = self._append([cbor.dumps(rec)])
+        off = self._append([kind.encode(rec)])
         self._add_pending(kind, rec, off, rid4)
         self._wrote(1)
 
