@@ -3,11 +3,12 @@ journal, it boots, goes online against a real mosquitto, sells with a coupon, th
 every charge to `python -m host_sim serve`. Used by tests/integration/test_heap.py (the
 acceptance, at a data heap of 256 KiB) and tests/bench_heap.py (the smallest heap per step).
 
-The heap: the unix port keeps the bytecode of every imported module in its heap, a board
-runs frozen modules from flash. So the terminal runs with `-X heapsize` = the heap its code
-takes (tests/mp_code_heap.py, measured in a fresh process) + the data heap asked for;
-anything the run imports beyond that set counts against the data heap (docs/decisions.md,
-2026-12-04 "Heap on MicroPython").
+The heap: the unix port keeps the bytecode of every imported module in its heap. So the
+terminal runs with `-X heapsize` = the heap its code takes (tests/mp_code_heap.py, measured in a
+fresh process) + the data heap asked for; anything the run imports beyond that set counts
+against the data heap (docs/decisions.md, 2026-12-04 "Heap on MicroPython"). With a ROMFS image
+(romfs=) the code runs from the image as from a board's flash, and the heap beyond the image is
+all the RAM a board would need, the objects the imports make included (2026-12-05).
 """
 import json
 import os
@@ -52,11 +53,15 @@ def offline_journal(data_dir, n, now):
     q.log.close()
 
 
-def run(tmp_path, broker, data_heap, pending=PENDING, code=None, device_id="T-H"):
+def run(tmp_path, broker, data_heap, pending=PENDING, code=None, device_id="T-H", romfs=None):
     """The day at `data_heap` bytes of data heap: {"steps": {step: ok}, "heap": {step: the
     status' heap after it}, "heapsize": the -X heapsize used, "code_heap"}. Stops at the first
     step that fails. Runs on one broker need their own device_id (its persistent session
-    keeps what an earlier run left queued)."""
+    keeps what an earlier run left queued). romfs: a ROMFS image of the code (tests/support/
+    romfs.py) the terminal runs from; `code` is then the image's size, and the data heap is all
+    the rest: what a board holds in RAM (import-time objects included)."""
+    if romfs is not None:
+        code = os.path.getsize(romfs)
     code = code_heap() if code is None else code
     heapsize = code + data_heap
     out = {"steps": {s: False for s in STEPS}, "heap": {}, "heapsize": heapsize,
@@ -69,6 +74,7 @@ def run(tmp_path, broker, data_heap, pending=PENDING, code=None, device_id="T-H"
         shop.publish()
         t = shop.terminal(device_id, "micropython", start=False, limits=dict(LIMITS))
         t.mp_heap = "%dK" % ((heapsize + 1023) // 1024)
+        t.mp_romfs = romfs
         offline_journal(t.data_dir, pending, int(time.time()))
         out["steps"]["boot"] = _step(out, t, "boot", lambda: (
             t.start(60), _wait(t, lambda s: s["queue"]["pending"] == pending, 60)))

@@ -203,6 +203,7 @@ class Terminal:
         self._pos = 0
         self.proc = None
         self.mp_heap = "4M"  # MicroPython's -X heapsize
+        self.mp_romfs = None  # MicroPython runs the code of this ROMFS image, not the sources
 
     # -- process ---------------------------------------------------------------------------
     def start(self, timeout=30, env=None):
@@ -212,7 +213,7 @@ class Terminal:
         for pty in (self.keypad, self.scanner, self.console):
             termios.tcflush(pty.slave, termios.TCIFLUSH)
         self.proc = DeviceProcess(self.runtime, self.cfg_path, ROOT, self.log_path, env=env,
-                                  heap=self.mp_heap)
+                                  heap=self.mp_heap, romfs=self.mp_romfs)
         # The first frame is drawn after the serial ports are open: input is safe from then on.
         self.wait_frame(lambda f: True, timeout, start=len(self.read_frames()))
 

@@ -82,9 +82,14 @@ class Pty:
                 pass
 
 
-def runtime_cmd(runtime, root, heap="4M"):
+def runtime_cmd(runtime, root, heap="4M", romfs=None):
+    """romfs: a ROMFS image of the agent's code (tests/support/romfs.py) that MicroPython runs
+    instead of the sources, through tests/mp_romfs_run.py."""
     if runtime == "micropython":
         mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+        if romfs is not None:
+            return ([mp, "-X", "heapsize=" + heap, os.path.join(root, "tests", "mp_romfs_run.py")],
+                    dict(os.environ, MICROPYPATH=".frozen", ROMFS_IMAGE=str(romfs)))
         return [mp, "-X", "heapsize=" + heap], dict(os.environ, MICROPYPATH=root + ":.frozen")
     return [sys.executable, "-u"], dict(os.environ, PYTHONPATH=root)
 
@@ -92,9 +97,10 @@ def runtime_cmd(runtime, root, heap="4M"):
 class DeviceProcess:
     """`python -m device run --config F` (or micropython) as a child process, logged to a file."""
 
-    def __init__(self, runtime, config_path, root, log_path, args=None, env=None, heap="4M"):
+    def __init__(self, runtime, config_path, root, log_path, args=None, env=None, heap="4M",
+                 romfs=None):
         """env: variables added to the child's environment (POS_CLOCK_CORRECTION_S...)."""
-        cmd, base = runtime_cmd(runtime, root, heap)
+        cmd, base = runtime_cmd(runtime, root, heap, romfs)
         env = dict(base, **(env or {}))
         self.log_path = str(log_path)
         self._log = open(self.log_path, "a")
