@@ -260,6 +260,15 @@ def put_bytes(out, b):
     out += b
 
 
+def put_bool(out, v):
+    if v is True:
+        out.append(0xF5)
+    elif v is False:
+        out.append(0xF4)
+    else:
+        raise CBORError("not a bool")
+
+
 def encode_into(out, obj):
     """Appends obj as dumps() would write it (no error translation: callers fall back)."""
     _encode(out, obj)

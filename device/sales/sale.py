@@ -2,7 +2,7 @@
 # so a power cut can never keep one without the other (SPEC 4). Format: docs/formats.md.
 
 from protocol import cbor
-from protocol.cbor import put_bytes, put_text, put_uint
+from protocol.cbor import put_bool, put_bytes, put_text, put_uint
 
 RECORD_VERSION = 1
 KINDS = ("sale", "member", "topup", "vip")
@@ -32,10 +32,19 @@ def make_sale(cid, n, gross, coupons, cur, at, off, clerk, kind="sale", mem=None
     return rec
 
 
+# The fields every sale has, in make_sale's order: (encoded key, key, writer of its one type).
+_FIELDS = ((b"\x61r", "r", put_text), (b"\x61v", "v", put_uint), (b"\x63cid", "cid", put_bytes),
+           (b"\x61n", "n", put_uint), (b"\x64kind", "kind", put_text),
+           (b"\x65gross", "gross", put_uint), (b"\x63amt", "amt", put_uint),
+           (b"\x63cur", "cur", put_text), (b"\x62at", "at", put_uint),
+           (b"\x63off", "off", put_bool), (b"\x65clerk", "clerk", put_text))
+_REDEMPTION = ((b"\x63cti", "cti", put_bytes), (b"\x63cmp", "cmp", put_text),
+               (b"\x64disc", "disc", put_uint), (b"\x63exp", "exp", put_uint))
 # The optional fields in the order make_sale writes them for its callers (mem, ref, then the
 # kinds' extras: a member payment's mcti + mexp, a VIP sale's tier, a tier discount last).
 _OPTIONAL = (("mem", b"\x63mem"), ("ref", b"\x63ref"), ("mcti", b"\x64mcti"),
              ("mexp", b"\x64mexp"), ("tier", b"\x64tier"), ("mdisc", b"\x65mdisc"))
+_PLAIN = len(_FIELDS) + 1  # and cpn
 
 
 def record_bytes(rec):
@@ -55,33 +64,9 @@ def _record_bytes(rec):
         raise cbor.CBORError("not a sale record")
     out = bytearray()
     out.append(0xA0 | n)
-    out += b"\x61r"
-    put_text(out, rec["r"])
-    out += b"\x61v"
-    put_uint(out, rec["v"])
-    out += b"\x63cid"
-    put_bytes(out, rec["cid"])
-    out += b"\x61n"
-    put_uint(out, rec["n"])
-    out += b"\x64kind"
-    put_text(out, rec["kind"])
-    out += b"\x65gross"
-    put_uint(out, rec["gross"])
-    out += b"\x63amt"
-    put_uint(out, rec["amt"])
-    out += b"\x63cur"
-    put_text(out, rec["cur"])
-    out += b"\x62at"
-    put_uint(out, rec["at"])
-    off = rec["off"]
-    if off is True:
-        out += b"\x63off\xf5"
-    elif off is False:
-        out += b"\x63off\xf4"
-    else:
-        raise cbor.CBORError("off is not a bool")
-    out += b"\x65clerk"
-    put_text(out, rec["clerk"])
+    for key, k, put in _FIELDS:
+        out += key
+        put(out, rec[k])
     cpn = rec["cpn"]
     if type(cpn) is not list or len(cpn) > 23:
         raise cbor.CBORError("cpn is not a short list")
@@ -90,16 +75,12 @@ def _record_bytes(rec):
     for c in cpn:
         if type(c) is not dict or len(c) != 4:
             raise cbor.CBORError("not a redemption")
-        out += b"\xa4\x63cti"
-        put_bytes(out, c["cti"])
-        out += b"\x63cmp"
-        put_text(out, c["cmp"])
-        out += b"\x64disc"
-        put_uint(out, c["disc"])
-        out += b"\x63exp"
-        put_uint(out, c["exp"])
-    if n > 12:
-        seen = 12
+        out.append(0xA4)
+        for key, k, put in _REDEMPTION:
+            out += key
+            put(out, c[k])
+    if n > _PLAIN:
+        seen = _PLAIN
         for k, key in _OPTIONAL:
             if k in rec:
                 out += key

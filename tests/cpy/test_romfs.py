@@ -4,20 +4,15 @@ commands from it with the same output, without a source file on its path."""
 import json
 import os
 import subprocess
-import sys
 
+from tests.cpy.test_coupon_check_cli import MP, V, _args
 from tests.support import romfs
 
 ROOT = romfs.ROOT
-MP = os.path.join(os.path.dirname(sys.executable), "micropython")
-with open(os.path.join(os.path.dirname(ROOT), "shared", "vectors", "coupons.json")) as _f:
-    V = json.load(_f)
 
 
 def _check(case, image=None):
-    args = ["coupon-check", "--root-key", V["root_pub_hex"], "--trustlist", V["trustlist"],
-            "--revocations", V["revocations"], "--store", V["store"], "--currency",
-            V["currency"], "--now", str(V["now"]), "--total", str(case["total"]), case["token"]]
+    args = ["coupon-check"] + _args(case["total"], case["token"])
     if image is None:
         cmd, env = [MP, "-m", "device"], {"MICROPYPATH": ROOT + ":.frozen"}
     else:
