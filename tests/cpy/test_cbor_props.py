@@ -390,4 +390,6 @@ def test_sale_record_with_any_field_changed_encodes_like_dumps(rec, field, value
             return
         raise AssertionError("written although dumps() refuses it")
     got = record_bytes(rec)
-    assert got == want or (len(got) == len(want) and loads(got) == loads(want))
+    # the same map, its keys perhaps in another order (norm: NaN equals NaN)
+    assert got == want or (len(got) == len(want) and sorted(map(repr, norm(loads(got))[1]))
+                           == sorted(map(repr, norm(loads(want))[1])))
