@@ -1,6 +1,6 @@
 # What the pure verifiers (device/crypto/ed25519.py, device/crypto/p256.py) share: the decoded-key
-# Point that
-# carries its comb table, a modular inverse, and the signed comb digits of a scalar.
+# Point that carries its comb table, a modular inverse, the packed points a table is built from,
+# and the signed comb digits of a scalar.
 # TEETH * SPACING = 259 bits covers both curves' scalars (Ed25519 s + L < 2^254, P-256
 # u + n < 2^257); a table holds 2^(TEETH-1) = 64 points.
 TEETH = 7
@@ -56,17 +56,44 @@ def inv(a, m):
     return x0 % m
 
 
-def inverses(zs, m):
-    """[z^-1 mod m for z in zs] with a single inversion (Montgomery's trick); no z is 0."""
-    n = len(zs)
-    prefix = [1] * n
+class Packed:
+    """n points of `width` field elements (each in [0, 2^256)), 32 bytes an element in 1 KiB
+    pieces: where a comb table's 64 points wait for their one inversion. As Python ints on
+    MicroPython an element takes about 140 B (a product reduced mod p keeps the product's
+    digits) in blocks of mixed sizes: building a table took about 100 KiB free; packed, the
+    points take 8 KiB (docs/decisions.md, 2026-12-05 "Comb tables built from packed points")."""
+
+    def __init__(self, n, width):
+        self.width = width
+        self.pieces = [bytearray(1024) for _ in range((n * width * 32 + 1023) >> 10)]
+
+    def put(self, j, elements):
+        o = j * self.width * 32  # 1024 is a multiple of 32: no element straddles two pieces
+        for e in elements:
+            i = o & 1023
+            self.pieces[o >> 10][i:i + 32] = e.to_bytes(32, "little")
+            o += 32
+
+    def get(self, j, k):
+        """Element k of point j."""
+        o = (j * self.width + k) * 32
+        i = o & 1023
+        return int.from_bytes(self.pieces[o >> 10][i:i + 32], "little")
+
+    def point(self, j):
+        return tuple(self.get(j, k) for k in range(self.width))
+
+
+def inverses(pts, n, k, m):
+    """Packed (width 1) inverses mod m of element k of pts' first n points, none of them 0, with
+    one inversion (Montgomery's trick); the prefix products wait in the output, packed too."""
+    out = Packed(n, 1)
     acc = 1
     for j in range(n):
-        prefix[j] = acc
-        acc = acc * zs[j] % m
-    rest = inv(acc, m)  # the inverse of the product of zs[0..j]
-    out = [0] * n
+        out.put(j, (acc,))
+        acc = acc * pts.get(j, k) % m
+    rest = inv(acc, m)  # the inverse of the product of elements 0..j
     for j in range(n - 1, -1, -1):
-        out[j] = rest * prefix[j] % m
-        rest = rest * zs[j] % m
+        out.put(j, (rest * out.get(j, 0) % m,))
+        rest = rest * pts.get(j, k) % m
     return out

@@ -90,21 +90,22 @@ def _comb_table(x, y):
     for i in range(TEETH - 1):
         X, Y, Z, T = teeth[i]
         acc = _add(acc, (p - X, Y, Z, p - T))
-    pts = [acc]
+    pts = comb.Packed(_HALF, 4)
+    pts.put(0, acc)
+    n = 1
     for i in range(TEETH - 1):
         twice = _add(teeth[i], teeth[i])
         for j in range(1 << i):
-            pts.append(_add(pts[j], twice))
+            pts.put(n, _add(pts.point(j), twice))
+            n += 1
     # to affine with one inversion; packed: a 2 KiB column per coordinate, 32 bytes an entry
     # (1 KiB pieces: a fragmented heap, and MicroPython never compacts it, has room for those)
-    n = len(pts)
-    zis = comb.inverses([pt[2] for pt in pts], p)
+    zis = comb.inverses(pts, n, 2, p)
     cols = [(bytearray(1024), bytearray(1024)) for _ in range(3)]
     for j in range(n):
-        X, Y, _, _ = pts[j]
-        zi = zis[j]
-        ax = X * zi % p
-        ay = Y * zi % p
+        zi = zis.get(j, 0)
+        ax = pts.get(j, 0) * zi % p
+        ay = pts.get(j, 1) * zi % p
         o = (32 * j) & 1023
         h = j >> 5
         cols[0][h][o:o + 32] = ((ay + ax) % p).to_bytes(32, "little")

@@ -407,3 +407,40 @@ def test_random_bytes_and_consteq():
 def test_backend_matches_runtime():
     from device.ports import runtime as rt
     assert crypto.backend == ("pure" if rt.MICROPYTHON else "cryptography")
+
+
+def test_packed_points_keep_every_element():
+    from device.crypto import curve
+    top = (1 << 256) - 1
+    pts = curve.Packed(70, 3)  # 70 * 96 B: points across the 1 KiB pieces' edges
+    vals = [(0, top, 1)] + [((j * 0x9E3779B97F4A7C15) ** 4 & top, top - j, j) for j in range(69)]
+    for j in range(70):
+        pts.put(j, vals[j])
+    assert [pts.point(j) for j in range(70)] == vals
+    assert pts.get(69, 1) == top - 68
+    inv = curve.inverses(pts, 70, 1, p256.P)
+    assert all(inv.get(j, 0) * (top - (j - 1)) % p256.P == 1 for j in range(1, 70))
+
+
+def test_a_comb_table_builds_in_48_kib_free():
+    # Issue 14: the first verify after a boot builds comb tables; their points wait packed
+    # (curve.Packed) for the one inversion, so 48 KiB free is room enough (as Python ints they
+    # took about 100 KiB on the unix port). MicroPython only: CPython has no heap to fill.
+    import gc
+    if not hasattr(gc, "mem_free"):
+        return
+    want = (ed25519._comb_table(ed25519._BX, ed25519._BY), p256._comb_table(p256._GX, p256._GY))
+    gc.collect()
+    ballast = []
+    try:
+        while gc.mem_free() > 48 * 1024 + 64:
+            ballast.append(bytearray(min(1024, gc.mem_free() - 48 * 1024)))
+    except MemoryError:
+        pass  # what is left is holes too small for the ballast's pieces
+    gc.collect()
+    try:
+        got = (ed25519._comb_table(ed25519._BX, ed25519._BY),
+               p256._comb_table(p256._GX, p256._GY))
+    finally:
+        del ballast[:]
+    assert got == want
