@@ -109,6 +109,11 @@ def _wait(t, pred, timeout):
     end = time.monotonic() + timeout
     while True:
         st = t.status()
+        if st is not None and "queue" not in st:
+            # the console's error reply instead of a status: out of memory answering it
+            if "MemoryError" in str(st):
+                raise OutOfMemory(str(st))
+            st = None
         if st is not None:
             if pred(st):
                 return st
