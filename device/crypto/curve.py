@@ -57,17 +57,23 @@ def inv(a, m):
 
 
 class Packed:
-    """n points of `width` field elements (each in [0, 2^256)), 32 bytes an element in 1 KiB
-    pieces: where a comb table's 64 points wait for their one inversion. As Python ints on
+    """Room for n points of `width` field elements (each in [0, 2^256)), 32 bytes an element
+    in 1 KiB pieces: where a comb table's 64 points wait for their one inversion. As ints on
     MicroPython an element takes about 140 B (a product reduced mod p keeps the product's
     digits) in blocks of mixed sizes: building a table took about 100 KiB free; packed, the
     points take 8 KiB (docs/decisions.md, 2026-12-05 "Comb tables built from packed points")."""
 
     def __init__(self, n, width):
         self.width = width
+        self.n = 0  # points appended so far
         self.pieces = [bytearray(1024) for _ in range((n * width * 32 + 1023) >> 10)]
 
+    def append(self, elements):
+        self.n += 1
+        self.put(self.n - 1, elements)
+
     def put(self, j, elements):
+        """Writes point j (appended already) over."""
         o = j * self.width * 32  # 1024 is a multiple of 32: no element straddles two pieces
         for e in elements:
             i = o & 1023
@@ -84,13 +90,14 @@ class Packed:
         return tuple(self.get(j, k) for k in range(self.width))
 
 
-def inverses(pts, n, k, m):
-    """Packed (width 1) inverses mod m of element k of pts' first n points, none of them 0, with
+def inverses(pts, k, m):
+    """Packed (width 1) inverses mod m of element k of each point in pts, none of them 0, with
     one inversion (Montgomery's trick); the prefix products wait in the output, packed too."""
+    n = pts.n
     out = Packed(n, 1)
     acc = 1
     for j in range(n):
-        out.put(j, (acc,))
+        out.append((acc,))
         acc = acc * pts.get(j, k) % m
     rest = inv(acc, m)  # the inverse of the product of elements 0..j
     for j in range(n - 1, -1, -1):

@@ -91,18 +91,16 @@ def _comb_table(x, y):
         X, Y, Z, T = teeth[i]
         acc = _add(acc, (p - X, Y, Z, p - T))
     pts = comb.Packed(_HALF, 4)
-    pts.put(0, acc)
-    n = 1
+    pts.append(acc)
     for i in range(TEETH - 1):
         twice = _add(teeth[i], teeth[i])
         for j in range(1 << i):
-            pts.put(n, _add(pts.point(j), twice))
-            n += 1
+            pts.append(_add(pts.point(j), twice))
     # to affine with one inversion; packed: a 2 KiB column per coordinate, 32 bytes an entry
     # (1 KiB pieces: a fragmented heap, and MicroPython never compacts it, has room for those)
-    zis = comb.inverses(pts, n, 2, p)
+    zis = comb.inverses(pts, 2, p)
     cols = [(bytearray(1024), bytearray(1024)) for _ in range(3)]
-    for j in range(n):
+    for j in range(pts.n):
         zi = zis.get(j, 0)
         ax = pts.get(j, 0) * zi % p
         ay = pts.get(j, 1) * zi % p

@@ -99,12 +99,12 @@ def _madd(X1, Y1, Z1, x2, y2):
     return X3, (r * (v - X3) - Y1 * hhh) % p, Z1 * h % p
 
 
-def _affine(pts, n):
-    """Affine (x, y) of the first n Jacobian points packed in pts (comb.Packed, none at
-    infinity), one after the other, with one inversion (Montgomery)."""
+def _affine(pts):
+    """Affine (x, y) of the Jacobian points packed in pts (comb.Packed, none at infinity), one
+    after the other, with one inversion (Montgomery)."""
     p = P
-    zis = comb.inverses(pts, n, 2, p)
-    for j in range(n):
+    zis = comb.inverses(pts, 2, p)
+    for j in range(pts.n):
         zi = zis.get(j, 0)
         zi2 = zi * zi % p
         yield pts.get(j, 0) * zi2 % p, pts.get(j, 1) * zi2 % p * zi % p
@@ -112,8 +112,8 @@ def _affine(pts, n):
 
 def _packed(points):
     pts = comb.Packed(len(points), 3)
-    for j in range(len(points)):
-        pts.put(j, points[j])
+    for pt in points:
+        pts.append(pt)
     return pts
 
 
@@ -136,8 +136,7 @@ def _comb_table(x, y):
             Y = (alpha * (4 * beta - X) - 8 * gamma * gamma) % p
         teeth.append((X, Y, Z))
     # affine teeth Q[1..] and doubled teeth 2 Q[i], so the entries come from mixed additions
-    aff = list(_affine(_packed(teeth + [_double(*q) for q in [(x, y, 1)] + teeth[:-1]]),
-                       2 * (TEETH - 1)))
+    aff = list(_affine(_packed(teeth + [_double(*q) for q in [(x, y, 1)] + teeth[:-1]])))
     top = TEETH - 1
     teeth = [(x, y)] + aff[:top]
     twice = aff[top:]
@@ -146,19 +145,17 @@ def _comb_table(x, y):
     for i in range(top):
         acc = _madd(acc[0], acc[1], acc[2], teeth[i][0], p - teeth[i][1])
     pts = comb.Packed(_HALF, 3)
-    pts.put(0, acc)
-    n = 1
+    pts.append(acc)
     for i in range(top):
         x2, y2 = twice[i]
         for j in range(1 << i):
             X, Y, Z = pts.point(j)
-            pts.put(n, _madd(X, Y, Z, x2, y2))
-            n += 1
+            pts.append(_madd(X, Y, Z, x2, y2))
     # packed: a 2 KiB column per coordinate, 32 bytes an entry, in 1 KiB pieces (a fragmented
     # heap, and MicroPython never compacts it, has room for those)
     xs = (bytearray(1024), bytearray(1024))
     ys = (bytearray(1024), bytearray(1024))
-    for j, (ax, ay) in enumerate(_affine(pts, n)):
+    for j, (ax, ay) in enumerate(_affine(pts)):
         o = (32 * j) & 1023
         xs[j >> 5][o:o + 32] = ax.to_bytes(32, "big")
         ys[j >> 5][o:o + 32] = ay.to_bytes(32, "big")

@@ -414,11 +414,11 @@ def test_packed_points_keep_every_element():
     top = (1 << 256) - 1
     pts = curve.Packed(70, 3)  # 70 * 96 B: points across the 1 KiB pieces' edges
     vals = [(0, top, 1)] + [((j * 0x9E3779B97F4A7C15) ** 4 & top, top - j, j) for j in range(69)]
-    for j in range(70):
-        pts.put(j, vals[j])
+    for v in vals:
+        pts.append(v)
     assert [pts.point(j) for j in range(70)] == vals
     assert pts.get(69, 1) == top - 68
-    inv = curve.inverses(pts, 70, 1, p256.P)
+    inv = curve.inverses(pts, 1, p256.P)
     assert all(inv.get(j, 0) * (top - (j - 1)) % p256.P == 1 for j in range(1, 70))
 
 

@@ -22,10 +22,7 @@ DATA_HEAP = 256 * 1024
 @pytest.mark.timeout(900)
 def test_a_micropython_terminal_with_2000_pending_lives_its_day_in_256_kib(fresh_broker,
                                                                           tmp_path):
-    r = heap_rig.run(tmp_path, fresh_broker, DATA_HEAP)
-    tail = r.pop("log_tail")
-    assert r["steps"] == {s: True for s in heap_rig.STEPS}, "%r\n%s" % (r, tail)
-    assert r["heapsize"] == r["code_heap"] + DATA_HEAP
+    r = _whole_day(tmp_path, fresh_broker, DATA_HEAP)
     print("\nmicropython -X heapsize=%d (code %d + data %d): %s; heap after each step "
           "(alloc/free): %s" % (r["heapsize"], r["code_heap"], DATA_HEAP, r["steps"],
                                 {k: (v["alloc"], v["free"]) for k, v in r["heap"].items()}))
@@ -42,7 +39,12 @@ def test_the_same_day_from_a_romfs_image_fits_512_kib_of_ram(fresh_broker, tmp_p
     from tests.support import romfs
     image = str(tmp_path / "agent.romfs")
     romfs.build(image)
-    r = heap_rig.run(tmp_path, fresh_broker, ROMFS_RAM, romfs=image)
+    _whole_day(tmp_path, fresh_broker, ROMFS_RAM, romfs=image)
+
+
+def _whole_day(tmp_path, broker, heap, romfs=None):
+    r = heap_rig.run(tmp_path, broker, heap, romfs=romfs)
     tail = r.pop("log_tail")
     assert r["steps"] == {s: True for s in heap_rig.STEPS}, "%r\n%s" % (r, tail)
-    assert r["heapsize"] == r["code_heap"] + ROMFS_RAM
+    assert r["heapsize"] == r["code_heap"] + heap
+    return r
